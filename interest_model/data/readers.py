@@ -1,0 +1,397 @@
+"""Readers: turn raw input records into rows of the canonical schema, before validation.
+
+Every text format is read line by line: a batch of raw lines (bytes, with their file and
+1-based line number) goes in, a DataFrame of string fields comes out, one row per line, with
+``reason`` set where the line itself is unreadable (bad UTF-8, wrong field count, bad JSON).
+Nothing is dropped here; validation (``validate.py``) types the fields and adds the other
+reasons. Parquet input arrives as column batches instead of lines.
+
+Formats:
+  recbole   RecBole atomic files (.inter / .item, tab-separated, ``name:type`` header)
+  ml-1m     original MovieLens-1M (ratings.dat, movies.dat; ``::``-separated, latin-1)
+  ml-100k   original MovieLens-100K (u.data tab-separated, u.item ``|``-separated, latin-1)
+  amazon    Amazon Reviews 2023 JSONL (reviews + item metadata; a category is a scenario)
+  generic   CSV / TSV / JSONL / Parquet with a column mapping from the config
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import pandas as pd
+
+from interest_model.data import schema
+
+# Raw interaction fields every reader fills (all strings or None).
+RAW_INTERACTION_FIELDS = ("user_id", "item_id", "timestamp", "value", "event_type", "scenario_hint")
+# Raw item fields every reader fills.
+RAW_ITEM_FIELDS = ("item_id", "title", "description", "categories", "year", "attributes", "scenario_hint")
+BOOKKEEPING = ("path", "line_no", "reason", "raw")
+
+ML_100K_GENRES = (
+    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
+    "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi",
+    "Thriller", "War", "Western",
+)
+_TITLE_YEAR = re.compile(r"^(.*\S)\s*\((\d{4})\)\s*$")
+
+
+class ReaderError(ValueError):
+    """A whole input cannot be read as the configured format (e.g. a missing header field)."""
+
+
+def split_title_year(title: str | None) -> tuple[str | None, str | None]:
+    """'Toy Story (1995)' -> ('Toy Story', '1995'); a title without a year is returned as is."""
+    if not title:
+        return title, None
+    m = _TITLE_YEAR.match(title)
+    return (m.group(1), m.group(2)) if m else (title, None)
+
+
+def decode(line: bytes, encoding: str) -> str | None:
+    try:
+        return line.decode(encoding)
+    except UnicodeDecodeError:
+        return None
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _clean(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+Names = str | tuple[str, ...] | None
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Where each canonical field comes from in the input (header names or JSON keys).
+
+    A tuple lists candidate names; the first one present in the file is used.
+    """
+
+    user_id: Names = "user_id"
+    item_id: Names = "item_id"
+    timestamp: Names = "timestamp"
+    value: Names = None
+    event_type: Names = None
+    scenario: Names = None
+    title: Names = "title"
+    description: Names = None
+    categories: Names = None
+    year: Names = None
+
+    def used(self) -> set[str]:
+        out: set[str] = set()
+        for value in self.__dict__.values():
+            out.update(_names(value))
+        return out
+
+
+@dataclass(frozen=True)
+class Reader:
+    """One input format. ``parse_*`` map a batch of lines to raw canonical rows."""
+
+    format: str
+    encoding: str = "utf-8"
+    delimiter: str | None = "\t"  # None: JSON lines
+    has_header: bool = False
+    interaction_columns: Columns = field(default_factory=Columns)
+    item_columns: Columns = field(default_factory=Columns)
+    category_separator: str | None = " "
+    keep_raw: bool = False
+    item_delimiter: str | None = "same"  # "same": the interaction files' delimiter
+    # Format-specific field extraction from one decoded record (list of cells or dict).
+    interaction_fn: Callable[["Reader", Any, dict], dict] | None = None
+    item_fn: Callable[["Reader", Any, dict], dict] | None = None
+
+    # -- header ---------------------------------------------------------------------------
+    def header_index(self, header_line: bytes | None) -> dict[str, int]:
+        """Column name -> position for header formats ('name:type' cells lose the type)."""
+        if not self.has_header:
+            return {}
+        if header_line is None:
+            raise ReaderError(f"{self.format}: file has no header line")
+        text = decode(header_line, self.encoding)
+        if text is None:
+            raise ReaderError(f"{self.format}: header line is not valid {self.encoding}")
+        cells = self._split(text.rstrip("\r\n"), self.delimiter)
+        if cells is None:
+            raise ReaderError(f"{self.format}: header line cannot be parsed")
+        return {c.split(":", 1)[0].strip(): i for i, c in enumerate(cells)}
+
+    def _split(self, text: str, delimiter: str | None) -> list[str] | dict | None:
+        if delimiter is None:
+            try:
+                obj = json.loads(text)
+            except ValueError:
+                return None
+            return obj if isinstance(obj, dict) else None
+        if delimiter == ",":
+            rows = list(csv.reader([text]))
+            return rows[0] if len(rows) == 1 else None
+        return text.split(delimiter)
+
+    # -- batches --------------------------------------------------------------------------
+    def parse_interactions(self, lines: Sequence[bytes], paths: Sequence[str], line_nos: Sequence[int],
+                           headers: dict[str, dict[str, int]]) -> pd.DataFrame:
+        return self._parse(lines, paths, line_nos, headers, self.interaction_fn, RAW_INTERACTION_FIELDS,
+                           self.delimiter)
+
+    def parse_items(self, lines: Sequence[bytes], paths: Sequence[str], line_nos: Sequence[int],
+                    headers: dict[str, dict[str, int]]) -> pd.DataFrame:
+        delimiter = self.delimiter if self.item_delimiter == "same" else self.item_delimiter
+        return self._parse(lines, paths, line_nos, headers, self.item_fn, RAW_ITEM_FIELDS, delimiter)
+
+    def _parse(self, lines, paths, line_nos, headers, fn, fields, delimiter) -> pd.DataFrame:
+        if fn is None:
+            raise ReaderError(f"format {self.format!r} cannot read this kind of file")
+        rows: dict[str, list] = {name: [] for name in (*fields, *BOOKKEEPING)}
+        for line, path, line_no in zip(lines, paths, line_nos):
+            record: dict[str, Any] = {}
+            reason = None
+            text = decode(line, self.encoding)
+            if text is None:
+                reason = schema.INVALID_UTF8
+            else:
+                text = text.rstrip("\r\n")
+                cells = self._split(text, delimiter)
+                if cells is None:
+                    reason = schema.MALFORMED_RECORD
+                else:
+                    try:
+                        record = fn(self, cells, headers.get(path, {}))
+                    except (IndexError, KeyError, TypeError, ValueError, AttributeError):
+                        reason = schema.MALFORMED_RECORD
+                        record = {}
+            for name in fields:
+                rows[name].append(record.get(name))
+            rows["path"].append(path)
+            rows["line_no"].append(int(line_no))
+            rows["reason"].append(reason)
+            rows["raw"].append(_raw_for_rejects(line, self.encoding) if self.keep_raw and reason else None)
+        return pd.DataFrame(rows)
+
+    # -- non-line input (Parquet) ---------------------------------------------------------
+    def parse_interaction_frame(self, frame: pd.DataFrame, path: str, first_row: int) -> pd.DataFrame:
+        return self._parse_frame(frame, path, first_row, self.interaction_fn, RAW_INTERACTION_FIELDS)
+
+    def parse_item_frame(self, frame: pd.DataFrame, path: str, first_row: int) -> pd.DataFrame:
+        return self._parse_frame(frame, path, first_row, self.item_fn, RAW_ITEM_FIELDS)
+
+    def _parse_frame(self, frame, path, first_row, fn, fields) -> pd.DataFrame:
+        records = frame.to_dict("records")
+        rows: dict[str, list] = {name: [] for name in (*fields, *BOOKKEEPING)}
+        for i, rec in enumerate(records):
+            try:
+                record, reason = fn(self, rec, {}), None
+            except (IndexError, KeyError, TypeError, ValueError, AttributeError):
+                record, reason = {}, schema.MALFORMED_RECORD
+            for name in fields:
+                rows[name].append(record.get(name))
+            rows["path"].append(path)
+            rows["line_no"].append(first_row + i + 1)
+            rows["reason"].append(reason)
+            rows["raw"].append(json.dumps(rec, default=str) if self.keep_raw and reason else None)
+        return pd.DataFrame(rows)
+
+
+def _raw_for_rejects(line: bytes, encoding: str) -> str:
+    return line.decode(encoding, errors="backslashreplace").rstrip("\r\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# Field extraction per format. Each takes the reader, the split record and the header index.
+
+
+def _names(names: Names) -> tuple[str, ...]:
+    if names is None:
+        return ()
+    return (names,) if isinstance(names, str) else tuple(names)
+
+
+def _cell(cells: Sequence[str], header: dict[str, int], names: Names) -> str | None:
+    for name in _names(names):
+        if name in header:
+            return _clean(cells[header[name]])
+    return None
+
+
+def _get(obj: dict, names: Names) -> Any:
+    for name in _names(names):
+        if name in obj:
+            return obj[name]
+    return None
+
+
+def _split_categories(text: str | None, sep: str | None) -> list[str] | None:
+    if _blank(text):
+        return None
+    parts = [p.strip() for p in (text.split(sep) if sep else [text])]
+    return [p for p in parts if p] or None
+
+
+def _header_interaction(reader: Reader, cells: list[str], header: dict[str, int]) -> dict:
+    if len(cells) != len(header):
+        raise ValueError("field count differs from header")
+    c = reader.interaction_columns
+    return {
+        "user_id": _cell(cells, header, c.user_id),
+        "item_id": _cell(cells, header, c.item_id),
+        "timestamp": _cell(cells, header, c.timestamp),
+        "value": _cell(cells, header, c.value),
+        "event_type": _cell(cells, header, c.event_type),
+        "scenario_hint": _cell(cells, header, c.scenario),
+    }
+
+
+def _header_item(reader: Reader, cells: list[str], header: dict[str, int]) -> dict:
+    if len(cells) != len(header):
+        raise ValueError("field count differs from header")
+    c = reader.item_columns
+    used = c.used()
+    attributes = {k: _clean(cells[i]) for k, i in header.items() if k not in used and _clean(cells[i])}
+    return {
+        "item_id": _cell(cells, header, c.item_id),
+        "title": _cell(cells, header, c.title),
+        "description": _cell(cells, header, c.description),
+        "categories": _split_categories(_cell(cells, header, c.categories), reader.category_separator),
+        "year": _year(_cell(cells, header, c.year)),
+        "attributes": _json_or_none(attributes),
+        "scenario_hint": _cell(cells, header, c.scenario),
+    }
+
+
+def _json_or_none(attributes: dict) -> str | None:
+    """Free attributes travel as a JSON object string (Arrow-friendly whatever the keys)."""
+    return json.dumps(attributes, ensure_ascii=False, sort_keys=True, default=str) if attributes else None
+
+
+def _year(text: str | None) -> str | None:
+    """'1995', '1995.0', '01-Jan-1995' -> '1995'; anything else -> None."""
+    if _blank(text):
+        return None
+    m = re.search(r"(1[89]\d\d|2\d\d\d)", text)
+    return m.group(1) if m else None
+
+
+def _fixed(n_fields: int, user: int, item: int, value: int | None, ts: int):
+    def parse(reader: Reader, cells: list[str], header: dict) -> dict:
+        if len(cells) != n_fields:
+            raise ValueError(f"expected {n_fields} fields")
+        return {
+            "user_id": _clean(cells[user]),
+            "item_id": _clean(cells[item]),
+            "value": _clean(cells[value]) if value is not None else None,
+            "timestamp": _clean(cells[ts]),
+        }
+
+    return parse
+
+
+def _ml1m_movie(reader: Reader, cells: list[str], header: dict) -> dict:
+    if len(cells) != 3:
+        raise ValueError("movies.dat has 3 fields")
+    title, year = split_title_year(_clean(cells[1]))
+    return {"item_id": _clean(cells[0]), "title": title, "year": year,
+            "categories": _split_categories(cells[2], "|")}
+
+
+def _ml100k_movie(reader: Reader, cells: list[str], header: dict) -> dict:
+    if len(cells) != 5 + len(ML_100K_GENRES):
+        raise ValueError("u.item has 24 fields")
+    title, year = split_title_year(_clean(cells[1]))
+    flags = cells[5:]
+    genres = [g for g, f in zip(ML_100K_GENRES, flags) if f.strip() == "1" and g != "unknown"]
+    attributes = {k: v for k, v in (("release_date", _clean(cells[2])), ("imdb_url", _clean(cells[4]))) if v}
+    return {"item_id": _clean(cells[0]), "title": title, "year": year or _year(cells[2]),
+            "categories": genres or None, "attributes": _json_or_none(attributes)}
+
+
+def _json_interaction(reader: Reader, obj: dict, header: dict) -> dict:
+    c = reader.interaction_columns
+    get = lambda names: _clean(_get(obj, names))  # noqa: E731
+    return {"user_id": get(c.user_id), "item_id": get(c.item_id), "timestamp": get(c.timestamp),
+            "value": get(c.value), "event_type": get(c.event_type), "scenario_hint": get(c.scenario)}
+
+
+def _json_item(reader: Reader, obj: dict, header: dict) -> dict:
+    c = reader.item_columns
+    used = c.used()
+    cats = _get(obj, c.categories)
+    if isinstance(cats, str):
+        cats = _split_categories(cats, reader.category_separator)
+    elif isinstance(cats, list):
+        cats = [str(x).strip() for x in cats if not _blank(str(x))] or None
+    desc = _get(obj, c.description)
+    if isinstance(desc, list):
+        desc = " ".join(str(x) for x in desc if x)
+    attributes = {k: v for k, v in obj.items() if k not in used and v not in (None, "", [], {})}
+    year = _get(obj, c.year)
+    return {
+        "item_id": _clean(_get(obj, c.item_id)),
+        "title": _clean(_get(obj, c.title)),
+        "description": _clean(desc),
+        "categories": cats,
+        "year": _year(str(year)) if year is not None else None,
+        "attributes": _json_or_none(attributes),
+        "scenario_hint": _clean(_get(obj, c.scenario)),
+    }
+
+
+_RECBOLE_INTER = Columns(user_id="user_id", item_id="item_id", timestamp="timestamp", value="rating")
+_RECBOLE_ITEM = Columns(item_id="item_id", title=("movie_title", "title", "name"),
+                        year=("release_year", "year"), categories=("genre", "class", "categories"))
+_AMAZON_INTER = Columns(user_id="user_id", item_id="parent_asin", timestamp="timestamp", value="rating")
+_AMAZON_ITEM = Columns(item_id="parent_asin", title="title", description="description",
+                       categories="categories", scenario="main_category")
+
+
+def make_reader(fmt: str, *, encoding: str | None = None, file_type: str | None = None,
+                interaction_columns: dict | None = None, item_columns: dict | None = None,
+                category_separator: str | None = None, keep_raw: bool = False) -> Reader:
+    """Build the reader for a source's format; ``*_columns`` override the format's defaults."""
+    def cols(default: Columns, override: dict | None) -> Columns:
+        return Columns(**{**default.__dict__, **(override or {})})
+
+    if fmt == "recbole":
+        return Reader("recbole", encoding or "utf-8", "\t", has_header=True,
+                      interaction_columns=cols(_RECBOLE_INTER, interaction_columns),
+                      item_columns=cols(_RECBOLE_ITEM, item_columns),
+                      category_separator=category_separator or " ", keep_raw=keep_raw,
+                      interaction_fn=_header_interaction, item_fn=_header_item)
+    if fmt == "ml-1m":
+        return Reader("ml-1m", encoding or "latin-1", "::", keep_raw=keep_raw,
+                      interaction_fn=_fixed(4, 0, 1, 2, 3), item_fn=_ml1m_movie)
+    if fmt == "ml-100k":
+        return Reader("ml-100k", encoding or "latin-1", "\t", keep_raw=keep_raw, item_delimiter="|",
+                      interaction_fn=_fixed(4, 0, 1, 2, 3), item_fn=_ml100k_movie)
+    if fmt == "amazon":
+        return Reader("amazon", encoding or "utf-8", None,
+                      interaction_columns=cols(_AMAZON_INTER, interaction_columns),
+                      item_columns=cols(_AMAZON_ITEM, item_columns),
+                      category_separator=category_separator, keep_raw=keep_raw,
+                      interaction_fn=_json_interaction, item_fn=_json_item)
+    if fmt == "generic":
+        kind = file_type or "csv"
+        if kind not in ("csv", "tsv", "jsonl", "parquet"):
+            raise ReaderError(f"generic: unknown file_type {kind!r} (csv, tsv, jsonl, parquet)")
+        line_based = kind in ("csv", "tsv")
+        return Reader("generic", encoding or "utf-8", {"csv": ",", "tsv": "\t"}.get(kind),
+                      has_header=line_based,
+                      interaction_columns=cols(Columns(title=None), interaction_columns),
+                      item_columns=cols(Columns(), item_columns),
+                      category_separator=category_separator or "|", keep_raw=keep_raw,
+                      interaction_fn=_header_interaction if line_based else _json_interaction,
+                      item_fn=_header_item if line_based else _json_item)
+    raise ReaderError(f"unknown format {fmt!r} (recbole, ml-1m, ml-100k, amazon, generic)")

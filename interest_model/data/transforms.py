@@ -1,0 +1,173 @@
+"""Interaction transforms on pandas frames: dedupe, k-core, per-user sequences, splits and
+evaluation segments. Each function works on one block or one user group, so the Ray Data job
+and the single-process reference run call the very same code."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from interest_model.data.schema import SPLITS
+
+DEDUP_KEY = ["user_id", "item_id", "scenario", "event_type", "timestamp", "value"]
+ORDER = ["timestamp", "path", "line_no"]  # chronological, ties in input order
+DAY = 86_400
+
+SEQUENCE_COLUMNS = ["scenario", "user_id", "item_ids", "timestamps", "event_types", "values",
+                    "length", "n_scenarios"]
+
+
+# -- dedupe ------------------------------------------------------------------------------------
+def dedupe(frame: pd.DataFrame) -> pd.DataFrame:
+    """Exact duplicates (same user, item, scenario, event, second and value) -> first in input order."""
+    frame = frame.sort_values(["path", "line_no"], kind="stable")
+    return frame.drop_duplicates(DEDUP_KEY, keep="first").reset_index(drop=True)
+
+
+# -- k-core ------------------------------------------------------------------------------------
+def kcore_drop_sets(user_counts: pd.DataFrame, item_counts: pd.DataFrame, user_k: int,
+                    item_k: int) -> tuple[set[str], set[str]]:
+    """Keys (scenario\\x1fid) of users and items below k in this round."""
+    users = user_counts[user_counts["count"] < user_k] if user_k > 0 else user_counts.iloc[0:0]
+    items = item_counts[item_counts["count"] < item_k] if item_k > 0 else item_counts.iloc[0:0]
+    return (set((users["scenario"] + "\x1f" + users["user_id"]).tolist()),
+            set((items["scenario"] + "\x1f" + items["item_id"]).tolist()))
+
+
+def kcore_filter(frame: pd.DataFrame, drop_users: set[str], drop_items: set[str]) -> pd.DataFrame:
+    if not drop_users and not drop_items:
+        return frame
+    ukey = frame["scenario"] + "\x1f" + frame["user_id"]
+    ikey = frame["scenario"] + "\x1f" + frame["item_id"]
+    keep = ~ukey.isin(drop_users) & ~ikey.isin(drop_items)
+    return frame[keep].reset_index(drop=True)
+
+
+# -- time cutoffs ------------------------------------------------------------------------------
+def day_counts(frame: pd.DataFrame) -> pd.DataFrame:
+    """(scenario, UTC day) -> interactions."""
+    out = pd.DataFrame({"scenario": frame["scenario"], "day": frame["timestamp"].to_numpy() // DAY})
+    return out.groupby(["scenario", "day"], as_index=False).size().rename(columns={"size": "count"})
+
+
+def cutoff_from_day_counts(counts: pd.DataFrame, q: float) -> int:
+    """Start (UTC midnight) of the first day before which at least ``q`` of the interactions
+    happened. Cutoffs fall on day boundaries so they read as dates."""
+    counts = counts.groupby("day", as_index=False)["count"].sum().sort_values("day")
+    total = counts["count"].sum()
+    if total == 0:
+        raise ValueError("no interactions to place a time cutoff in")
+    before = counts["count"].cumsum().shift(1, fill_value=0) / total
+    hit = counts[before.to_numpy() >= q]
+    day = int(hit["day"].iloc[0]) if len(hit) else int(counts["day"].iloc[-1]) + 1
+    return day * DAY
+
+
+@dataclass(frozen=True)
+class SplitRules:
+    """Leave-one-out needs nothing; the time split has (valid_start, test_start) per scenario:
+    one cutoff for every user of the scenario."""
+
+    cutoffs: dict[str, tuple[int, int]] | None = None
+
+
+# -- sequences ---------------------------------------------------------------------------------
+def build_sequences(frame: pd.DataFrame) -> pd.DataFrame:
+    """Kept interactions holding complete users (all their scenarios) -> one chronological
+    sequence row per (scenario, user)."""
+    frame = frame.sort_values(["user_id", "scenario", *ORDER], kind="stable")
+    grouped = frame.groupby(["user_id", "scenario"], sort=False)
+    out = grouped.agg(item_ids=("item_id", list), timestamps=("timestamp", list),
+                      event_types=("event_type", list), values=("value", list),
+                      length=("item_id", "size")).reset_index()
+    out["n_scenarios"] = out.groupby("user_id")["scenario"].transform("size").astype("int64")
+    out["length"] = out["length"].astype("int64")
+    return out[SEQUENCE_COLUMNS]
+
+
+def split_bounds(timestamps, scheme: str, rules: SplitRules, scenario: str) -> tuple[int, int]:
+    """(train_end, valid_end): positions [0, train_end) train, [train_end, valid_end) valid,
+    [valid_end, length) test."""
+    n = len(timestamps)
+    if scheme == "loo":
+        if n >= 3:
+            return n - 2, n - 1
+        if n == 2:
+            return 1, 1
+        return n, n
+    valid_start, test_start = rules.cutoffs[scenario]
+    ts = np.asarray(timestamps)
+    return int(np.searchsorted(ts, valid_start, "left")), int(np.searchsorted(ts, test_start, "left"))
+
+
+def split_rows(sequences: pd.DataFrame, schemes: list[str], rules: SplitRules,
+               cold_user_max_train: int) -> pd.DataFrame:
+    """One row per (scheme, scenario, user) with the split bounds and user segments."""
+    rows = []
+    for rec in sequences[["scenario", "user_id", "timestamps", "length", "n_scenarios"]].itertuples(index=False):
+        for scheme in schemes:
+            train_end, valid_end = split_bounds(rec.timestamps, scheme, rules, rec.scenario)
+            rows.append((scheme, rec.scenario, rec.user_id, train_end, valid_end, rec.length,
+                         train_end <= cold_user_max_train, rec.n_scenarios > 1))
+    return pd.DataFrame(rows, columns=["scheme", "scenario", "user_id", "train_end", "valid_end",
+                                       "length", "cold_user", "multi_scenario_user"])
+
+
+def explode_interactions(sequences: pd.DataFrame, schemes: list[str], rules: SplitRules) -> pd.DataFrame:
+    """Sequences back to one row per interaction, with its position and, per scheme, its split."""
+    columns = ["user_id", "item_id", "scenario", "event_type", "timestamp", "value", "position",
+               *[f"split_{s}" for s in schemes]]
+    cols: dict[str, list] = {c: [] for c in columns}
+    for rec in sequences.itertuples(index=False):
+        n = rec.length
+        cols["user_id"].extend([rec.user_id] * n)
+        cols["item_id"].extend(rec.item_ids)
+        cols["scenario"].extend([rec.scenario] * n)
+        cols["event_type"].extend(rec.event_types)
+        cols["timestamp"].extend(rec.timestamps)
+        cols["value"].extend(rec.values)
+        cols["position"].extend(range(n))
+        for scheme in schemes:
+            train_end, valid_end = split_bounds(rec.timestamps, scheme, rules, rec.scenario)
+            cols[f"split_{scheme}"].extend(_label(i, train_end, valid_end) for i in range(n))
+    out = pd.DataFrame(cols, columns=columns)
+    out["timestamp"] = out["timestamp"].astype("int64")
+    out["value"] = out["value"].astype("float64")
+    out["position"] = out["position"].astype("int64")
+    return out
+
+
+def _label(i: int, train_end: int, valid_end: int) -> str:
+    return SPLITS[0] if i < train_end else SPLITS[1] if i < valid_end else SPLITS[2]
+
+
+def split_item_counts(interactions: pd.DataFrame, schemes: list[str]) -> pd.DataFrame:
+    """(scheme, scenario, split, item_id) -> interactions: the per-split item table from which
+    cold items and training popularity are read (training counts only use training rows)."""
+    frames = []
+    for scheme in schemes:
+        c = interactions.groupby(["scenario", f"split_{scheme}", "item_id"]).size().reset_index(name="count")
+        c = c.rename(columns={f"split_{scheme}": "split"})
+        c.insert(0, "scheme", scheme)
+        frames.append(c)
+    cols = ["scheme", "scenario", "split", "item_id", "count"]
+    return pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
+
+
+def item_segments(items: pd.DataFrame, counts: pd.DataFrame, schemes: list[str]) -> pd.DataFrame:
+    """Per scheme and catalog item: interactions per split and ``cold_item`` (never in training)."""
+    wide = counts.pivot_table(index=["scheme", "scenario", "item_id"], columns="split", values="count",
+                              aggfunc="sum", fill_value=0)
+    wide = wide.reindex(columns=list(SPLITS), fill_value=0).reset_index()
+    frames = []
+    for scheme in schemes:
+        cat = items[["scenario", "item_id"]].drop_duplicates().assign(scheme=scheme)
+        frames.append(cat.merge(wide[wide["scheme"] == scheme], on=["scheme", "scenario", "item_id"], how="left"))
+    out = pd.concat(frames, ignore_index=True)
+    for s in SPLITS:
+        out[s] = out[s].fillna(0).astype("int64")
+    out = out.rename(columns={s: f"{s}_count" for s in SPLITS})
+    out["cold_item"] = out["train_count"] == 0
+    return out[["scheme", "scenario", "item_id", "train_count", "valid_count", "test_count", "cold_item"]]

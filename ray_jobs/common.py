@@ -1,0 +1,57 @@
+"""What every job entry point shares: argument parsing, logging and connecting to Ray.
+
+This is the only module that calls ``ray.init``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Sequence
+
+from interest_model.config import ConfigError
+
+log = logging.getLogger("interest")
+
+
+def job_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("--config", required=True, help="job config YAML")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set kcore.user_k=10 (repeatable)")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster address (default: $RAY_ADDRESS, else start a local cluster)")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local cluster (default: all)")
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+def setup_logging(level: str = "INFO") -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Connect to a cluster (``address`` or $RAY_ADDRESS) or start a local one; reuse a
+    connection that is already open (tests share one cluster per session)."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    kwargs: dict = {"log_to_driver": True}
+    if address is None:
+        kwargs.update(num_cpus=num_cpus, include_dashboard=False)
+    ray.init(address=address, **kwargs)
+    log.info("ray: connected (%s), resources %s", address or "local", ray.cluster_resources())
+
+
+def run_main(fn, argv: Sequence[str] | None) -> int:
+    """Run a job's main body; config and input errors end the process with a clear message."""
+    try:
+        return fn(argv)
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
