@@ -36,6 +36,18 @@ def _bucket_fn(fn):
     return apply
 
 
+def _partial_count(batch: pd.DataFrame, *, keys: list[str]) -> pd.DataFrame:
+    if batch.empty:
+        return pd.DataFrame(columns=[*keys, "count"])
+    return batch.groupby(keys).size().reset_index(name="count")
+
+
+def _partial_sum(batch: pd.DataFrame, *, keys: list[str], cols: list[str]) -> pd.DataFrame:
+    if batch.empty:
+        return pd.DataFrame(columns=[*keys, *cols])
+    return batch.groupby(keys, as_index=False)[cols].sum()
+
+
 def _arrow_block(batch: pd.DataFrame, *, arrow_schema: pa.Schema) -> pa.Table:
     return to_arrow(batch, arrow_schema)
 
@@ -63,13 +75,20 @@ class RayDataEngine:
         bucketed = self.map(d, _add_bucket, key=key, buckets=self.buckets)
         return bucketed.groupby(BUCKET).map_groups(_bucket_fn(fn), batch_format="pandas")
 
+    # Aggregates are combined map-side: each block sends its partial counts, the driver adds
+    # them up. No shuffle; the result (one row per key) lands on the driver anyway.
     def count_by(self, d, keys):
-        return self.to_pandas(d.groupby(keys).count()).rename(columns={"count()": "count"})
+        partial = self.to_pandas(self.map(d, _partial_count, keys=keys))
+        if partial.empty:
+            return pd.DataFrame(columns=[*keys, "count"])
+        return partial.groupby(keys, as_index=False)["count"].sum()
 
     def sum_by(self, d, keys, column):
         cols = [column] if isinstance(column, str) else list(column)
-        frame = self.to_pandas(d.groupby(keys).sum(cols))
-        return frame.rename(columns={f"sum({c})": c for c in cols})
+        partial = self.to_pandas(self.map(d, _partial_sum, keys=keys, cols=cols))
+        if partial.empty:
+            return pd.DataFrame(columns=[*keys, *cols])
+        return partial.groupby(keys, as_index=False)[cols].sum()
 
     def count(self, d):
         return d.count()

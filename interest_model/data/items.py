@@ -54,7 +54,8 @@ def normalize_frame(frame: pd.DataFrame) -> pd.DataFrame:
         if pd.api.types.is_numeric_dtype(s.dtype) and not s.isna().any():
             out[col] = s.to_numpy()
         else:
-            out[col] = [None if _missing(v) else v for v in s.tolist()]
+            # dtype=object: pandas 3 would otherwise infer its string dtype and turn None into NaN
+            out[col] = pd.Series([None if _missing(v) else v for v in s.tolist()], dtype=object, index=frame.index)
     return pd.DataFrame(out, index=frame.index)
 
 
@@ -72,7 +73,8 @@ def _first_non_null(series: pd.Series):
 def build_items(raw: pd.DataFrame, cfg: PrepareConfig) -> ItemResult:
     """``raw``: reader output of every item file, with a ``source`` column."""
     raw = normalize_frame(raw)
-    raw["categories"] = [list(c) if c is not None else None for c in raw["categories"]]
+    raw["categories"] = pd.Series([list(c) if c is not None else None for c in raw["categories"]],
+                                  dtype=object, index=raw.index)
     raw = raw.sort_values(["source", "path", "line_no"], kind="stable").reset_index(drop=True)
     stats: dict = {"item_input_rows": int(len(raw))}
 
@@ -142,7 +144,7 @@ def build_items(raw: pd.DataFrame, cfg: PrepareConfig) -> ItemResult:
             "source": rec["source"],
         })
     out = pd.DataFrame(rows, columns=["item_id", "scenario", "title", "description", "categories",
-                                      "attributes", "text", "source"])
+                                      "attributes", "text", "source"], dtype=object)
     before = len(out)
     out = out.drop_duplicates(["scenario", "item_id"], keep="first").reset_index(drop=True)
     stats["items_merged_within_scenario"] = int(before - len(out))
@@ -183,5 +185,5 @@ def _assign_scenarios(items: pd.DataFrame, cfg: PrepareConfig):
             for name in names:
                 out_rows.append({**rec, "scenario": name})
     cols = list(items.columns) + ["scenario"]
-    assigned = pd.DataFrame(out_rows, columns=cols)
+    assigned = pd.DataFrame(out_rows, columns=cols, dtype=object)
     return lookup, assigned, {"items_ambiguous_scenario": ambiguous, "items_no_scenario": no_scenario}

@@ -135,7 +135,7 @@ def _read_source(engine: Engine, cfg: PrepareConfig, src, kind: str):
     patterns = src.items if kind == "items" else src.interactions
     fs, paths = io.expand(cfg.input.root, patterns)
     parquet = src.file_type == "parquet"
-    headers = {p: reader.header_index(io.read_first_line(fs, p)) for p in paths} if reader.has_header else {}
+    headers = {p: reader.header_index(io.read_first_line(fs, p), kind, p) for p in paths} if reader.has_header else {}
     files = engine.read_files(fs, paths)
     blocks = engine.map(files, chunk_files, reader=reader, lines_per_block=cfg.lines_per_block, parquet=parquet)
     parsed = engine.map(blocks, parse_block, reader=reader, headers=headers, kind=kind, parquet=parquet)
@@ -180,7 +180,9 @@ def run_prepare(cfg: PrepareConfig, engine: Engine) -> dict:
         parts.append(engine.map(d, validate_block, source=rules, lookup=items.lookup,
                                 pseudonymize=pseudonymizer, ts_min=ts_min, ts_max=ts_max))
     validated = engine.materialize(engine.union(parts))
-    input_rows = engine.count(validated)
+    per_source = engine.count_by(validated, ["source"])
+    input_rows_by_source = {s: int(c) for s, c in zip(per_source["source"], per_source["count"])}
+    input_rows = sum(input_rows_by_source.values())
     kept = engine.materialize(engine.map(validated, validated_kept, keep_raw=cfg.keep_raw_rejects))
     rejects = engine.materialize(engine.map(validated, validated_rejects, keep_raw=cfg.keep_raw_rejects))
     valid_rows = engine.count(kept)
@@ -241,6 +243,7 @@ def run_prepare(cfg: PrepareConfig, engine: Engine) -> dict:
                          kept_rows=kept_rows, rejected_by_reason=rejected_by_reason, iterations=iterations,
                          items=items, counts=counts, segments=segments, user_flags=user_flags, rules=rules,
                          input_files=input_files)
+    manifest["input_rows_by_source"] = input_rows_by_source
     manifest["timings_s"] = {**timings, "total": round(time.perf_counter() - t0, 3)}
     check_manifest(manifest)
     io.write_json(io.join(out, "manifest.json"), manifest)

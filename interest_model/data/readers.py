@@ -116,19 +116,32 @@ class Reader:
     item_fn: Callable[["Reader", Any, dict], dict] | None = None
 
     # -- header ---------------------------------------------------------------------------
-    def header_index(self, header_line: bytes | None) -> dict[str, int]:
-        """Column name -> position for header formats ('name:type' cells lose the type)."""
+    def header_index(self, header_line: bytes | None, kind: str = "interactions",
+                     path: str = "") -> dict[str, int]:
+        """Column name -> position for header formats ('name:type' cells lose the type).
+        A header that lacks a required column is an error naming what was looked for."""
         if not self.has_header:
             return {}
+        where = f"{self.format} file {path}".strip()
         if header_line is None:
-            raise ReaderError(f"{self.format}: file has no header line")
+            raise ReaderError(f"{where}: file is empty, expected a header line")
         text = decode(header_line, self.encoding)
         if text is None:
-            raise ReaderError(f"{self.format}: header line is not valid {self.encoding}")
-        cells = self._split(text.rstrip("\r\n"), self.delimiter)
-        if cells is None:
-            raise ReaderError(f"{self.format}: header line cannot be parsed")
-        return {c.split(":", 1)[0].strip(): i for i, c in enumerate(cells)}
+            raise ReaderError(f"{where}: header line is not valid {self.encoding}")
+        delimiter = self.delimiter if kind == "interactions" or self.item_delimiter == "same" else self.item_delimiter
+        cells = self._split(text.rstrip("\r\n"), delimiter)
+        if not isinstance(cells, list):
+            raise ReaderError(f"{where}: header line cannot be parsed")
+        header = {c.split(":", 1)[0].strip(): i for i, c in enumerate(cells)}
+        cols = self.interaction_columns if kind == "interactions" else self.item_columns
+        required = ("user_id", "item_id", "timestamp") if kind == "interactions" else ("item_id",)
+        for name in required:
+            candidates = _names(getattr(cols, name))
+            if not any(c in header for c in candidates):
+                raise ReaderError(f"{where}: header has no column for {name} (looked for "
+                                  f"{', '.join(candidates) or 'nothing'}; columns: {', '.join(header)}); "
+                                  f"map it with {'item' if kind == 'items' else 'interaction'}_columns in the source config")
+        return header
 
     def _split(self, text: str, delimiter: str | None) -> list[str] | dict | None:
         if delimiter is None:
@@ -179,7 +192,8 @@ class Reader:
             rows["path"].append(path)
             rows["line_no"].append(int(line_no))
             rows["reason"].append(reason)
-            rows["raw"].append(_raw_for_rejects(line, self.encoding) if self.keep_raw and reason else None)
+            # Raw lines are kept (for rejects) only on request: they may hold raw user ids.
+            rows["raw"].append(_raw_for_rejects(line, self.encoding) if self.keep_raw else None)
         return pd.DataFrame(rows)
 
     # -- non-line input (Parquet) ---------------------------------------------------------
@@ -202,7 +216,7 @@ class Reader:
             rows["path"].append(path)
             rows["line_no"].append(first_row + i + 1)
             rows["reason"].append(reason)
-            rows["raw"].append(json.dumps(rec, default=str) if self.keep_raw and reason else None)
+            rows["raw"].append(json.dumps(rec, default=str) if self.keep_raw else None)
         return pd.DataFrame(rows)
 
 

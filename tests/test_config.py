@@ -1,0 +1,65 @@
+import pytest
+
+from interest_model.config import ConfigError
+from interest_model.data.config import PrepareConfig
+from tests.conftest import CONFIGS
+
+
+def test_every_shipped_config_loads():
+    for path in sorted(CONFIGS.glob("*.yaml")):
+        cfg = PrepareConfig.load(path)
+        assert cfg.scenarios and cfg.input.sources, path
+
+
+def test_overrides_reach_nested_fields_and_list_items():
+    cfg = PrepareConfig.load(CONFIGS / "demo.yaml", ["kcore.user_k=10", "input.sources.1.name=other",
+                                                     "scenarios.1.source=other", "splits.time=null"])
+    assert cfg.kcore.user_k == 10
+    assert cfg.input.sources[1].name == "other"
+    assert cfg.splits.time is None
+    assert cfg.schemes() == ["loo"]
+
+
+def test_config_is_frozen():
+    cfg = PrepareConfig.load(CONFIGS / "tiny.yaml")
+    with pytest.raises(Exception):
+        cfg.kcore.user_k = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("kcore.user_kk=3", "kcore.user_kk"),  # unknown key
+    ("kcore.user_k=minus", "kcore.user_k"),  # wrong type
+    ("scenarios.0.source=nowhere", "unknown source"),
+    ("input.sources.0.format=xml", "input.sources.0.format"),
+    ("scenarios.7.source=x", "not a valid index"),
+])
+def test_bad_config_names_the_field(override, message):
+    with pytest.raises(ConfigError, match=message):
+        PrepareConfig.load(CONFIGS / "tiny.yaml", [override])
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        PrepareConfig.load(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("input: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        PrepareConfig.load(bad)
+
+
+def test_key_is_redacted_and_hash_is_stable(monkeypatch):
+    a = PrepareConfig.load(CONFIGS / "tiny.yaml", ["pseudonymize.key=secret-1"])
+    b = PrepareConfig.load(CONFIGS / "tiny.yaml", ["pseudonymize.key=secret-2"])
+    assert "secret-1" not in str(a.to_public_dict())
+    assert a.config_hash() == b.config_hash()  # the key is not part of the config's identity
+    c = PrepareConfig.load(CONFIGS / "tiny.yaml", ["kcore.user_k=4"])
+    assert c.config_hash() != a.config_hash()
+
+
+def test_key_from_environment_wins_and_missing_key_is_an_error(monkeypatch):
+    cfg = PrepareConfig.load(CONFIGS / "tiny.yaml", ["pseudonymize.key=null"])
+    monkeypatch.setenv("INTEREST_PSEUDONYM_KEY", "")
+    with pytest.raises(ValueError, match="INTEREST_PSEUDONYM_KEY"):
+        cfg.pseudonymize.resolve_key()
+    monkeypatch.setenv("INTEREST_PSEUDONYM_KEY", "from-env")
+    assert cfg.pseudonymize.resolve_key() == b"from-env"

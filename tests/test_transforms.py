@@ -1,0 +1,121 @@
+"""Dedupe, iterative k-core, splits without leakage, cutoffs, segments, pseudonymization."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from interest_model.data import transforms
+from interest_model.data.validate import Pseudonymizer
+from tests.conftest import tiny_config
+from tests.helpers import config, run, table, write
+
+
+def _recbole(tmp_path, rows, items, name="x"):
+    write(tmp_path / "in" / f"{name}.inter", "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+          + "".join(f"{u}\t{i}\t{r}\t{t}\n" for u, i, r, t in rows))
+    write(tmp_path / "in" / f"{name}.item", "item_id:token\ttitle:token\tgenre:token_seq\n"
+          + "".join(f"{i}\tTitle {i}\t{g}\n" for i, g in items))
+    return {"name": name, "format": "recbole", "interactions": f"{name}.inter", "items": f"{name}.item"}
+
+
+def test_kcore_is_iterative(tmp_path):
+    # i3 has one interaction -> dropped; then u3 has one left -> dropped; then stable.
+    rows = [("u1", "i1", 5, 978300001), ("u1", "i2", 5, 978300002), ("u2", "i1", 5, 978300003),
+            ("u2", "i2", 5, 978300004), ("u3", "i3", 5, 978300005), ("u3", "i1", 5, 978300006)]
+    src = _recbole(tmp_path, rows, [("i1", "A"), ("i2", "A"), ("i3", "A")])
+    m = run(config(tmp_path / "in", tmp_path / "out", [src], kcore={"user_k": 2, "item_k": 2}))
+    assert m["kcore_removed_rows"] == 2 and m["kept_rows"] == 4
+    assert m["kcore_iterations"] == 3  # two rounds that removed something, one that confirmed
+    inter = table(tmp_path / "out", "interactions")
+    assert inter.groupby("user_id").size().min() >= 2 and inter.groupby("item_id").size().min() >= 2
+
+
+def test_dedupe_keeps_the_first_and_counts_the_rest():
+    frame = pd.DataFrame({
+        "user_id": ["a", "a", "a", "b"], "item_id": ["x", "x", "x", "x"], "scenario": "s",
+        "event_type": ["rate", "rate", "rate", "rate"], "timestamp": [1, 1, 2, 1],
+        "value": [5.0, 5.0, 5.0, np.nan], "path": "p", "line_no": [3, 1, 2, 4]})
+    out = transforms.dedupe(frame)
+    assert len(out) == 3 and sorted(out["line_no"]) == [1, 2, 4]
+
+
+def test_leave_one_out_and_segments(tmp_path):
+    rows = [("u1", "i1", 5, 978300001), ("u1", "i2", 5, 978300002), ("u1", "i3", 5, 978300003),
+            ("u2", "i1", 5, 978300004), ("u2", "i2", 5, 978300005), ("u2", "i5", 5, 978300006),
+            ("u2", "i4", 5, 978300007)]
+    src = _recbole(tmp_path, rows, [(i, "A") for i in ("i1", "i2", "i3", "i4", "i5", "i6")])
+    run(config(tmp_path / "in", tmp_path / "out", [src], segments={"cold_user_max_train": 1}))
+    out = tmp_path / "out"
+    splits = table(out, "splits").set_index("user_id")
+    seqs = table(out, "sequences").set_index("user_id")
+    u1, u2 = (Pseudonymizer(b"test-key")(u) for u in ("u1", "u2"))
+    assert list(seqs.loc[u1, "item_ids"]) == ["i1", "i2", "i3"]
+    assert (splits.loc[u1, "train_end"], splits.loc[u1, "valid_end"]) == (1, 2)
+    assert (splits.loc[u2, "train_end"], splits.loc[u2, "valid_end"]) == (2, 3)
+    assert splits.loc[u1, "cold_user"] and not splits.loc[u2, "cold_user"]
+    seg = table(out, "item_segments").set_index("item_id")
+    assert seg.loc["i1", "train_count"] == 2 and not seg.loc["i1", "cold_item"]
+    assert seg.loc["i3", "cold_item"] and seg.loc["i3", "test_count"] == 1  # only ever a test target
+    assert seg.loc["i6", "cold_item"] and seg.loc["i6", "train_count"] == 0  # in the catalog, never seen
+    inter = table(out, "interactions")
+    assert inter.loc[inter["item_id"] == "i4", "split_loo"].tolist() == ["test"]
+
+
+def test_no_test_interaction_in_training_on_tiny(tmp_path, tiny_data):
+    m = run(tiny_config(tiny_data, tmp_path / "out"))
+    out = tmp_path / "out"
+    inter = table(out, "interactions")
+    seqs = table(out, "sequences")
+    splits = table(out, "splits")
+    for scheme in ("loo", "time"):
+        label = inter[f"split_{scheme}"]
+        # Training rows come strictly before a user's validation and test rows.
+        last_train = inter[label == "train"].groupby(["scenario", "user_id"])["position"].max()
+        first_eval = inter[label != "train"].groupby(["scenario", "user_id"])["position"].min()
+        joined = pd.concat([last_train, first_eval], axis=1, keys=["t", "e"]).dropna()
+        assert (joined["t"] < joined["e"]).all()
+        # Training popularity is counted from training rows only.
+        seg = table(out, "item_segments")
+        seg = seg[seg["scheme"] == scheme].set_index(["scenario", "item_id"])["train_count"]
+        from_rows = inter[label == "train"].groupby(["scenario", "item_id"]).size()
+        assert seg[seg > 0].sort_index().equals(from_rows.sort_index().astype("int64").rename("train_count"))
+    # LOO: the last item of every sequence is the test target.
+    loo = splits[splits["scheme"] == "loo"].merge(seqs, on=["scenario", "user_id"])
+    assert (loo["valid_end"] == loo["length_x"] - 1).all()
+    # Time split: one cutoff per scenario, every training timestamp before it.
+    for scen, cut in m["time_split"].items():
+        part = inter[inter["scenario"] == scen]
+        assert part.loc[part["split_time"] == "train", "timestamp"].max() < cut["valid_start"]
+        assert part.loc[part["split_time"] == "test", "timestamp"].min() >= cut["test_start"]
+        assert cut["valid_start"] % 86400 == 0
+
+
+def test_cutoff_from_day_counts():
+    counts = pd.DataFrame({"day": [10, 11, 12, 13], "count": [5, 3, 1, 1]})
+    assert transforms.cutoff_from_day_counts(counts, 0.5) == 11 * 86400  # 5/10 before day 11
+    assert transforms.cutoff_from_day_counts(counts, 0.85) == 13 * 86400  # 9/10 before day 13
+    with pytest.raises(ValueError):
+        transforms.cutoff_from_day_counts(counts.iloc[0:0], 0.5)
+
+
+def test_pseudonymization_stable_per_key_and_raw_ids_never_written(tmp_path, tiny_data):
+    p1, p2 = Pseudonymizer(b"k1"), Pseudonymizer(b"k2")
+    assert p1("a_u1") == Pseudonymizer(b"k1")("a_u1") != p2("a_u1")
+    assert len(p1("x")) == 24 and p1("x") != p1("y")
+
+    users = {}
+    for key in ("k1", "k1", "k2"):
+        out = tmp_path / f"out-{key}-{len(users)}"
+        run(tiny_config(tiny_data, out, f"pseudonymize.key={key}"))
+        users.setdefault(key, []).append(set(table(out, "sequences")["user_id"]))
+        # Raw ids (a_u0 ..., b_u0 ...) appear in no output table or file.
+        for f in out.rglob("*"):
+            if f.suffix == ".parquet":
+                text = pd.read_parquet(f).astype(str).to_csv()
+            elif f.is_file():
+                text = f.read_text(errors="replace")
+            else:
+                continue
+            assert "a_u1" not in text and "b_u1" not in text, f
+    assert users["k1"][0] == users["k1"][1]
+    assert users["k1"][0].isdisjoint(users["k2"][0])
