@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Iterable, TypeVar
+from typing import Any, ClassVar, Iterable, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
@@ -81,6 +81,9 @@ def parse_overrides(items: Iterable[str]) -> list[tuple[str, Any]]:
 class JobConfig(Frozen):
     """Base class of the per-job configs."""
 
+    # Fields that say where results go, not what they are: left out of config_hash.
+    HASH_EXCLUDE: ClassVar[tuple[str, ...]] = ("output_dir",)
+
     @classmethod
     def load(cls: type[T], path: str | Path | None = None, overrides: Iterable[str] = ()) -> T:
         data: dict = {}
@@ -117,8 +120,9 @@ class JobConfig(Frozen):
         return _redact(self.model_dump(mode="python"))
 
     def config_hash(self) -> str:
-        """sha256 of the canonical JSON of the redacted config."""
-        blob = json.dumps(self.to_public_dict(), sort_keys=True, default=str).encode()
+        """sha256 of the canonical JSON of the redacted config, less HASH_EXCLUDE."""
+        public = {k: v for k, v in self.to_public_dict().items() if k not in self.HASH_EXCLUDE}
+        blob = json.dumps(public, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()
 
 

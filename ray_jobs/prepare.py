@@ -96,11 +96,17 @@ class RayDataEngine:
     def materialize(self, d):
         return d.materialize()
 
+    def rebatch(self, d, rows_per_block):
+        return d.repartition(target_num_rows_per_block=rows_per_block)
+
     def union(self, ds):
         return ds[0].union(*ds[1:]) if len(ds) > 1 else ds[0]
 
     def from_pandas(self, frame):
         return self._ray.data.from_pandas(frame)
+
+    def from_arrow(self, table):
+        return self._ray.data.from_arrow(table)
 
     def to_pandas(self, d):
         # Plain numpy/object columns, as the pandas engine has them (not ArrowDtype).

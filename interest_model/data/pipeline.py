@@ -49,8 +49,11 @@ class Engine(Protocol):
     def sum_by(self, d, keys: list[str], column: str) -> pd.DataFrame: ...  # keys + column
     def count(self, d) -> int: ...
     def materialize(self, d) -> Any: ...
+    def rebatch(self, d, rows_per_block: int) -> Any:
+        """Blocks of at most ``rows_per_block`` rows, so the steps after it run in parallel."""
     def union(self, ds: list) -> Any: ...
     def from_pandas(self, frame: pd.DataFrame) -> Any: ...
+    def from_arrow(self, table: pa.Table) -> Any: ...
     def to_pandas(self, d) -> pd.DataFrame: ...
     def write_parquet(self, d, uri: str, arrow_schema: pa.Schema) -> None: ...
 
@@ -95,8 +98,8 @@ def validated_kept(batch: pd.DataFrame, *, keep_raw: bool) -> pd.DataFrame:
     return split_rejects(batch, keep_raw)[0]
 
 
-def validated_rejects(batch: pd.DataFrame, *, keep_raw: bool) -> pd.DataFrame:
-    return split_rejects(batch, keep_raw)[1]
+def validated_rejects(batch: pd.DataFrame, *, keep_raw: bool) -> pa.Table:
+    return to_arrow(split_rejects(batch, keep_raw)[1], schema.REJECTS)
 
 
 def user_split_flags(batch: pd.DataFrame) -> pd.DataFrame:
@@ -137,7 +140,8 @@ def _read_source(engine: Engine, cfg: PrepareConfig, src, kind: str):
     parquet = src.file_type == "parquet"
     headers = {p: reader.header_index(io.read_first_line(fs, p), kind, p) for p in paths} if reader.has_header else {}
     files = engine.read_files(fs, paths)
-    blocks = engine.map(files, chunk_files, reader=reader, lines_per_block=cfg.lines_per_block, parquet=parquet)
+    blocks = engine.rebatch(engine.map(files, chunk_files, reader=reader, lines_per_block=cfg.lines_per_block,
+                                       parquet=parquet), cfg.lines_per_block)
     parsed = engine.map(blocks, parse_block, reader=reader, headers=headers, kind=kind, parquet=parquet)
     return engine.map(parsed, add_column, name="source", value=src.name), paths
 
@@ -230,7 +234,8 @@ def run_prepare(cfg: PrepareConfig, engine: Engine) -> dict:
     io.remove(io.join(out, "manifest.json"))
     for name in OUTPUT_TABLES:
         io.remove(io.join(out, name))
-    all_rejects = engine.union([engine.from_pandas(_item_rejects(items.rejects, cfg.keep_raw_rejects)), rejects])
+    item_rejects = to_arrow(_item_rejects(items.rejects, cfg.keep_raw_rejects), schema.REJECTS)
+    all_rejects = engine.union([engine.from_arrow(item_rejects), rejects])
     for name, d in (("interactions", inter), ("items", engine.from_pandas(items.items)), ("sequences", seqs),
                     ("splits", splits), ("item_segments", engine.from_pandas(segments)),
                     ("rejects", all_rejects)):
@@ -392,6 +397,8 @@ class PandasEngine:
 
     def map(self, d, fn, **kwargs):
         out = fn(d, **kwargs)
+        if isinstance(out, pa.Table):
+            return out.to_pandas()
         if isinstance(out, pd.DataFrame):
             return out
         frames = list(out)
@@ -413,12 +420,18 @@ class PandasEngine:
     def materialize(self, d):
         return d
 
+    def rebatch(self, d, rows_per_block):
+        return d
+
     def union(self, ds):
         ds = [x for x in ds if len(x)] or ds[:1]
         return pd.concat(ds, ignore_index=True)
 
     def from_pandas(self, frame):
         return frame
+
+    def from_arrow(self, table):
+        return table.to_pandas()
 
     def to_pandas(self, d):
         return d
