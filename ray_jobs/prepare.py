@@ -97,7 +97,9 @@ class RayDataEngine:
         return d.materialize()
 
     def rebatch(self, d, rows_per_block):
-        return d.repartition(target_num_rows_per_block=rows_per_block)
+        # Materialized, so the blocks are not fused into the reading task: each block of lines
+        # then parses and validates as a task of its own, even when one file holds them all.
+        return d.repartition(target_num_rows_per_block=rows_per_block).materialize()
 
     def union(self, ds):
         return ds[0].union(*ds[1:]) if len(ds) > 1 else ds[0]
