@@ -1,0 +1,1 @@
+"""Ray Serve application that deploys a registered model as an HTTP endpoint."""

@@ -361,8 +361,9 @@ def check_manifest(m: dict) -> None:
 
 def summary(m: dict) -> str:
     """Human-readable summary of a manifest."""
+    by_source = ", ".join(f"{k} {v:,}" for k, v in m.get("input_rows_by_source", {}).items())
     lines = [
-        f"input rows        {m['input_rows']:>12,}",
+        f"input rows        {m['input_rows']:>12,}  ({by_source})",
         f"kept              {m['kept_rows']:>12,}",
         f"duplicates        {m['duplicate_rows']:>12,}",
         f"rejected          {m['rejected_rows']:>12,}  {m['rejected_by_reason'] or ''}",
