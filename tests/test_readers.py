@@ -140,3 +140,30 @@ def test_missing_input_file_names_it(tmp_path):
 def test_unknown_format_is_rejected():
     with pytest.raises(ReaderError, match="unknown format"):
         make_reader("xml")
+
+
+def test_items_are_linked_across_platforms_and_filled(tmp_path):
+    # Platform a knows the genres, platform b only an id like "Title (Year)" and a description.
+    write(tmp_path / "in/a.inter", "user_id:token\titem_id:token\ttimestamp:float\nu1\t1\t978300760\n")
+    write(tmp_path / "in/a.item", "item_id:token\ttitle:token\trelease_year:token\tgenre:token_seq\n"
+          "1\tShawshank Redemption, The\t1994\tDrama\n")
+    write(tmp_path / "in/b.inter", "user_id:token\titem_id:token\ttimestamp:float\nv1\tThe Shawshank Redemption (1994)\t978300760\n")
+    write(tmp_path / "in/b.item", "item_id:token\ttitle:token\tdesc:token\tgenre:token_seq\n"
+          "The Shawshank Redemption (1994)\t\tTwo men in prison\t\n")
+    cfg = config(tmp_path / "in", tmp_path / "out", [
+        {"name": "a", "format": "recbole", "interactions": "a.inter", "items": "a.item"},
+        {"name": "b", "format": "recbole", "interactions": "b.inter", "items": "b.item",
+         "item_columns": {"description": "desc"}}],
+        link_items_by="title_year",
+        item_text={"template": ["{title} ({year})", "Genres: {categories}", "About: {description}", "By: {brand}"],
+                   "separator": " | "})
+    m = run(cfg)
+    items = table(tmp_path / "out", "items").set_index("scenario")
+    assert items.loc["a", "item_id"] == items.loc["b", "item_id"] == "the shawshank redemption (1994)"
+    assert list(items.loc["b", "categories"]) == ["Drama"]  # filled from the linked record
+    assert items.loc["b", "title"] == "The Shawshank Redemption"  # from the id
+    assert items.loc["b", "text"] == "The Shawshank Redemption (1994) | Genres: Drama | About: Two men in prison"
+    assert items.loc["a", "text"] == "Shawshank Redemption, The (1994) | Genres: Drama | About: Two men in prison"
+    assert m["items"]["item_fields_filled"]["categories"] == 1 and m["items"]["item_fields_filled"]["title"] == 1
+    inter = table(tmp_path / "out", "interactions")
+    assert set(inter["item_id"]) == {"the shawshank redemption (1994)"}

@@ -82,6 +82,11 @@ def test_no_test_interaction_in_training_on_tiny(tmp_path, tiny_data):
     # LOO: the last item of every sequence is the test target.
     loo = splits[splits["scheme"] == "loo"].merge(seqs, on=["scenario", "user_id"])
     assert (loo["valid_end"] == loo["length_x"] - 1).all()
+    # Sequences carry the same bounds as the splits table.
+    for scheme in ("loo", "time"):
+        both = splits[splits["scheme"] == scheme].merge(seqs, on=["scenario", "user_id"])
+        assert (both["train_end"] == both[f"{scheme}_train_end"]).all()
+        assert (both["valid_end"] == both[f"{scheme}_valid_end"]).all()
     # Time split: one cutoff per scenario, every training timestamp before it.
     for scen, cut in m["time_split"].items():
         part = inter[inter["scenario"] == scen]

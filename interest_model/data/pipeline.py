@@ -221,7 +221,8 @@ def run_prepare(cfg: PrepareConfig, engine: Engine) -> dict:
     rules = _split_rules(cfg, engine, kept)
 
     # 6. Sequences, splits, interactions with split labels, item segments.
-    seqs = engine.materialize(engine.group_map(kept, "user_id", transforms.build_sequences))
+    seqs = engine.group_map(kept, "user_id", transforms.build_sequences)
+    seqs = engine.materialize(engine.map(seqs, transforms.add_split_bounds, schemes=schemes, rules=rules))
     splits = engine.materialize(engine.map(seqs, transforms.split_rows, schemes=schemes, rules=rules,
                                            cold_user_max_train=cfg.segments.cold_user_max_train))
     inter = engine.materialize(engine.map(seqs, transforms.explode_interactions, schemes=schemes, rules=rules))

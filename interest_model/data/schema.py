@@ -104,6 +104,11 @@ SEQUENCES = pa.schema(
         pa.field("values", pa.list_(pa.float64())),
         pa.field("length", pa.int64()),
         pa.field("n_scenarios", pa.int64()),
+        # Split bounds per scheme (see SPLIT_ROWS); null when the scheme is not configured.
+        pa.field("loo_train_end", pa.int64()),
+        pa.field("loo_valid_end", pa.int64()),
+        pa.field("time_train_end", pa.int64()),
+        pa.field("time_valid_end", pa.int64()),
     ]
 )
 # One row per (scheme, scenario, user): sequence positions [0, train_end) are training,

@@ -102,6 +102,17 @@ def split_bounds(timestamps, scheme: str, rules: SplitRules, scenario: str) -> t
     return int(np.searchsorted(ts, valid_start, "left")), int(np.searchsorted(ts, test_start, "left"))
 
 
+def add_split_bounds(sequences: pd.DataFrame, schemes: list[str], rules: SplitRules) -> pd.DataFrame:
+    """Sequence rows carry their split bounds, so trainers need no join: for each scheme,
+    ``{scheme}_train_end`` and ``{scheme}_valid_end``."""
+    sequences = sequences.copy()
+    for scheme in schemes:
+        bounds = [split_bounds(ts, scheme, rules, scen) for ts, scen in zip(sequences["timestamps"], sequences["scenario"])]
+        sequences[f"{scheme}_train_end"] = np.array([b[0] for b in bounds], dtype="int64")
+        sequences[f"{scheme}_valid_end"] = np.array([b[1] for b in bounds], dtype="int64")
+    return sequences
+
+
 def split_rows(sequences: pd.DataFrame, schemes: list[str], rules: SplitRules,
                cold_user_max_train: int) -> pd.DataFrame:
     """One row per (scheme, scenario, user) with the split bounds and user segments."""

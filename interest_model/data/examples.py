@@ -1,0 +1,83 @@
+"""Prepared sequences -> fixed-size model inputs (numpy), one row per user and scenario.
+
+Training rows hold the user's training prefix (its last ``max_len + 1`` events): inputs are all
+but the last event, targets the next event at every position. Evaluation rows hold the history
+before the held-out part and the first held-out item as the target. Sequences are right-padded
+with item 0. Only rows of the requested split scheme and part are read, so a training example
+never contains a validation or test event.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from interest_model.data.schema import EVENT_TYPES
+
+EVENT_INDEX = {e: i for i, e in enumerate(EVENT_TYPES)}
+PARTS = ("train", "valid", "test")
+
+
+def _pad(rows: list[list[int]], max_len: int) -> np.ndarray:
+    out = np.zeros((len(rows), max_len), dtype=np.int64)
+    for r, seq in enumerate(rows):
+        seq = seq[-max_len:]
+        out[r, : len(seq)] = seq
+    return out
+
+
+def make_examples(batch: pd.DataFrame, *, vocab: dict[str, int], scenarios: dict[str, int], scheme: str,
+                  part: str, max_len: int) -> dict[str, np.ndarray]:
+    """Sequence rows -> {"items", "events", "targets" [B, max_len], "target", "scenario", "length" [B]}.
+
+    Rows with nothing to learn or predict in ``part`` are dropped (e.g. a user without a
+    validation event)."""
+    if part not in PARTS:
+        raise ValueError(f"part must be one of {PARTS}")
+    items, events, targets, target, scen = [], [], [], [], []
+    for rec in batch.itertuples(index=False):
+        if rec.scenario not in scenarios:
+            continue
+        train_end = getattr(rec, f"{scheme}_train_end")
+        valid_end = getattr(rec, f"{scheme}_valid_end")
+        if train_end is None or (isinstance(train_end, float) and np.isnan(train_end)):
+            raise ValueError(f"sequences have no bounds for split scheme {scheme!r}")
+        ids = [vocab.get(i, 0) for i in rec.item_ids]
+        evs = [EVENT_INDEX.get(e, 0) for e in rec.event_types]
+        if part == "train":
+            seq, ev = ids[:train_end][-(max_len + 1):], evs[:train_end][-(max_len + 1):]
+            if len(seq) < 2:
+                continue
+            items.append(seq[:-1])
+            events.append(ev[:-1])
+            targets.append(seq[1:])
+            target.append(0)
+        else:
+            start, end = (train_end, valid_end) if part == "valid" else (valid_end, rec.length)
+            if end <= start or start == 0:
+                continue
+            items.append(ids[:start])
+            events.append(evs[:start])
+            targets.append([])
+            target.append(ids[start])
+        scen.append(scenarios[rec.scenario])
+    return {
+        "items": _pad(items, max_len),
+        "events": _pad(events, max_len),
+        "targets": _pad(targets, max_len),
+        "target": np.asarray(target, dtype=np.int64),
+        "scenario": np.asarray(scen, dtype=np.int64),
+    }
+
+
+def build_vocab(items: pd.DataFrame, scenarios: list[str]) -> tuple[list[str], dict[str, int], np.ndarray]:
+    """Catalog of the given scenarios -> (item ids in index order from 1, id -> index,
+    scenario_items [S, N+1] bool)."""
+    part = items[items["scenario"].isin(scenarios)]
+    ids = sorted(part["item_id"].unique())
+    vocab = {item: i + 1 for i, item in enumerate(ids)}
+    member = np.zeros((len(scenarios), len(ids) + 1), dtype=bool)
+    for s_idx, name in enumerate(scenarios):
+        for item in part.loc[part["scenario"] == name, "item_id"]:
+            member[s_idx, vocab[item]] = True
+    return ids, vocab, member
