@@ -68,16 +68,3 @@ def make_examples(batch: pd.DataFrame, *, vocab: dict[str, int], scenarios: dict
         "target": np.asarray(target, dtype=np.int64),
         "scenario": np.asarray(scen, dtype=np.int64),
     }
-
-
-def build_vocab(items: pd.DataFrame, scenarios: list[str]) -> tuple[list[str], dict[str, int], np.ndarray]:
-    """Catalog of the given scenarios -> (item ids in index order from 1, id -> index,
-    scenario_items [S, N+1] bool)."""
-    part = items[items["scenario"].isin(scenarios)]
-    ids = sorted(part["item_id"].unique())
-    vocab = {item: i + 1 for i, item in enumerate(ids)}
-    member = np.zeros((len(scenarios), len(ids) + 1), dtype=bool)
-    for s_idx, name in enumerate(scenarios):
-        for item in part.loc[part["scenario"] == name, "item_id"]:
-            member[s_idx, vocab[item]] = True
-    return ids, vocab, member

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-EVENT_TYPES = ("view", "click", "purchase", "rate", "search")
+from interest_model.events import EVENT_TYPES  # noqa: E402,F401  (re-exported)
 
 INTERACTIONS = pa.schema(
     [

@@ -1,0 +1,56 @@
+"""Full-ranking metrics for next-item prediction with one held-out target per user.
+
+Ranks are 0-based and pessimistic about ties: an item that scores the same as the target is
+counted as ranked before it, so a model that scores everything equally gets no credit.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+NEG_INF = float("-inf")
+
+
+def target_ranks(scores: torch.Tensor, target: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
+    """scores [B, N], target [B] (column index), exclude [B, N] bool (items not to rank, e.g.
+    history or other scenarios; the target itself is never excluded). Returns ranks [B]."""
+    scores = scores.float().clone()
+    rows = torch.arange(scores.shape[0], device=scores.device)
+    target_score = scores[rows, target]
+    if exclude is not None:
+        exclude = exclude.clone()
+        exclude[rows, target] = False
+        scores = scores.masked_fill(exclude, NEG_INF)
+    ahead = (scores >= target_score.unsqueeze(1)).sum(dim=1) - 1  # minus the target itself
+    return ahead
+
+
+def ndcg_at(ranks: torch.Tensor, k: int) -> torch.Tensor:
+    """Per-user NDCG@k for a single relevant item: 1/log2(rank + 2) if rank < k."""
+    gain = 1.0 / torch.log2(ranks.double() + 2.0)
+    return torch.where(ranks < k, gain, torch.zeros_like(gain))
+
+
+def recall_at(ranks: torch.Tensor, k: int) -> torch.Tensor:
+    """Per-user Recall@k (= HR@k with one relevant item)."""
+    return (ranks < k).double()
+
+
+def reciprocal_rank(ranks: torch.Tensor) -> torch.Tensor:
+    return 1.0 / (ranks.double() + 1.0)
+
+
+def summarize(ranks: torch.Tensor, ks=(10,)) -> dict[str, float]:
+    """Sums (not means) per metric, so shards can be added up before dividing by 'count'."""
+    out = {"count": float(ranks.numel()), "mrr": float(reciprocal_rank(ranks).sum())}
+    for k in ks:
+        out[f"ndcg@{k}"] = float(ndcg_at(ranks, k).sum())
+        out[f"recall@{k}"] = float(recall_at(ranks, k).sum())
+    return out
+
+
+def finalize(sums: dict[str, float]) -> dict[str, float]:
+    n = sums.get("count", 0.0)
+    return {k: (v / n if n else math.nan) for k, v in sums.items() if k != "count"} | {"count": n}

@@ -1,0 +1,124 @@
+"""The interest model: item vectors from text (plus optional id embeddings), a user-interest
+encoder over them, and the next-item objective.
+
+Item index 0 is padding; items are 1..N in catalog order. With a frozen text encoder the text
+features are a cached buffer ``item_text`` [N+1, text_dim]; with a trainable one the model keeps the
+catalog's tokens and runs the encoder on the items a step needs.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from interest_model import losses
+from interest_model.config import Frozen
+from interest_model.events import EVENT_TYPES
+from interest_model.models.item_encoder import ItemEncoder, ItemEncoderConfig
+from interest_model.models.user_encoder import UserEncoder, UserEncoderConfig
+
+
+class ModelConfig(Frozen):
+    item_encoder: ItemEncoderConfig = ItemEncoderConfig()
+    user_encoder: UserEncoderConfig = UserEncoderConfig()
+    use_item_ids: bool = False  # text-only ("inductive") by default, so unseen items work
+    temperature: float = 0.07
+    loss: Literal["auto", "full", "sampled"] = "auto"
+    num_negatives: int = 512
+    full_softmax_max_items: int = 200_000
+
+
+class InterestModel(nn.Module):
+    def __init__(self, cfg: ModelConfig, num_items: int, num_scenarios: int, text_dim: int,
+                 item_encoder: ItemEncoder | None = None):
+        """num_items counts the padding row (catalog size + 1)."""
+        super().__init__()
+        self.cfg = cfg
+        self.num_items = num_items
+        d = cfg.user_encoder.dim
+        self.item_encoder = item_encoder  # None when the text features are cached
+        self.register_buffer("item_text", torch.zeros(num_items, text_dim), persistent=True)
+        self.register_buffer("item_tokens", torch.zeros(num_items, 1, dtype=torch.long), persistent=True)
+        self.register_buffer("item_token_mask", torch.zeros(num_items, 1, dtype=torch.long), persistent=True)
+        # scenario_items[s, i]: item i belongs to scenario s's catalog
+        self.register_buffer("scenario_items", torch.zeros(max(1, num_scenarios), num_items, dtype=torch.bool),
+                             persistent=True)
+        self.text_proj = nn.Sequential(nn.Linear(text_dim, d), nn.LayerNorm(d))
+        self.item_ids = nn.Embedding(num_items, d, padding_idx=0) if cfg.use_item_ids else None
+        if self.item_ids is not None:
+            nn.init.normal_(self.item_ids.weight, std=0.02)
+        self.user = UserEncoder(cfg.user_encoder, num_scenarios, len(EVENT_TYPES))
+
+    # -- catalog --------------------------------------------------------------------------------
+    def set_catalog(self, scenario_items: torch.Tensor, item_text: torch.Tensor | None = None,
+                    item_tokens: torch.Tensor | None = None, item_token_mask: torch.Tensor | None = None) -> None:
+        self.scenario_items = scenario_items.to(torch.bool)
+        if item_text is not None:
+            self.item_text = item_text.float()
+        if item_tokens is not None:
+            self.item_tokens, self.item_token_mask = item_tokens.long(), item_token_mask.long()
+
+    @property
+    def text_trainable(self) -> bool:
+        return self.item_encoder is not None and any(p.requires_grad for p in self.item_encoder.parameters())
+
+    # -- vectors --------------------------------------------------------------------------------
+    def item_vectors(self, ids: torch.Tensor | None = None, chunk: int = 256) -> torch.Tensor:
+        """Normalized item vectors for ids (any shape), or for the whole catalog [N, D]."""
+        flat = torch.arange(self.num_items, device=self.item_text.device) if ids is None else ids.reshape(-1)
+        if self.item_encoder is None:
+            feats = self.item_text[flat]
+        else:
+            uniq, inverse = torch.unique(flat, return_inverse=True)
+            parts = [self.item_encoder(self.item_tokens[uniq[s:s + chunk]], self.item_token_mask[uniq[s:s + chunk]])
+                     for s in range(0, len(uniq), chunk)]
+            feats = torch.cat(parts)[inverse]
+        vec = self.text_proj(feats.to(self.text_proj[0].weight.dtype))
+        if self.item_ids is not None:
+            vec = vec + self.item_ids(flat)
+        vec = F.normalize(vec, dim=-1)
+        return vec if ids is None else vec.reshape(*ids.shape, -1)
+
+    def user_vectors(self, items: torch.Tensor, events: torch.Tensor, scenario: torch.Tensor) -> torch.Tensor:
+        """items, events [B, L] (right-padded, 0 = pad), scenario [B] -> [B, L, D] normalized."""
+        mask = items != 0
+        scen = scenario.unsqueeze(1).expand_as(items)
+        h = self.user(self.item_vectors(items), mask, scen, events)
+        return F.normalize(h, dim=-1)
+
+    def last_user_vector(self, items: torch.Tensor, events: torch.Tensor, scenario: torch.Tensor) -> torch.Tensor:
+        h = self.user_vectors(items, events, scenario)
+        last = (items != 0).sum(1).clamp(min=1) - 1
+        return h[torch.arange(h.shape[0], device=h.device), last]
+
+    # -- objective ------------------------------------------------------------------------------
+    def loss_kind(self) -> str:
+        if self.cfg.loss != "auto":
+            return self.cfg.loss
+        fits = self.num_items <= self.cfg.full_softmax_max_items
+        return "full" if fits and not self.text_trainable else "sampled"
+
+    def forward(self, items: torch.Tensor, events: torch.Tensor, scenario: torch.Tensor,
+                targets: torch.Tensor) -> torch.Tensor:
+        """Mean next-item loss over all real positions (targets [B, L], 0 = no target)."""
+        h = self.user_vectors(items, events, scenario)
+        valid = targets != 0
+        user = h[valid]
+        target = targets[valid]
+        scen = scenario.unsqueeze(1).expand_as(targets)[valid]
+        if self.loss_kind() == "full":
+            return losses.full_softmax_loss(user, self.item_vectors(), target, self.cfg.temperature,
+                                            allowed=self.scenario_items[scen])
+        ids, log_q = losses.candidates(target, self.num_items, self.cfg.num_negatives)
+        return losses.sampled_softmax_loss(user, self.item_vectors(ids), ids, target, log_q, self.cfg.temperature)
+
+    @torch.no_grad()
+    def scores(self, items: torch.Tensor, events: torch.Tensor, scenario: torch.Tensor,
+               catalog: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores [B, N] of every catalog item for each user's current interest."""
+        user = self.last_user_vector(items, events, scenario)
+        vecs = self.item_vectors() if catalog is None else catalog
+        return user @ vecs.T / self.cfg.temperature

@@ -1,0 +1,77 @@
+"""User-interest encoder: a causal sequence model over the item vectors of a user's history,
+with position, scenario and event-type embeddings, giving an interest vector at every position.
+
+Sequences are right-padded (real events first), so every real position only ever attends to real
+events before it, and the user's current interest is at position ``length - 1``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+from interest_model.config import Frozen
+
+
+class UserEncoderConfig(Frozen):
+    kind: Literal["transformer", "lstm", "hf"] = "transformer"
+    dim: int = 64
+    layers: int = 2
+    heads: int = 2
+    dropout: float = 0.2
+    max_len: int = 50
+    hf_model: str | None = None  # kind=hf: a decoder (id or path) driven through inputs_embeds
+
+
+class UserEncoder(nn.Module):
+    def __init__(self, cfg: UserEncoderConfig, n_scenarios: int, n_event_types: int):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.dim
+        self.position = nn.Embedding(cfg.max_len, d)
+        self.scenario = nn.Embedding(max(1, n_scenarios), d)
+        self.event = nn.Embedding(max(1, n_event_types), d)
+        self.norm_in = nn.LayerNorm(d)
+        self.dropout = nn.Dropout(cfg.dropout)
+        if cfg.kind == "transformer":
+            layer = nn.TransformerEncoderLayer(d, cfg.heads, dim_feedforward=4 * d, dropout=cfg.dropout,
+                                               batch_first=True, norm_first=True, activation="gelu")
+            self.body = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
+        elif cfg.kind == "lstm":
+            self.body = nn.LSTM(d, d, num_layers=cfg.layers, batch_first=True,
+                                dropout=cfg.dropout if cfg.layers > 1 else 0.0)
+        elif cfg.kind == "hf":
+            if not cfg.hf_model:
+                raise ValueError("user_encoder.kind=hf needs user_encoder.hf_model")
+            from transformers import AutoModel
+
+            from interest_model.models.item_encoder import _offline, resolve_model_path
+
+            self.body = AutoModel.from_pretrained(resolve_model_path(cfg.hf_model), local_files_only=_offline())
+            hidden = self.body.config.hidden_size
+            self.hf_in = nn.Linear(d, hidden)
+            self.hf_out = nn.Linear(hidden, d)
+        else:
+            raise ValueError(f"unknown user encoder {cfg.kind!r}")
+        self.norm_out = nn.LayerNorm(d)
+
+    def forward(self, item_vecs: torch.Tensor, mask: torch.Tensor, scenario: torch.Tensor,
+                event: torch.Tensor) -> torch.Tensor:
+        """item_vecs [B, L, D]; mask [B, L] (1 = event, right-padded); scenario, event [B, L] ids.
+        Returns [B, L, D] interest vectors (rows at padded positions are meaningless)."""
+        B, L, _ = item_vecs.shape
+        pos = torch.arange(L, device=item_vecs.device).unsqueeze(0).expand(B, L)
+        x = item_vecs + self.position(pos) + self.scenario(scenario) + self.event(event)
+        x = self.dropout(self.norm_in(x))
+        kind = self.cfg.kind
+        if kind == "transformer":
+            causal = torch.triu(torch.ones(L, L, dtype=torch.bool, device=x.device), diagonal=1)
+            h = self.body(x, mask=causal, src_key_padding_mask=~mask.bool())
+        elif kind == "lstm":
+            h, _ = self.body(x)
+        else:
+            out = self.body(inputs_embeds=self.hf_in(x), attention_mask=mask.long())
+            h = self.hf_out(out.last_hidden_state)
+        return self.norm_out(h)

@@ -1,0 +1,117 @@
+"""Every DeepSpeed call of the project, behind one object: config, initialize, backward/step,
+save/load, and consolidation of a (possibly ZeRO-sharded) checkpoint into one fp32 state dict.
+
+Works under any launcher that has set up torch.distributed (Ray Train does); on CPU it uses
+gloo and a plain torch AdamW (DeepSpeed's fused/CPU Adam would JIT-compile first).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Literal
+
+import torch
+
+from interest_model.config import Frozen
+
+
+class DeepSpeedConfig(Frozen):
+    zero_stage: Literal[0, 1, 2, 3] = 0
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    gradient_accumulation_steps: int = 1
+    gradient_clipping: float = 1.0
+    offload_optimizer: bool = False  # ZeRO-Offload to CPU (GPU runs; compiles DeepSpeedCPUAdam)
+
+
+def warmup_cosine(step: int, total: int, warmup: int, min_ratio: float = 0.1) -> float:
+    """LR multiplier: linear warmup, then cosine decay to ``min_ratio``."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class DeepSpeedStrategy:
+    TAG = "ckpt"
+
+    def __init__(self, cfg: DeepSpeedConfig, micro_batch_size: int, use_gpu: bool):
+        self.cfg = cfg
+        self.micro_batch_size = micro_batch_size
+        self.use_gpu = use_gpu
+        self.engine = None
+
+    @property
+    def bf16(self) -> bool:
+        return self.cfg.precision == "bf16" or (self.cfg.precision == "auto" and self.use_gpu)
+
+    def ds_config(self, world_size: int) -> dict[str, Any]:
+        zero: dict[str, Any] = {"stage": self.cfg.zero_stage}
+        if self.cfg.zero_stage == 3:
+            zero.update(stage3_gather_16bit_weights_on_model_save=False)
+        if self.cfg.offload_optimizer:
+            zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+        return {
+            "train_micro_batch_size_per_gpu": self.micro_batch_size,
+            "gradient_accumulation_steps": self.cfg.gradient_accumulation_steps,
+            "train_batch_size": self.micro_batch_size * self.cfg.gradient_accumulation_steps * world_size,
+            "gradient_clipping": self.cfg.gradient_clipping,
+            "zero_optimization": zero,
+            "bf16": {"enabled": self.bf16},
+            "zero_allow_untested_optimizer": True,
+            "steps_per_print": 10**9,
+            "wall_clock_breakdown": False,
+        }
+
+    def setup(self, model: torch.nn.Module, lr: float, weight_decay: float, total_steps: int,
+              warmup_steps: int):
+        """Wrap the model: returns the DeepSpeed engine (call it like the model)."""
+        os.environ.setdefault("DS_ACCELERATOR", "cuda" if self.use_gpu else "cpu")
+        import deepspeed
+        import torch.distributed as dist
+
+        world = dist.get_world_size() if dist.is_initialized() else 1
+        if not dist.is_initialized():
+            deepspeed.init_distributed(dist_backend="nccl" if self.use_gpu else "gloo")
+        params = [p for p in model.parameters() if p.requires_grad]
+        decay = [p for p in params if p.ndim >= 2]
+        no_decay = [p for p in params if p.ndim < 2]
+        groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        fused = self.use_gpu and torch.cuda.is_available()
+        optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98), fused=fused)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: warmup_cosine(s, total_steps, warmup_steps))
+        self.engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
+                                                    config=self.ds_config(world))
+        return self.engine
+
+    def backward_and_step(self, loss: torch.Tensor) -> bool:
+        """Backward plus (at accumulation boundaries) clip, step and schedule. True when the
+        optimizer stepped."""
+        boundary = self.engine.is_gradient_accumulation_boundary()
+        self.engine.backward(loss)
+        self.engine.step()
+        return boundary
+
+    def save(self, directory: str, client_state: dict) -> None:
+        """Every rank writes its shard; rank 0 also the model states and 'latest'."""
+        self.engine.save_checkpoint(directory, tag=self.TAG, client_state=client_state)
+
+    def load(self, directory: str) -> dict:
+        _, client_state = self.engine.load_checkpoint(directory, tag=self.TAG)
+        return client_state or {}
+
+    @staticmethod
+    def consolidated_state_dict(directory: str) -> dict[str, torch.Tensor]:
+        """One fp32 state dict from a checkpoint written by :meth:`save`, whatever the ZeRO stage."""
+        import glob
+
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+        tag_dir = os.path.join(directory, DeepSpeedStrategy.TAG)
+        if glob.glob(os.path.join(tag_dir, "*zero_pp_rank_*optim_states.pt")):
+            return get_fp32_state_dict_from_zero_checkpoint(directory, tag=DeepSpeedStrategy.TAG)
+        # Stage 0 keeps the whole module in the model-states file (DeepSpeed's own pickle).
+        states = torch.load(os.path.join(tag_dir, "mp_rank_00_model_states.pt"), map_location="cpu",
+                            weights_only=False)
+        return {k: v.float() if v.is_floating_point() else v for k, v in states["module"].items()}

@@ -1,0 +1,175 @@
+"""Encoders, pooling, objectives and the exported model directory, on tiny random models."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from interest_model import losses, metrics
+from interest_model.catalog import Catalog
+from interest_model.models.item_encoder import ItemEncoder, ItemEncoderConfig, load_tokenizer
+from interest_model.models.model import InterestModel, ModelConfig
+from interest_model.models.pooling import last_token_index, pool
+from interest_model.models.user_encoder import UserEncoderConfig
+from tests.conftest import REPO
+from tests.models import tiny_model_dir
+
+TEXTS = ["Title: Heat; Year: 1995; Genres: Action, Crime", "Toy Story", "A much longer title about nothing much at all"]
+
+
+def test_last_token_index_under_both_paddings():
+    right = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    left = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    assert last_token_index(right).tolist() == [2, 4]
+    assert last_token_index(left).tolist() == [4, 4]
+    hidden = torch.arange(10.0).reshape(1, 5, 2).repeat(2, 1, 1)
+    assert pool(hidden, right, "mean")[0].tolist() == [2.0, 3.0]  # mean of rows 0..2
+    assert pool(hidden, left, "cls")[0].tolist() == [4.0, 5.0]  # first real token is at 2
+
+
+@pytest.mark.parametrize("kind, pooling", [("bert", "mean"), ("bert", "cls"), ("qwen2", "last"), ("qwen2", "mean")])
+def test_pooling_is_the_same_under_left_and_right_padding(tmp_path, kind, pooling):
+    path = tiny_model_dir(tmp_path, kind)
+    enc = ItemEncoder.from_config(ItemEncoderConfig(model=str(path), pooling=pooling))
+    out = {}
+    for side in ("left", "right"):
+        tok = load_tokenizer(str(path), padding_side=side)
+        out[side] = enc.encode(TEXTS, tok, batch_size=3)
+    assert torch.allclose(out["left"], out["right"], atol=1e-5)
+    single = enc.encode(TEXTS[:1], load_tokenizer(str(path)))  # no padding at all
+    assert torch.allclose(single[0], out["right"][0], atol=1e-5)
+
+
+def test_default_encoder_is_the_packaged_minilm():
+    enc = ItemEncoder.from_config(ItemEncoderConfig())
+    tok = load_tokenizer(__import__("interest_model.models.item_encoder", fromlist=["x"]).resolve_model_path("default"))
+    assert tok.convert_tokens_to_ids("movie") != tok.unk_token_id  # a real vocabulary
+    v = enc.encode(["a funny animated movie about toys", "an animated comedy with toys", "a tax law handbook"], tok)
+    v = torch.nn.functional.normalize(v, dim=-1)
+    assert v.shape == (3, 384)
+    assert float(v[0] @ v[1]) > float(v[0] @ v[2]) + 0.2  # real sentence embeddings
+
+
+def _catalog(n_items: int, scenarios=("s",)) -> Catalog:
+    ids = [f"i{i}" for i in range(n_items)]
+    member = np.ones((len(scenarios), n_items + 1), dtype=bool)
+    member[:, 0] = False
+    return Catalog(ids, ids, ids, [[] for _ in ids], list(scenarios), member)
+
+
+def _model(n_items=20, text_dim=8, kind="transformer", **cfg) -> InterestModel:
+    torch.manual_seed(0)
+    mc = ModelConfig(user_encoder=UserEncoderConfig(kind=kind, dim=16, layers=1, heads=2, dropout=0.0, max_len=8), **cfg)
+    model = InterestModel(mc, n_items + 1, 1, text_dim)
+    model.set_catalog(torch.from_numpy(_catalog(n_items).scenario_items), item_text=torch.randn(n_items + 1, text_dim))
+    return model
+
+
+def test_loss_reaches_near_zero_on_a_separable_task():
+    # Each item is always followed by a fixed successor: perfectly predictable.
+    model = _model(n_items=6, temperature=0.05)
+    items = torch.tensor([[1, 2, 3, 4, 5, 0, 0, 0], [3, 4, 5, 6, 0, 0, 0, 0]])
+    targets = torch.tensor([[2, 3, 4, 5, 6, 0, 0, 0], [4, 5, 6, 1, 0, 0, 0, 0]])
+    events = torch.zeros_like(items)
+    scen = torch.zeros(2, dtype=torch.long)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(300):
+        opt.zero_grad()
+        loss = model(items, events, scen, targets)
+        loss.backward()
+        opt.step()
+    assert float(loss.detach()) < 0.05
+
+
+@pytest.mark.parametrize("kind", ["transformer", "lstm"])
+@pytest.mark.parametrize("loss_kind", ["full", "sampled"])
+def test_loss_decreases_on_a_synthetic_sequence_task(kind, loss_kind):
+    g = torch.Generator().manual_seed(1)
+    n = 30
+    model = _model(n_items=n, kind=kind, loss=loss_kind, num_negatives=8)
+    # Sequences walk the catalog in steps of +1 or +2 from a random start: learnable next item.
+    seqs = []
+    for _ in range(64):
+        start = int(torch.randint(1, n + 1, (1,), generator=g))
+        step = 1 + int(torch.randint(0, 2, (1,), generator=g))
+        seqs.append([(start - 1 + step * j) % n + 1 for j in range(9)])
+    seqs = torch.tensor(seqs)
+    items, targets = seqs[:, :-1], seqs[:, 1:]
+    events = torch.zeros_like(items)
+    scen = torch.zeros(len(seqs), dtype=torch.long)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    history = []
+    for _ in range(200):
+        opt.zero_grad()
+        loss = model(items, events, scen, targets)
+        loss.backward()
+        opt.step()
+        history.append(float(loss.detach()))
+    # Well below guessing uniformly among the catalog, and below where it started.
+    assert np.mean(history[-5:]) < 0.75 * np.log(n) < np.mean(history[:5])
+
+
+def test_sampled_candidates_hold_every_target_with_finite_log_q():
+    target = torch.tensor([3, 3, 7])
+    ids, log_q = losses.candidates(target, num_items=50, num_negatives=10, generator=torch.Generator().manual_seed(0))
+    assert set(target.tolist()) <= set(ids.tolist()) and torch.isfinite(log_q).all()
+    assert (ids[1:] > ids[:-1]).all()  # sorted unique
+    assert log_q[ids.tolist().index(3)] > log_q[ids.tolist().index(7)]  # 3 is twice in the batch
+
+
+def test_ranking_metrics_on_hand_computed_cases():
+    scores = torch.tensor([[0.0, 0.9, 0.5, 0.1, 0.7], [0.0, 0.1, 0.2, 0.3, 0.4]])
+    ranks = metrics.target_ranks(scores, torch.tensor([2, 1]))
+    assert ranks.tolist() == [2, 3]  # 0.9, 0.7 (and column 0 scores 0.0 < 0.5) ahead; row 2: 4 items >= 0.1 minus itself
+    excl = torch.zeros(2, 5, dtype=torch.bool)
+    excl[0, 1] = True  # e.g. a history item
+    assert metrics.target_ranks(scores, torch.tensor([2, 1]), excl).tolist() == [1, 3]
+    s = metrics.finalize(metrics.summarize(torch.tensor([0, 2, 10]), ks=(10,)))
+    assert s["recall@10"] == pytest.approx(2 / 3)
+    assert s["ndcg@10"] == pytest.approx((1.0 + 1 / np.log2(4)) / 3)
+    assert s["mrr"] == pytest.approx((1 + 1 / 3 + 1 / 11) / 3)
+    ties = metrics.target_ranks(torch.zeros(1, 5), torch.tensor([3]))
+    assert ties.tolist() == [4]  # all tied: pessimistic
+
+
+def test_export_then_load_gives_identical_outputs(tmp_path):
+    path = tiny_model_dir(tmp_path, "bert")
+    enc_cfg = ItemEncoderConfig(model=str(path))
+    encoder = ItemEncoder.from_config(enc_cfg)
+    tok = load_tokenizer(str(path))
+    cat = _catalog(12, scenarios=("a", "b"))
+    cat.scenario_items[1, 6:] = False
+    feats = torch.cat([torch.zeros(1, 32), encoder.encode(cat.texts, tok)])
+    torch.manual_seed(0)
+    mc = ModelConfig(item_encoder=enc_cfg, user_encoder=UserEncoderConfig(dim=16, layers=1, max_len=8), use_item_ids=True)
+    model = InterestModel(mc, cat.size, 2, 32)
+    model.set_catalog(torch.from_numpy(cat.scenario_items), item_text=feats)
+    model.eval()
+    from interest_model.checkpoint import Recommender, export_model, load_model
+
+    out = export_model(tmp_path / "export", model, cat, tokenizer=tok)
+    loaded = load_model(out)
+    history = ["i1", "i4", "i2"]
+    direct = Recommender(model, cat, encoder, tok, {"model": mc.model_dump(mode="json")})
+    assert torch.equal(loaded.user_vector(history, "b"), direct.user_vector(history, "b"))
+    recs = loaded.recommend(history, k=4, scenario="b")
+    assert recs == direct.recommend(history, k=4, scenario="b")
+    assert len(recs) == 2 and {r["item_id"] for r in recs} <= {"i0", "i3"}  # b's catalog minus the history
+    assert torch.allclose(loaded.encode_texts(cat.texts[:2]), feats[1:3], atol=1e-5)
+    with pytest.raises(KeyError, match="unknown item"):
+        loaded.recommend(["nope"])
+    assert not list(out.rglob("*.bin")) and not list(out.rglob("*.pt")) and not list(out.rglob("*.pkl"))
+
+    # A fresh process with neither Ray nor DeepSpeed (nor pandas/pyarrow) imported.
+    code = (
+        "import sys, interest_model\n"
+        f"m = interest_model.load_model({str(out)!r})\n"
+        f"print(m.recommend({history!r}, k=2, scenario='b')[0]['item_id'])\n"
+        "bad = [n for n in ('ray', 'deepspeed', 'pandas', 'pyarrow') if n in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == recs[0]["item_id"]
