@@ -3,6 +3,7 @@
     interest data fetch movielens --data-dir data/raw
     interest data synthetic --data-dir data/tiny
     interest prepare --config ray_jobs/configs/demo.yaml [--set key=value ...] [--address ...]
+    interest pretrain --config ray_jobs/configs/pretrain_demo.yaml
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Sequence
 # Subcommand -> job module (each has main(argv) and runs as `python -m ray_jobs.<job>`).
 JOBS = {
     "prepare": "ray_jobs.prepare",
+    "pretrain": "ray_jobs.pretrain",
 }
 
 

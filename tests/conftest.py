@@ -61,3 +61,21 @@ def tiny_config(root: Path, out: Path, *extra: str):
     from interest_model.data.config import PrepareConfig
 
     return PrepareConfig.load(CONFIGS / "tiny.yaml", [f"input.root={root}", f"output_dir={out}", *extra])
+
+
+@pytest.fixture(scope="session")
+def tiny_prepared(tmp_path_factory, tiny_data) -> Path:
+    """The synthetic dataset, prepared (single-process engine: fast and identical)."""
+    from interest_model.data.pipeline import PandasEngine, run_prepare
+
+    out = tmp_path_factory.mktemp("tiny-prepared")
+    run_prepare(tiny_config(tiny_data, out), PandasEngine())
+    return out
+
+
+def pretrain_config(prepared: Path, work: Path, *extra: str):
+    from interest_model.training.config import PretrainConfig
+
+    return PretrainConfig.load(CONFIGS / "pretrain_tiny.yaml", [
+        f"data.prepared={prepared}", f"run.storage_path={work}/runs", f"export_dir={work}/model",
+        f"embed.cache_dir={work.parent}/item-features", "train.lr=0.005", *extra])

@@ -27,14 +27,16 @@ def _pad(rows: list[list[int]], max_len: int) -> np.ndarray:
 
 
 def make_examples(batch: pd.DataFrame, *, vocab: dict[str, int], scenarios: dict[str, int], scheme: str,
-                  part: str, max_len: int) -> dict[str, np.ndarray]:
-    """Sequence rows -> {"items", "events", "targets" [B, max_len], "target", "scenario", "length" [B]}.
+                  part: str, max_len: int, windows: int = 1, max_seen: int = 1024) -> dict[str, np.ndarray]:
+    """Sequence rows -> {"items", "events", "targets" [B, max_len], "target", "scenario" [B]}.
 
-    Rows with nothing to learn or predict in ``part`` are dropped (e.g. a user without a
-    validation event)."""
+    A training prefix longer than ``max_len + 1`` gives up to ``windows`` examples: consecutive,
+    non-overlapping windows taken from its end. Evaluation rows also carry ``seen`` [B, max_seen]:
+    the whole history (its last ``max_seen`` items), to exclude from the ranking. Rows with
+    nothing to learn or predict in ``part`` are dropped (e.g. a user without a validation event)."""
     if part not in PARTS:
         raise ValueError(f"part must be one of {PARTS}")
-    items, events, targets, target, scen = [], [], [], [], []
+    items, events, targets, target, scen, seen = [], [], [], [], [], []
     for rec in batch.itertuples(index=False):
         if rec.scenario not in scenarios:
             continue
@@ -45,13 +47,19 @@ def make_examples(batch: pd.DataFrame, *, vocab: dict[str, int], scenarios: dict
         ids = [vocab.get(i, 0) for i in rec.item_ids]
         evs = [EVENT_INDEX.get(e, 0) for e in rec.event_types]
         if part == "train":
-            seq, ev = ids[:train_end][-(max_len + 1):], evs[:train_end][-(max_len + 1):]
-            if len(seq) < 2:
-                continue
-            items.append(seq[:-1])
-            events.append(ev[:-1])
-            targets.append(seq[1:])
-            target.append(0)
+            end = train_end
+            for _ in range(windows):
+                start = max(0, end - (max_len + 1))
+                seq, ev = ids[start:end], evs[start:end]
+                if len(seq) < 2:
+                    break
+                items.append(seq[:-1])
+                events.append(ev[:-1])
+                targets.append(seq[1:])
+                target.append(0)
+                scen.append(scenarios[rec.scenario])
+                end = start + 1  # the next window ends where this one's first input is a target
+            continue
         else:
             start, end = (train_end, valid_end) if part == "valid" else (valid_end, rec.length)
             if end <= start or start == 0:
@@ -60,11 +68,15 @@ def make_examples(batch: pd.DataFrame, *, vocab: dict[str, int], scenarios: dict
             events.append(evs[:start])
             targets.append([])
             target.append(ids[start])
+            seen.append(ids[:start])
         scen.append(scenarios[rec.scenario])
-    return {
+    out = {
         "items": _pad(items, max_len),
         "events": _pad(events, max_len),
         "targets": _pad(targets, max_len),
         "target": np.asarray(target, dtype=np.int64),
         "scenario": np.asarray(scen, dtype=np.int64),
     }
+    if part != "train":
+        out["seen"] = _pad(seen, max_seen)
+    return out

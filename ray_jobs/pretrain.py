@@ -1,0 +1,235 @@
+"""``interest pretrain``: train the interest model on the source scenarios with Ray Train and
+DeepSpeed, keep checkpoints by validation NDCG@10, export the best as a model directory.
+
+    python -m ray_jobs.pretrain --config ray_jobs/configs/pretrain_demo.yaml
+
+Rerunning with the same ``run.name`` and ``run.storage_path`` resumes from the last checkpoint;
+a worker that dies restarts the run from it (``run.max_failures``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from interest_model import io
+from interest_model.catalog import Catalog
+from interest_model.checkpoint import export_model
+from interest_model.data.examples import make_examples
+from interest_model.metrics import finalize
+from interest_model.training.config import PretrainConfig
+from ray_jobs.common import init_ray, job_parser, run_main, setup_logging
+
+log = logging.getLogger("interest.pretrain")
+METRIC = "val_ndcg@10"
+
+
+# -- on every worker ---------------------------------------------------------------------------
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """Setup, train, report and checkpoint each epoch, resume from the last checkpoint."""
+    import ray
+    import ray.data
+    import ray.train
+    import ray.train.torch
+    import torch
+
+    from interest_model.training.deepspeed_strategy import DeepSpeedStrategy
+    from interest_model.training.loop import build_model, evaluate, to_device
+
+    cfg = PretrainConfig.model_validate(config["cfg"])
+    ray.data.DataContext.get_current().enable_progress_bars = False  # per-epoch shard reads: log lines instead
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.manual_seed(cfg.train.seed + rank)
+    device = torch.device("cuda", ray.train.torch.get_device().index or 0) if cfg.scaling.use_gpu else torch.device("cpu")
+    catalog: Catalog = ray.get(config["catalog"])
+    features = ray.get(config["features"])
+    model = build_model(cfg.model, catalog, features=features, tokens=config.get("tokens"))
+    steps_per_epoch = config["steps_per_epoch"]
+    total = steps_per_epoch * cfg.train.epochs // cfg.deepspeed.gradient_accumulation_steps
+    strategy = DeepSpeedStrategy(cfg.deepspeed, cfg.train.batch_size, cfg.scaling.use_gpu)
+    engine = strategy.setup(model.to(device), cfg.train.lr, cfg.train.weight_decay, max(1, total),
+                            int(cfg.train.warmup_ratio * total))
+
+    start_epoch, step, best, history = 0, 0, -math.inf, []
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            state = strategy.load(d)
+        start_epoch, step, best, history = state["epoch"] + 1, state["step"], state["best"], state["history"]
+        if rank == 0:
+            log.info("resumed from epoch %d, step %d", state["epoch"], step)
+    start_step = step
+
+    train_shard = ray.train.get_dataset_shard("train")
+    valid = ray.train.get_dataset_shard("valid")
+    for epoch in range(start_epoch, cfg.train.epochs):
+        t0, seen, loss_sum, n = time.perf_counter(), 0, 0.0, 0
+        engine.train()
+        for raw in train_shard.iter_batches(batch_size=cfg.train.batch_size, batch_format="numpy",
+                                            local_shuffle_buffer_size=cfg.train.shuffle_buffer,
+                                            local_shuffle_seed=cfg.train.seed + epoch):
+            if cfg.train.max_steps is not None and step >= cfg.train.max_steps:
+                break
+            b = to_device(raw, device)
+            loss = engine(b["items"], b["events"], b["scenario"], b["targets"])
+            strategy.backward_and_step(loss)
+            step += 1
+            loss_sum, n, seen = loss_sum + float(loss.detach()), n + 1, seen + len(b["items"])
+            _fail_once(cfg, rank, step, config["fail_marker"])
+            if rank == 0 and step % cfg.train.log_every == 0:
+                log.info("epoch %d step %d loss %.4f (%.0f samples/s/worker)", epoch, step, loss_sum / n,
+                         seen / (time.perf_counter() - t0))
+        sums = evaluate(engine.module, valid.iter_batches(batch_size=cfg.train.eval_batch_size, batch_format="numpy"),
+                        device, cfg.train.exclude_history)
+        val = {f"val_{k}": v for k, v in finalize(sums).items()}
+        best = max(best, val[METRIC])
+        metrics = {"epoch": epoch, "step": step, "start_step": start_step, "steps_this_run": step - start_step,
+                   "train_loss": loss_sum / max(n, 1), "epoch_time_s": time.perf_counter() - t0,
+                   "samples_per_s": seen * world / max(time.perf_counter() - t0, 1e-9), "best_" + METRIC: best, **val}
+        history = history + [{k: metrics[k] for k in ("epoch", "step", "train_loss", METRIC, "val_recall@10")}]
+        metrics["history"] = history  # every epoch so far, across restarts (kept in the checkpoint)
+        with tempfile.TemporaryDirectory() as tmp:
+            strategy.save(tmp, {"epoch": epoch, "step": step, "best": best, "history": history})
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        if rank == 0:
+            log.info("epoch %d done: loss %.4f, %s %.4f, recall@10 %.4f", epoch, metrics["train_loss"], METRIC,
+                     val[METRIC], val["val_recall@10"])
+        if cfg.train.max_steps is not None and step >= cfg.train.max_steps:
+            break
+
+
+def _fail_once(cfg: PretrainConfig, rank: int, step: int, marker: str) -> None:
+    """Resilience drill: the last worker raises once at ``train.fail_once_at_step``."""
+    at = cfg.train.fail_once_at_step
+    if at is None or step != at or rank != cfg.scaling.num_workers - 1 or os.path.exists(marker):
+        return
+    Path(marker).parent.mkdir(parents=True, exist_ok=True)
+    Path(marker).write_text(f"failed at step {step}\n")
+    raise RuntimeError(f"resilience drill: worker {rank} fails at step {step}")
+
+
+# -- on the driver -----------------------------------------------------------------------------
+
+
+def _fail_marker(storage: str, name: str) -> str:
+    """Where the resilience drill records that it has failed once (shared storage if local)."""
+    base = storage if "://" not in storage else tempfile.gettempdir()
+    return os.path.join(base, name, ".fail_once_marker")
+
+
+def _read_table(uri: str) -> pd.DataFrame:
+    import pyarrow.dataset as pads
+
+    fs, path = io.filesystem(uri)
+    return pads.dataset(path, filesystem=fs, format="parquet").to_table().to_pandas()
+
+
+def source_scenarios(cfg: PretrainConfig, manifest: dict) -> list[str]:
+    known = manifest["scenarios"]
+    names = cfg.data.scenarios or [s for s, v in known.items() if v["role"] == "source"]
+    unknown = [s for s in names if s not in known]
+    if unknown or not names:
+        raise ValueError(f"scenarios {unknown or names} are not in the prepared data (have {list(known)})")
+    if cfg.data.scheme not in manifest["splits"]:
+        raise ValueError(f"split scheme {cfg.data.scheme!r} was not prepared (have {list(manifest['splits'])})")
+    return names
+
+
+def run_pretrain(cfg: PretrainConfig) -> dict:
+    import ray
+    import ray.data
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from ray_jobs.embed import item_features
+    from interest_model.training.deepspeed_strategy import DeepSpeedStrategy
+    from interest_model.training.loop import build_model, catalog_tokens
+
+    manifest_uri = io.join(cfg.data.prepared, "manifest.json")
+    if not io.exists(manifest_uri):
+        raise FileNotFoundError(f"no prepared data at {cfg.data.prepared} (run `interest prepare` first)")
+    manifest = io.read_json(manifest_uri)
+    scenarios = source_scenarios(cfg, manifest)
+    catalog = Catalog.from_items(_read_table(io.join(cfg.data.prepared, "items")), scenarios)
+    features = tokens = None
+    if cfg.model.item_encoder.freeze:
+        features = item_features(catalog.texts, cfg.model.item_encoder, cfg.embed)
+    else:
+        tokens = catalog_tokens(catalog, cfg.model)
+
+    fs, seq_path = io.filesystem(io.join(cfg.data.prepared, "sequences"))
+    seqs = ray.data.read_parquet(seq_path, filesystem=fs)
+    kwargs = {"vocab": catalog.vocab, "scenarios": {s: i for i, s in enumerate(scenarios)},
+              "scheme": cfg.data.scheme, "max_len": cfg.model.user_encoder.max_len}
+    train_ds = seqs.map_batches(make_examples, fn_kwargs={**kwargs, "part": "train", "windows": cfg.train.windows_per_user},
+                                batch_format="pandas").materialize()
+    valid_ds = seqs.map_batches(make_examples, fn_kwargs={**kwargs, "part": "valid"}, batch_format="pandas").materialize()
+    n_train, n_valid = train_ds.count(), valid_ds.count()
+    if n_train == 0:
+        raise ValueError(f"no training sequences in scenarios {scenarios}")
+    per_worker = n_train // cfg.scaling.num_workers
+    steps_per_epoch = max(1, math.ceil(per_worker / cfg.train.batch_size))
+    log.info("pretrain on %s: %d items, %d training / %d validation sequences, %d steps/epoch/worker",
+             scenarios, catalog.size - 1, n_train, n_valid, steps_per_epoch)
+
+    storage = cfg.run.storage_path if "://" in cfg.run.storage_path else str(Path(cfg.run.storage_path).resolve())
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"cfg": cfg.model_dump(mode="json"), "catalog": ray.put(catalog),
+                           "features": ray.put(features), "tokens": tokens,
+                           "steps_per_epoch": steps_per_epoch,
+                           "fail_marker": _fail_marker(storage, cfg.run.name)},
+        scaling_config=ray.train.ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
+                                               resources_per_worker={"CPU": cfg.scaling.cpus_per_worker}),
+        run_config=ray.train.RunConfig(
+            name=cfg.run.name, storage_path=storage,
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.run.keep_checkpoints,
+                                                         checkpoint_score_attribute=METRIC,
+                                                         checkpoint_score_order="max"),
+            failure_config=ray.train.FailureConfig(max_failures=cfg.run.max_failures)),
+        datasets={"train": train_ds, "valid": valid_ds},
+        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
+    )
+    result = trainer.fit()
+    best_ckpt = result.get_best_checkpoint(METRIC, "max")
+    if best_ckpt is None:
+        raise RuntimeError("training reported no checkpoint")
+    best_metrics = next((m for c, m in result.best_checkpoints if c.path == best_ckpt.path), result.metrics)
+    with best_ckpt.as_directory() as d:
+        state = DeepSpeedStrategy.consolidated_state_dict(d)
+    model = build_model(cfg.model, catalog, features=features, tokens=tokens)
+    summary = {k: best_metrics[k] for k in ("epoch", "step", METRIC, "val_recall@10", "val_ndcg@20", "val_recall@20",
+                                            "val_mrr", "val_count") if k in best_metrics}
+    export_model(cfg.export_dir, model, catalog, state_dict=state, extra={
+        "training": {"best": summary, "data_manifest_hash": manifest["config_hash"], "prepared": cfg.data.prepared,
+                     "scheme": cfg.data.scheme, "config_hash": cfg.config_hash(), "checkpoint": best_ckpt.path}})
+    return {"best": summary, "last": result.metrics, "checkpoint": best_ckpt.path, "export_dir": cfg.export_dir,
+            "history": result.metrics.get("history", [])}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = job_parser("interest pretrain", __doc__.splitlines()[0]).parse_args(argv)
+    setup_logging(args.log_level)
+    cfg = PretrainConfig.load(args.config, args.overrides)
+    init_ray(args.address, args.num_cpus)
+    out = run_pretrain(cfg)
+    best = out["best"]
+    print(f"best epoch {best.get('epoch')}: validation NDCG@10 {best.get(METRIC, float('nan')):.4f}, "
+          f"Recall@10 {best.get('val_recall@10', float('nan')):.4f} over {int(best.get('val_count', 0))} users")
+    print(f"model exported to {out['export_dir']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_main(main, None))
