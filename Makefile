@@ -27,12 +27,16 @@ demo: $(STAMP)
 	$(PY) -m ray_jobs.cli data fetch movielens --data-dir $(DATA_DIR)/raw
 	$(PY) -m ray_jobs.cli prepare --config ray_jobs/configs/demo.yaml \
 		--set input.root=$(DATA_DIR)/raw --set output_dir=$(OUT_DIR)/demo/prepared
+	$(PY) -m ray_jobs.cli pretrain --config ray_jobs/configs/pretrain_demo.yaml \
+		--set data.prepared=$(OUT_DIR)/demo/prepared --set export_dir=$(OUT_DIR)/demo/model \
+		--set run.storage_path=$(OUT_DIR)/ray_results
 
 test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_prepare.py --data-dir $(DATA_DIR)/raw
+	$(PY) benchmarks/bench_train_step.py
 
 clean:
 	rm -rf $(OUT_DIR) .pytest_cache

@@ -119,3 +119,11 @@ def split_lines(data: bytes, path: str, first_line: int, lines_per_block: int):
             block_lines, block_nos = [], []
     if block_lines:
         yield {"path": [path] * len(block_lines), "line_no": block_nos, "line": block_lines}
+
+
+def upload_dir(local: str, uri: str) -> None:
+    """Copy a local directory tree to a URI (or another local path)."""
+    fs, path = filesystem(uri)
+    fs.create_dir(path, recursive=True)
+    pafs.copy_files(str(Path(local).resolve()), path, source_filesystem=pafs.LocalFileSystem(),
+                    destination_filesystem=fs)

@@ -43,7 +43,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     address = address or os.environ.get("RAY_ADDRESS") or None
     kwargs: dict = {"log_to_driver": True}
     if address is None:
-        kwargs.update(num_cpus=num_cpus, include_dashboard=False)
+        # The dashboard serves the State API that Ray Train's placement-group cleanup (and Tune)
+        # rely on; without it they log errors and can leak placement groups.
+        kwargs.update(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1")
     ray.init(address=address, **kwargs)
     log.info("ray: connected (%s), resources %s", address or "local", ray.cluster_resources())
 

@@ -51,6 +51,8 @@ def train_loop_per_worker(config: dict) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.manual_seed(cfg.train.seed + rank)
+    if cfg.scaling.torch_threads:
+        torch.set_num_threads(cfg.scaling.torch_threads)
     device = torch.device("cuda", ray.train.torch.get_device().index or 0) if cfg.scaling.use_gpu else torch.device("cpu")
     catalog: Catalog = ray.get(config["catalog"])
     features = ray.get(config["features"])
@@ -59,17 +61,28 @@ def train_loop_per_worker(config: dict) -> None:
     total = steps_per_epoch * cfg.train.epochs // cfg.deepspeed.gradient_accumulation_steps
     strategy = DeepSpeedStrategy(cfg.deepspeed, cfg.train.batch_size, cfg.scaling.use_gpu)
     engine = strategy.setup(model.to(device), cfg.train.lr, cfg.train.weight_decay, max(1, total),
-                            int(cfg.train.warmup_ratio * total))
+                            int(cfg.train.warmup_ratio * total), encoder_lr=cfg.train.encoder_lr)
 
-    start_epoch, step, best, history = 0, 0, -math.inf, []
+    start_epoch, step, best, history, last = 0, 0, -math.inf, [], {}
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as d:
             state = strategy.load(d)
-        start_epoch, step, best, history = state["epoch"] + 1, state["step"], state["best"], state["history"]
+        start_epoch, step, best, history, last = (state["epoch"] + 1, state["step"], state["best"],
+                                                  state["history"], state["metrics"])
         if rank == 0:
             log.info("resumed from epoch %d, step %d", state["epoch"], step)
     start_step = step
+
+    if start_epoch >= cfg.train.epochs and last:
+        # Already complete (a rerun of a finished run): report the final state again so the
+        # run's result and best checkpoint stay defined.
+        last = {**last, "start_step": step, "steps_this_run": 0}
+        with tempfile.TemporaryDirectory() as tmp:
+            strategy.save(tmp, {"epoch": start_epoch - 1, "step": step, "best": best, "history": history,
+                                "metrics": last})
+            ray.train.report(last, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        return
 
     train_shard = ray.train.get_dataset_shard("train")
     valid = ray.train.get_dataset_shard("valid")
@@ -100,7 +113,7 @@ def train_loop_per_worker(config: dict) -> None:
         history = history + [{k: metrics[k] for k in ("epoch", "step", "train_loss", METRIC, "val_recall@10")}]
         metrics["history"] = history  # every epoch so far, across restarts (kept in the checkpoint)
         with tempfile.TemporaryDirectory() as tmp:
-            strategy.save(tmp, {"epoch": epoch, "step": step, "best": best, "history": history})
+            strategy.save(tmp, {"epoch": epoch, "step": step, "best": best, "history": history, "metrics": metrics})
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
         if rank == 0:
             log.info("epoch %d done: loss %.4f, %s %.4f, recall@10 %.4f", epoch, metrics["train_loss"], METRIC,
@@ -211,9 +224,15 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
     model = build_model(cfg.model, catalog, features=features, tokens=tokens)
     summary = {k: best_metrics[k] for k in ("epoch", "step", METRIC, "val_recall@10", "val_ndcg@20", "val_recall@20",
                                             "val_mrr", "val_count") if k in best_metrics}
-    export_model(cfg.export_dir, model, catalog, state_dict=state, extra={
-        "training": {"best": summary, "data_manifest_hash": manifest["config_hash"], "prepared": cfg.data.prepared,
-                     "scheme": cfg.data.scheme, "config_hash": cfg.config_hash(), "checkpoint": best_ckpt.path}})
+    extra = {"training": {"best": summary, "data_manifest_hash": manifest["config_hash"],
+                          "prepared": cfg.data.prepared, "scheme": cfg.data.scheme,
+                          "config_hash": cfg.config_hash(), "checkpoint": best_ckpt.path}}
+    if "://" in cfg.export_dir:  # write locally, then copy to the shared storage
+        with tempfile.TemporaryDirectory() as tmp:
+            export_model(tmp, model, catalog, state_dict=state, tokenizer=None, extra=extra)
+            io.upload_dir(tmp, cfg.export_dir)
+    else:
+        export_model(cfg.export_dir, model, catalog, state_dict=state, extra=extra)
     return {"best": summary, "last": result.metrics, "checkpoint": best_ckpt.path, "export_dir": cfg.export_dir,
             "history": result.metrics.get("history", [])}
 

@@ -28,7 +28,7 @@ def ray_cluster():
     os.environ["RAY_AUTH_MODE"] = "disabled"  # local test cluster on loopback only
     tmp = tempfile.mkdtemp(prefix="rt-", dir="/tmp")  # short: Ray's socket paths have a length limit
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, _temp_dir=tmp, log_to_driver=False,
+        ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", _temp_dir=tmp, log_to_driver=False,
                  configure_logging=False)
     yield ray
     ray.shutdown()

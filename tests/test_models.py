@@ -173,3 +173,38 @@ def test_export_then_load_gives_identical_outputs(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == recs[0]["item_id"]
+
+
+def test_pretrained_decoder_as_user_encoder(tmp_path):
+    path = tiny_model_dir(tmp_path, "qwen2")
+    torch.manual_seed(0)
+    mc = ModelConfig(user_encoder=UserEncoderConfig(kind="hf", hf_model=str(path), dim=16, max_len=8))
+    model = InterestModel(mc, 11, 1, 8)
+    model.set_catalog(torch.from_numpy(_catalog(10).scenario_items), item_text=torch.randn(11, 8))
+    model.eval()
+    items = torch.tensor([[1, 2, 3, 0], [4, 5, 0, 0]])
+    h = model.user_vectors(items, torch.zeros_like(items), torch.zeros(2, dtype=torch.long))
+    assert h.shape == (2, 4, 16) and torch.isfinite(h).all()
+    # Causal: a later event does not change earlier interest vectors.
+    items2 = items.clone()
+    items2[0, 2] = 7
+    h2 = model.user_vectors(items2, torch.zeros_like(items), torch.zeros(2, dtype=torch.long))
+    assert torch.allclose(h[0, :2], h2[0, :2], atol=1e-5) and not torch.allclose(h[0, 2], h2[0, 2])
+    model.train()
+    loss = model(items, torch.zeros_like(items), torch.zeros(2, dtype=torch.long), torch.tensor([[2, 3, 4, 0], [5, 6, 0, 0]]))
+    loss.backward()
+    assert torch.isfinite(loss) and model.user.hf_in.weight.grad is not None
+
+
+@pytest.mark.parametrize("kind", ["transformer", "lstm"])
+def test_user_encoders_are_causal_and_ignore_padding(kind):
+    model = _model(n_items=10, kind=kind).eval()
+    items = torch.tensor([[1, 2, 3, 0, 0]])
+    scen = torch.zeros(1, dtype=torch.long)
+    h = model.user_vectors(items, torch.zeros_like(items), scen)
+    changed = torch.tensor([[1, 2, 9, 0, 0]])
+    h2 = model.user_vectors(changed, torch.zeros_like(items), scen)
+    assert torch.allclose(h[0, :2], h2[0, :2], atol=1e-5)
+    longer_pad = torch.tensor([[1, 2, 3, 0, 0, 0, 0]])
+    h3 = model.user_vectors(longer_pad, torch.zeros_like(longer_pad), scen)
+    assert torch.allclose(h[0, :3], h3[0, :3], atol=1e-5)

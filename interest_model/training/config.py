@@ -22,6 +22,7 @@ class TrainConfig(Frozen):
     batch_size: int = Field(128, ge=1)  # per worker and micro-step
     windows_per_user: int = Field(1, ge=1)  # training windows of max_len events taken from each history
     lr: float = 1e-3
+    encoder_lr: float | None = None  # learning rate of a trainable text encoder (default: lr)
     weight_decay: float = 0.01
     warmup_ratio: float = Field(0.05, ge=0, lt=1)
     max_steps: int | None = None  # stop early after this many optimizer micro-steps in total
@@ -37,6 +38,7 @@ class ScalingConfig(Frozen):
     num_workers: int = Field(1, ge=1)
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
+    torch_threads: int | None = None  # intra-op threads per CPU worker (Ray's default: its CPU count)
 
 
 class RunConfig(Frozen):

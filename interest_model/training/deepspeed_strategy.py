@@ -64,8 +64,9 @@ class DeepSpeedStrategy:
         }
 
     def setup(self, model: torch.nn.Module, lr: float, weight_decay: float, total_steps: int,
-              warmup_steps: int):
-        """Wrap the model: returns the DeepSpeed engine (call it like the model)."""
+              warmup_steps: int, encoder_lr: float | None = None):
+        """Wrap the model: returns the DeepSpeed engine (call it like the model). Parameters of
+        ``model.item_encoder`` train at ``encoder_lr`` (a pretrained LLM wants a smaller one)."""
         os.environ.setdefault("DS_ACCELERATOR", "cuda" if self.use_gpu else "cpu")
         import deepspeed
         import torch.distributed as dist
@@ -73,10 +74,15 @@ class DeepSpeedStrategy:
         world = dist.get_world_size() if dist.is_initialized() else 1
         if not dist.is_initialized():
             deepspeed.init_distributed(dist_backend="nccl" if self.use_gpu else "gloo")
-        params = [p for p in model.parameters() if p.requires_grad]
-        decay = [p for p in params if p.ndim >= 2]
-        no_decay = [p for p in params if p.ndim < 2]
-        groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        groups = []
+        for is_encoder in (False, True):
+            params = [p for n, p in model.named_parameters()
+                      if p.requires_grad and n.startswith("item_encoder.") == is_encoder]
+            group_lr = (encoder_lr or lr) if is_encoder else lr
+            for decay in (True, False):
+                chosen = [p for p in params if (p.ndim >= 2) == decay]
+                if chosen:
+                    groups.append({"params": chosen, "lr": group_lr, "weight_decay": weight_decay if decay else 0.0})
         fused = self.use_gpu and torch.cuda.is_available()
         optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98), fused=fused)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
