@@ -58,7 +58,7 @@ def make_model(args, seed: int = 0) -> tuple[InterestModel, int]:
     torch.manual_seed(seed)
     encoder = build_encoder(args.preset, args.vocab, "sdpa" if args.gpu else None)
     if args.gradient_checkpointing:
-        encoder.backbone.gradient_checkpointing_enable()
+        encoder.backbone.activation_checkpointing_enable()
     cfg = ModelConfig(user_encoder=UserEncoderConfig(dim=256, layers=2, heads=4, dropout=0.0, max_len=args.seq_len),
                       loss="sampled", num_negatives=args.negatives)
     model = InterestModel(cfg, args.items + 1, 1, encoder.output_dim, item_encoder=encoder)

@@ -40,6 +40,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
 
     if ray.is_initialized():
         return
+    # Per-epoch log lines differ only in numbers; Ray's dedup would fold them into one.
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     address = address or os.environ.get("RAY_ADDRESS") or None
     kwargs: dict = {"log_to_driver": True}
     if address is None:

@@ -38,7 +38,6 @@ METRIC = "val_ndcg@10"
 def train_loop_per_worker(config: dict) -> None:
     """Setup, train, report and checkpoint each epoch, resume from the last checkpoint."""
     import ray
-    import ray.data
     import ray.train
     import ray.train.torch
     import torch
@@ -47,7 +46,6 @@ def train_loop_per_worker(config: dict) -> None:
     from interest_model.training.loop import build_model, evaluate, to_device
 
     cfg = PretrainConfig.model_validate(config["cfg"])
-    ray.data.DataContext.get_current().enable_progress_bars = False  # per-epoch shard reads: log lines instead
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.manual_seed(cfg.train.seed + rank)
@@ -181,6 +179,8 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
     else:
         tokens = catalog_tokens(catalog, cfg.model)
 
+    # Workers read their shards every epoch; their progress is the training log, not Data bars.
+    ray.data.DataContext.get_current().enable_progress_bars = False
     fs, seq_path = io.filesystem(io.join(cfg.data.prepared, "sequences"))
     seqs = ray.data.read_parquet(seq_path, filesystem=fs)
     kwargs = {"vocab": catalog.vocab, "scenarios": {s: i for i, s in enumerate(scenarios)},

@@ -208,3 +208,17 @@ def test_user_encoders_are_causal_and_ignore_padding(kind):
     longer_pad = torch.tensor([[1, 2, 3, 0, 0, 0, 0]])
     h3 = model.user_vectors(longer_pad, torch.zeros_like(longer_pad), scen)
     assert torch.allclose(h[0, :3], h3[0, :3], atol=1e-5)
+
+
+def test_deepspeed_config_and_schedule():
+    from interest_model.training.deepspeed_strategy import DeepSpeedConfig, DeepSpeedStrategy, warmup_cosine
+
+    s = DeepSpeedStrategy(DeepSpeedConfig(zero_stage=3, gradient_accumulation_steps=4), micro_batch_size=8,
+                          use_gpu=False)
+    c = s.ds_config(world_size=2)
+    assert c["train_batch_size"] == 64 and c["zero_optimization"]["stage"] == 3
+    assert not c["bf16"]["enabled"]  # fp32 on CPU
+    assert DeepSpeedStrategy(DeepSpeedConfig(), 8, use_gpu=True).ds_config(1)["bf16"]["enabled"]
+    lrs = [warmup_cosine(i, total=100, warmup=10) for i in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[-1] == pytest.approx(0.1, abs=0.01)

@@ -70,3 +70,26 @@ def test_full_fine_tuning_of_the_text_encoder_is_one_switch(ray_cluster, tiny_pr
     key = "encoder.layer.0.attention.self.query.weight"
     assert not torch.equal(initial[key], tuned[key])
     assert len(model.recommend(model.catalog.item_ids[:2], k=3, scenario="shop-a")) == 3
+
+
+def test_item_features_by_batch_inference_are_cached(ray_cluster, tmp_path):
+    import numpy as np
+
+    from interest_model.models.item_encoder import ItemEncoder, ItemEncoderConfig, load_tokenizer
+    from interest_model.training.config import EmbedConfig
+    from ray_jobs.embed import cache_key, item_features
+    from tests.models import tiny_model_dir
+
+    path = tiny_model_dir(tmp_path, "bert")
+    cfg = ItemEncoderConfig(model=str(path), max_length=16)
+    embed = EmbedConfig(cache_dir=str(tmp_path / "cache"), batch_size=3, actors=2, cpus_per_actor=0.5)
+    texts = [f"Title: item {i}; Genres: g{i % 3}" for i in range(10)]
+    feats = item_features(texts, cfg, embed)
+    assert feats.shape == (11, 32) and not feats[0].any()
+    direct = ItemEncoder.from_config(cfg).encode(texts, load_tokenizer(str(path)), max_length=16)
+    assert np.allclose(feats[1:], direct.numpy(), atol=1e-5)  # in catalog order despite 2 actors
+    cached = list((tmp_path / "cache").glob("*.npy"))
+    assert len(cached) == 1
+    assert np.array_equal(item_features(texts, cfg, embed), feats)  # from the cache
+    assert cache_key(texts[:-1] + ["changed"], cfg) != cache_key(texts, cfg)
+    assert cache_key(texts, cfg.model_copy(update={"pooling": "cls"})) != cache_key(texts, cfg)

@@ -77,8 +77,10 @@ class ItemEncoder(nn.Module):
         return enc
 
     def configure(self, cfg: ItemEncoderConfig) -> None:
-        if cfg.gradient_checkpointing and hasattr(self.backbone, "gradient_checkpointing_enable"):
-            self.backbone.gradient_checkpointing_enable()
+        if cfg.gradient_checkpointing:
+            enable = getattr(self.backbone, "activation_checkpointing_enable", None) or \
+                getattr(self.backbone, "gradient_checkpointing_enable")  # the name before transformers 5
+            enable()
         if cfg.freeze:
             for p in self.backbone.parameters():
                 p.requires_grad_(False)

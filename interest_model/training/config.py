@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -57,6 +57,8 @@ class EmbedConfig(Frozen):
 
 
 class PretrainConfig(JobConfig):
+    HASH_EXCLUDE: ClassVar[tuple[str, ...]] = ("export_dir",)
+
     data: DataConfig
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
