@@ -162,9 +162,16 @@ def test_export_then_load_gives_identical_outputs(tmp_path):
         loaded.recommend(["nope"])
     assert not list(out.rglob("*.bin")) and not list(out.rglob("*.pt")) and not list(out.rglob("*.pkl"))
 
-    # A fresh process with neither Ray nor DeepSpeed (nor pandas/pyarrow) imported.
+    # A fresh process in which Ray and DeepSpeed cannot be imported at all, as if they were not
+    # installed (and which never imports pandas or pyarrow either).
     code = (
-        "import sys, interest_model\n"
+        "import sys, importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('ray', 'deepspeed'):\n"
+        "            raise ModuleNotFoundError(f'{name} is not installed here')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import interest_model\n"
         f"m = interest_model.load_model({str(out)!r})\n"
         f"print(m.recommend({history!r}, k=2, scenario='b')[0]['item_id'])\n"
         "bad = [n for n in ('ray', 'deepspeed', 'pandas', 'pyarrow') if n in sys.modules]\n"
