@@ -1,0 +1,1 @@
+"""Evaluation: full-ranking metrics over segments with bootstrap confidence intervals."""
