@@ -124,7 +124,6 @@ class Recommender:
 
 def load_model(directory: str | Path) -> Recommender:
     from safetensors.torch import load_file
-    from transformers import AutoConfig, AutoModel
 
     directory = Path(directory)
     config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
@@ -134,13 +133,7 @@ def load_model(directory: str | Path) -> Recommender:
         raise ValueError(f"{directory}: format version {config['format_version']} is newer than this code")
     cfg = ModelConfig.model_validate(config["model"])
     catalog = Catalog.from_json((directory / "catalog.json").read_text(encoding="utf-8"))
-    enc_dir = directory / "item_encoder"
-    backbone = AutoModel.from_config(AutoConfig.from_pretrained(enc_dir))
-    backbone.load_state_dict(load_file(str(enc_dir / "model.safetensors")), strict=False)
-    encoder = ItemEncoder(backbone, cfg.item_encoder.pooling, cfg.item_encoder.projection_dim)
-    if (enc_dir / "projection.safetensors").exists():
-        encoder.projection.load_state_dict(load_file(str(enc_dir / "projection.safetensors")))
-    tokenizer = load_tokenizer(str(enc_dir))
+    encoder, tokenizer = load_item_encoder(directory, cfg.item_encoder)
     model = InterestModel(cfg, config["num_items"], len(catalog.scenarios), config["text_dim"],
                           item_encoder=encoder if config.get("text_trainable") else None)
     weights = load_file(str(directory / "model.safetensors"))
@@ -150,6 +143,35 @@ def load_model(directory: str | Path) -> Recommender:
     if missing or unexpected:
         raise ValueError(f"{directory}: weights do not match the model (missing {missing}, unexpected {unexpected})")
     return Recommender(model, catalog, encoder, tokenizer, config)
+
+
+def load_item_encoder(directory: str | Path, cfg: ItemEncoderConfig) -> tuple[ItemEncoder, object]:
+    """The text encoder and tokenizer saved in a model directory (built from config, weights
+    from safetensors: no pickles, no hub)."""
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModel
+
+    enc_dir = Path(directory) / "item_encoder"
+    backbone = AutoModel.from_config(AutoConfig.from_pretrained(enc_dir))
+    backbone.load_state_dict(load_file(str(enc_dir / "model.safetensors")), strict=False)
+    encoder = ItemEncoder(backbone, cfg.pooling, cfg.projection_dim)
+    if (enc_dir / "projection.safetensors").exists():
+        encoder.projection.load_state_dict(load_file(str(enc_dir / "projection.safetensors")))
+    return encoder, load_tokenizer(str(enc_dir), cfg.padding_side)
+
+
+def read_export(directory: str | Path) -> tuple[dict, ModelConfig, Catalog, dict]:
+    """(config.json, model config, catalog, weights) of a model directory."""
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    if not (directory / "config.json").is_file():
+        raise FileNotFoundError(f"no exported model at {directory} (config.json missing)")
+    config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    if config.get("format") != FORMAT:
+        raise ValueError(f"{directory} is not an {FORMAT} directory")
+    catalog = Catalog.from_json((directory / "catalog.json").read_text(encoding="utf-8"))
+    return config, ModelConfig.model_validate(config["model"]), catalog, load_file(str(directory / "model.safetensors"))
 
 
 def _fit_buffers(model: InterestModel, weights: dict) -> None:

@@ -17,6 +17,7 @@ from torch import nn
 from interest_model import losses
 from interest_model.config import Frozen
 from interest_model.events import EVENT_TYPES
+from interest_model.models.adapter import MoEAdaptor
 from interest_model.models.item_encoder import ItemEncoder, ItemEncoderConfig
 from interest_model.models.user_encoder import UserEncoder, UserEncoderConfig
 
@@ -25,6 +26,7 @@ class ModelConfig(Frozen):
     item_encoder: ItemEncoderConfig = ItemEncoderConfig()
     user_encoder: UserEncoderConfig = UserEncoderConfig()
     use_item_ids: bool = False  # text-only ("inductive") by default, so unseen items work
+    adaptor_experts: int | None = None  # MoE adaptor with whitening on the text features (transfer)
     temperature: float = 0.07
     loss: Literal["auto", "full", "sampled"] = "auto"
     num_negatives: int = 512
@@ -46,6 +48,7 @@ class InterestModel(nn.Module):
         # scenario_items[s, i]: item i belongs to scenario s's catalog
         self.register_buffer("scenario_items", torch.zeros(max(1, num_scenarios), num_items, dtype=torch.bool),
                              persistent=True)
+        self.adaptor = MoEAdaptor(text_dim, cfg.adaptor_experts) if cfg.adaptor_experts else None
         self.text_proj = nn.Sequential(nn.Linear(text_dim, d), nn.LayerNorm(d))
         self.item_ids = nn.Embedding(num_items, d, padding_idx=0) if cfg.use_item_ids else None
         if self.item_ids is not None:
@@ -76,7 +79,10 @@ class InterestModel(nn.Module):
             parts = [self.item_encoder(self.item_tokens[uniq[s:s + chunk]], self.item_token_mask[uniq[s:s + chunk]])
                      for s in range(0, len(uniq), chunk)]
             feats = torch.cat(parts)[inverse]
-        vec = self.text_proj(feats.to(self.text_proj[0].weight.dtype))
+        feats = feats.to(self.text_proj[0].weight.dtype)
+        if self.adaptor is not None:
+            feats = self.adaptor(feats)
+        vec = self.text_proj(feats)
         if self.item_ids is not None:
             vec = vec + self.item_ids(flat)
         vec = F.normalize(vec, dim=-1)

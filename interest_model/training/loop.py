@@ -16,10 +16,10 @@ from interest_model.models.model import InterestModel, ModelConfig
 BATCH_KEYS = ("items", "events", "targets", "target", "scenario")
 
 
-def catalog_tokens(catalog: Catalog, cfg: ModelConfig) -> tuple[np.ndarray, np.ndarray]:
+def catalog_tokens(catalog: Catalog, cfg: ModelConfig, tokenizer=None) -> tuple[np.ndarray, np.ndarray]:
     """Token ids and mask of every catalog text (row 0 = padding), for a trainable encoder."""
     enc = cfg.item_encoder
-    tok = load_tokenizer(resolve_model_path(enc.model), enc.padding_side)
+    tok = tokenizer or load_tokenizer(resolve_model_path(enc.model), enc.padding_side)
     out = tok(catalog.texts, padding="max_length", truncation=True, max_length=enc.max_length, return_tensors="np")
     ids = np.zeros((catalog.size, enc.max_length), dtype=np.int64)
     mask = np.zeros_like(ids)
@@ -29,15 +29,19 @@ def catalog_tokens(catalog: Catalog, cfg: ModelConfig) -> tuple[np.ndarray, np.n
 
 
 def build_model(cfg: ModelConfig, catalog: Catalog, features: np.ndarray | None = None,
-                tokens: tuple[np.ndarray, np.ndarray] | None = None) -> InterestModel:
-    """Frozen text encoder: ``features`` [N+1, text_dim] from the cache. Trainable: ``tokens``."""
+                tokens: tuple[np.ndarray, np.ndarray] | None = None, encoder: ItemEncoder | None = None) -> InterestModel:
+    """Frozen text encoder: ``features`` [N+1, text_dim] from the cache. Trainable: ``tokens``
+    (and ``encoder``, default: loaded from the config)."""
     if cfg.item_encoder.freeze:
         if features is None:
             raise ValueError("a frozen text encoder needs the cached item features")
         model = InterestModel(cfg, catalog.size, len(catalog.scenarios), features.shape[1])
         model.set_catalog(torch.from_numpy(catalog.scenario_items), item_text=torch.from_numpy(features))
         return model
-    encoder = ItemEncoder.from_config(cfg.item_encoder)
+    if encoder is None:
+        encoder = ItemEncoder.from_config(cfg.item_encoder)
+    else:
+        encoder.configure(cfg.item_encoder)
     model = InterestModel(cfg, catalog.size, len(catalog.scenarios), encoder.output_dim, item_encoder=encoder)
     ids, mask = tokens if tokens is not None else catalog_tokens(catalog, cfg)
     model.set_catalog(torch.from_numpy(catalog.scenario_items), item_tokens=torch.from_numpy(ids),

@@ -1,0 +1,156 @@
+"""Transfer strategies: from a pretrained model directory to a model for target scenarios.
+
+    zero_shot  no target training: target items are encoded from text, the user encoder is reused
+    full       every parameter trains, the text encoder included (its tokens run each step)
+    adapter    text encoder frozen; the user encoder and a MoE adaptor with whitening train
+    lora       LoRA (peft) on the text encoder, plus the user encoder and the item projection
+
+Weights move by name. Scenario embeddings of target scenarios unknown to the pretrained model
+start at the mean of the known ones; item-id embeddings (if any) move for shared items.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+
+from interest_model.catalog import Catalog
+from interest_model.checkpoint import load_item_encoder, read_export
+from interest_model.config import Frozen
+from interest_model.models.model import InterestModel, ModelConfig
+
+Strategy = Literal["zero_shot", "full", "adapter", "lora"]
+CATALOG_BUFFERS = ("item_text", "item_tokens", "item_token_mask", "scenario_items")
+
+
+class AdapterConfig(Frozen):
+    experts: int = 8
+
+
+class LoraConfig(Frozen):
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: list[str] | None = None  # default: every attention/MLP linear of the encoder
+
+
+class TransferSpec(Frozen):
+    init_from: str  # an exported model directory (the output of pretrain)
+    strategy: Strategy = "adapter"
+    target_fraction: float = 1.0  # few-shot: a seeded share of the target users trains
+    fraction_seed: int = 0
+    adapter: AdapterConfig = AdapterConfig()
+    lora: LoraConfig = LoraConfig()
+
+
+def model_config_for(base: ModelConfig, spec: TransferSpec) -> ModelConfig:
+    """The pretrained model's config, changed as the strategy needs."""
+    if spec.strategy == "adapter":
+        return base.model_copy(update={"adaptor_experts": spec.adapter.experts,
+                                       "item_encoder": base.item_encoder.model_copy(update={"freeze": True})})
+    if spec.strategy in ("full", "lora"):
+        return base.model_copy(update={"item_encoder": base.item_encoder.model_copy(update={"freeze": False})})
+    return base
+
+
+def load_pretrained(spec: TransferSpec):
+    """(model config for the strategy, pretrained catalog, pretrained weights)."""
+    _, base_cfg, catalog, weights = read_export(spec.init_from)
+    return model_config_for(base_cfg, spec), catalog, weights
+
+
+def build_transfer_model(spec: TransferSpec, cfg: ModelConfig, src_catalog: Catalog, weights: dict,
+                         catalog: Catalog, features: np.ndarray | None = None,
+                         tokens: tuple[np.ndarray, np.ndarray] | None = None) -> InterestModel:
+    """A model over the target ``catalog`` initialized from the pretrained ``weights``, with
+    exactly the strategy's parameters trainable."""
+    from interest_model.training.loop import build_model
+
+    if cfg.item_encoder.freeze:
+        model = build_model(cfg, catalog, features=features)
+    else:
+        encoder, _ = load_item_encoder(spec.init_from, cfg.item_encoder)
+        model = build_model(cfg, catalog, tokens=tokens, encoder=encoder)
+    load_weights(model, weights, src_catalog, catalog)
+    set_trainable(model, spec)
+    return model
+
+
+def load_weights(model: InterestModel, weights: dict, src: Catalog, dst: Catalog) -> None:
+    own = model.state_dict()
+    moved = {}
+    for name, value in weights.items():
+        if name in CATALOG_BUFFERS or name.startswith("item_encoder.") or name not in own:
+            continue
+        if name == "user.scenario.weight":
+            value = _scenario_rows(value, src.scenarios, dst.scenarios)
+        elif name == "item_ids.weight":
+            value = _item_rows(own[name].clone(), value, src, dst)
+        if value.shape != own[name].shape:
+            raise ValueError(f"pretrained {name} has shape {tuple(value.shape)}, the model {tuple(own[name].shape)}")
+        moved[name] = value
+    model.load_state_dict(moved, strict=False)
+
+
+def _scenario_rows(table: torch.Tensor, src: list[str], dst: list[str]) -> torch.Tensor:
+    mean = table[: len(src)].mean(0)
+    return torch.stack([table[src.index(s)] if s in src else mean for s in dst])
+
+
+def _item_rows(fresh: torch.Tensor, table: torch.Tensor, src: Catalog, dst: Catalog) -> torch.Tensor:
+    for item, idx in dst.vocab.items():
+        j = src.vocab.get(item)
+        if j is not None:
+            fresh[idx] = table[j]
+    return fresh
+
+
+def set_trainable(model: InterestModel, spec: TransferSpec) -> None:
+    strategy = spec.strategy
+    if strategy == "lora":
+        from peft import LoraConfig as PeftLora
+        from peft import get_peft_model
+
+        lc = spec.lora
+        targets = lc.target_modules or _linear_names(model.item_encoder.backbone)
+        model.item_encoder.backbone = get_peft_model(
+            model.item_encoder.backbone, PeftLora(r=lc.r, lora_alpha=lc.alpha, lora_dropout=lc.dropout,
+                                                  target_modules=targets))
+    for name, p in model.named_parameters():
+        if strategy == "zero_shot":
+            p.requires_grad_(False)
+        elif strategy == "full":
+            p.requires_grad_(True)
+        elif strategy == "adapter":
+            p.requires_grad_(name.startswith(("user.", "adaptor.")))
+        elif strategy == "lora":
+            p.requires_grad_("lora_" in name or name.startswith(("user.", "text_proj.")))
+
+
+def _linear_names(backbone: torch.nn.Module) -> list[str]:
+    """Every linear layer of the encoder that pooling uses (a BERT pooler head is not)."""
+    return [n for n, m in backbone.named_modules() if isinstance(m, torch.nn.Linear) and "pooler" not in n]
+
+
+def trainable_counts(model: torch.nn.Module) -> dict[str, int]:
+    """Trainable parameters per top-level module (for reports and tests)."""
+    out: dict[str, int] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            top = name.split(".")[0]
+            out[top] = out.get(top, 0) + p.numel()
+    return out
+
+
+def few_shot_users(user_ids: list[str], fraction: float, seed: int) -> set[str]:
+    """A seeded subset of the target users (stable for a seed, independent of input order)."""
+    if not 0 < fraction <= 1:
+        raise ValueError("target_fraction must be in (0, 1]")
+    users = sorted(set(user_ids))
+    if fraction == 1:
+        return set(users)
+    rng = np.random.default_rng(seed)
+    k = max(1, int(round(fraction * len(users))))
+    return set(np.asarray(users, dtype=object)[rng.choice(len(users), size=k, replace=False)].tolist())
