@@ -4,6 +4,7 @@
     interest data synthetic --data-dir data/tiny
     interest prepare --config ray_jobs/configs/demo.yaml [--set key=value ...] [--address ...]
     interest pretrain --config ray_jobs/configs/pretrain_demo.yaml
+    interest transfer --config ray_jobs/configs/transfer_demo.yaml
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Sequence
 JOBS = {
     "prepare": "ray_jobs.prepare",
     "pretrain": "ray_jobs.pretrain",
+    "transfer": "ray_jobs.transfer",
 }
 
 

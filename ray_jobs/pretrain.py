@@ -43,18 +43,16 @@ def train_loop_per_worker(config: dict) -> None:
     import torch
 
     from interest_model.training.deepspeed_strategy import DeepSpeedStrategy
-    from interest_model.training.loop import build_model, evaluate, to_device
+    from interest_model.training.loop import evaluate, to_device
 
-    cfg = PretrainConfig.model_validate(config["cfg"])
+    cfg = config["cfg"]  # PretrainConfig or TransferConfig: both have train/deepspeed/scaling
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.manual_seed(cfg.train.seed + rank)
     if cfg.scaling.torch_threads:
         torch.set_num_threads(cfg.scaling.torch_threads)
     device = torch.device("cuda", ray.train.torch.get_device().index or 0) if cfg.scaling.use_gpu else torch.device("cpu")
-    catalog: Catalog = ray.get(config["catalog"])
-    features = ray.get(config["features"])
-    model = build_model(cfg.model, catalog, features=features, tokens=config.get("tokens"))
+    model = ray.get(config["builder"])()
     steps_per_epoch = config["steps_per_epoch"]
     total = steps_per_epoch * cfg.train.epochs // cfg.deepspeed.gradient_accumulation_steps
     strategy = DeepSpeedStrategy(cfg.deepspeed, cfg.train.batch_size, cfg.scaling.use_gpu)
@@ -146,9 +144,10 @@ def _read_table(uri: str) -> pd.DataFrame:
     return pads.dataset(path, filesystem=fs, format="parquet").to_table().to_pandas()
 
 
-def source_scenarios(cfg: PretrainConfig, manifest: dict) -> list[str]:
+def choose_scenarios(cfg, manifest: dict, role: str = "source") -> list[str]:
+    """The configured scenarios, default every prepared scenario of ``role``."""
     known = manifest["scenarios"]
-    names = cfg.data.scenarios or [s for s, v in known.items() if v["role"] == "source"]
+    names = cfg.data.scenarios or [s for s, v in known.items() if v["role"] == role]
     unknown = [s for s in names if s not in known]
     if unknown or not names:
         raise ValueError(f"scenarios {unknown or names} are not in the prepared data (have {list(known)})")
@@ -157,51 +156,50 @@ def source_scenarios(cfg: PretrainConfig, manifest: dict) -> list[str]:
     return names
 
 
-def run_pretrain(cfg: PretrainConfig) -> dict:
-    import ray
-    import ray.data
-    import ray.train
-    from ray.train.torch import TorchTrainer
-
-    from ray_jobs.embed import item_features
-    from interest_model.training.deepspeed_strategy import DeepSpeedStrategy
-    from interest_model.training.loop import build_model, catalog_tokens
-
-    manifest_uri = io.join(cfg.data.prepared, "manifest.json")
+def load_prepared(prepared: str) -> tuple[dict, pd.DataFrame]:
+    manifest_uri = io.join(prepared, "manifest.json")
     if not io.exists(manifest_uri):
-        raise FileNotFoundError(f"no prepared data at {cfg.data.prepared} (run `interest prepare` first)")
-    manifest = io.read_json(manifest_uri)
-    scenarios = source_scenarios(cfg, manifest)
-    catalog = Catalog.from_items(_read_table(io.join(cfg.data.prepared, "items")), scenarios)
-    features = tokens = None
-    if cfg.model.item_encoder.freeze:
-        features = item_features(catalog.texts, cfg.model.item_encoder, cfg.embed)
-    else:
-        tokens = catalog_tokens(catalog, cfg.model)
+        raise FileNotFoundError(f"no prepared data at {prepared} (run `interest prepare` first)")
+    return io.read_json(manifest_uri), _read_table(io.join(prepared, "items"))
+
+
+def examples(cfg, catalog: Catalog, scenarios: list[str], max_len: int, train_users: set[str] | None = None):
+    """(train, valid) Ray Datasets of model inputs for the scenarios; ``train_users`` limits the
+    training rows (few-shot), validation keeps every user."""
+    import ray.data
 
     # Workers read their shards every epoch; their progress is the training log, not Data bars.
     ray.data.DataContext.get_current().enable_progress_bars = False
     fs, seq_path = io.filesystem(io.join(cfg.data.prepared, "sequences"))
     seqs = ray.data.read_parquet(seq_path, filesystem=fs)
     kwargs = {"vocab": catalog.vocab, "scenarios": {s: i for i, s in enumerate(scenarios)},
-              "scheme": cfg.data.scheme, "max_len": cfg.model.user_encoder.max_len}
-    train_ds = seqs.map_batches(make_examples, fn_kwargs={**kwargs, "part": "train", "windows": cfg.train.windows_per_user},
-                                batch_format="pandas").materialize()
-    valid_ds = seqs.map_batches(make_examples, fn_kwargs={**kwargs, "part": "valid"}, batch_format="pandas").materialize()
+              "scheme": cfg.data.scheme, "max_len": max_len}
+    train_seqs = seqs.filter(lambda row: row["user_id"] in train_users) if train_users is not None else seqs
+    train = train_seqs.map_batches(make_examples, batch_format="pandas",
+                                   fn_kwargs={**kwargs, "part": "train", "windows": cfg.train.windows_per_user})
+    valid = seqs.map_batches(make_examples, fn_kwargs={**kwargs, "part": "valid"}, batch_format="pandas")
+    return train.materialize(), valid.materialize()
+
+
+def fit_and_export(cfg, builder, catalog: Catalog, train_ds, valid_ds, manifest: dict, extra: dict,
+                   finalize_model=None) -> dict:
+    """Run the TorchTrainer, consolidate the best checkpoint and export it to cfg.export_dir."""
+    import ray
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from interest_model.training.deepspeed_strategy import DeepSpeedStrategy
+
     n_train, n_valid = train_ds.count(), valid_ds.count()
     if n_train == 0:
-        raise ValueError(f"no training sequences in scenarios {scenarios}")
-    per_worker = n_train // cfg.scaling.num_workers
-    steps_per_epoch = max(1, math.ceil(per_worker / cfg.train.batch_size))
-    log.info("pretrain on %s: %d items, %d training / %d validation sequences, %d steps/epoch/worker",
-             scenarios, catalog.size - 1, n_train, n_valid, steps_per_epoch)
-
+        raise ValueError("no training sequences in the chosen scenarios and users")
+    steps_per_epoch = max(1, math.ceil(n_train // cfg.scaling.num_workers / cfg.train.batch_size))
+    log.info("%d items, %d training / %d validation sequences, %d steps/epoch/worker",
+             catalog.size - 1, n_train, n_valid, steps_per_epoch)
     storage = cfg.run.storage_path if "://" in cfg.run.storage_path else str(Path(cfg.run.storage_path).resolve())
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"cfg": cfg.model_dump(mode="json"), "catalog": ray.put(catalog),
-                           "features": ray.put(features), "tokens": tokens,
-                           "steps_per_epoch": steps_per_epoch,
+        train_loop_config={"cfg": cfg, "builder": ray.put(builder), "steps_per_epoch": steps_per_epoch,
                            "fail_marker": _fail_marker(storage, cfg.run.name)},
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
                                                resources_per_worker={"CPU": cfg.scaling.cpus_per_worker}),
@@ -221,20 +219,49 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
     best_metrics = next((m for c, m in result.best_checkpoints if c.path == best_ckpt.path), result.metrics)
     with best_ckpt.as_directory() as d:
         state = DeepSpeedStrategy.consolidated_state_dict(d)
-    model = build_model(cfg.model, catalog, features=features, tokens=tokens)
+    model = builder()
+    model.load_state_dict(state)
+    if finalize_model is not None:
+        model = finalize_model(model)
     summary = {k: best_metrics[k] for k in ("epoch", "step", METRIC, "val_recall@10", "val_ndcg@20", "val_recall@20",
                                             "val_mrr", "val_count") if k in best_metrics}
-    extra = {"training": {"best": summary, "data_manifest_hash": manifest["config_hash"],
-                          "prepared": cfg.data.prepared, "scheme": cfg.data.scheme,
-                          "config_hash": cfg.config_hash(), "checkpoint": best_ckpt.path}}
-    if "://" in cfg.export_dir:  # write locally, then copy to the shared storage
-        with tempfile.TemporaryDirectory() as tmp:
-            export_model(tmp, model, catalog, state_dict=state, tokenizer=None, extra=extra)
-            io.upload_dir(tmp, cfg.export_dir)
-    else:
-        export_model(cfg.export_dir, model, catalog, state_dict=state, extra=extra)
+    history = result.metrics.get("history", [])
+    extra = {**extra, "training": {**extra.get("training", {}), "best": summary, "history": history,
+                                   "data_manifest_hash": manifest["config_hash"], "prepared": cfg.data.prepared,
+                                   "scheme": cfg.data.scheme, "config_hash": cfg.config_hash(),
+                                   "checkpoint": best_ckpt.path}}
+    export(cfg.export_dir, model, catalog, extra)
     return {"best": summary, "last": result.metrics, "checkpoint": best_ckpt.path, "export_dir": cfg.export_dir,
-            "history": result.metrics.get("history", [])}
+            "history": history}
+
+
+def export(export_dir: str, model, catalog: Catalog, extra: dict) -> None:
+    if "://" in export_dir:  # write locally, then copy to the shared storage
+        with tempfile.TemporaryDirectory() as tmp:
+            export_model(tmp, model, catalog, extra=extra)
+            io.upload_dir(tmp, export_dir)
+    else:
+        export_model(export_dir, model, catalog, extra=extra)
+
+
+def run_pretrain(cfg: PretrainConfig) -> dict:
+    from functools import partial
+
+    from interest_model.training.loop import build_model, catalog_tokens
+    from ray_jobs.embed import item_features
+
+    manifest, items = load_prepared(cfg.data.prepared)
+    scenarios = choose_scenarios(cfg, manifest, "source")
+    catalog = Catalog.from_items(items, scenarios)
+    features = tokens = None
+    if cfg.model.item_encoder.freeze:
+        features = item_features(catalog.texts, cfg.model.item_encoder, cfg.embed)
+    else:
+        tokens = catalog_tokens(catalog, cfg.model)
+    train_ds, valid_ds = examples(cfg, catalog, scenarios, cfg.model.user_encoder.max_len)
+    log.info("pretrain on %s", scenarios)
+    builder = partial(build_model, cfg.model, catalog, features=features, tokens=tokens)
+    return fit_and_export(cfg, builder, catalog, train_ds, valid_ds, manifest, {})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

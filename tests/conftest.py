@@ -79,3 +79,21 @@ def pretrain_config(prepared: Path, work: Path, *extra: str):
     return PretrainConfig.load(CONFIGS / "pretrain_tiny.yaml", [
         f"data.prepared={prepared}", f"run.storage_path={work}/runs", f"export_dir={work}/model",
         f"embed.cache_dir={work.parent}/item-features", "train.lr=0.005", *extra])
+
+
+@pytest.fixture(scope="session")
+def tiny_pretrained(tmp_path_factory, tiny_prepared, ray_cluster) -> Path:
+    """A model pretrained on the synthetic source platform (2 epochs), exported."""
+    from ray_jobs.pretrain import run_pretrain
+
+    work = tmp_path_factory.mktemp("tiny-pretrained")
+    out = run_pretrain(pretrain_config(tiny_prepared, work, "train.epochs=2", "run.name=tiny-pretrained"))
+    return Path(out["export_dir"])
+
+
+def transfer_config(prepared: Path, pretrained: Path, work: Path, *extra: str):
+    from interest_model.training.config import TransferConfig
+
+    return TransferConfig.load(CONFIGS / "transfer_tiny.yaml", [
+        f"data.prepared={prepared}", f"transfer.init_from={pretrained}", f"run.storage_path={work}/runs",
+        f"export_dir={work}/model", f"embed.cache_dir={work.parent}/item-features", *extra])

@@ -6,10 +6,10 @@ from tests.conftest import CONFIGS
 
 
 def test_every_shipped_config_loads():
-    from interest_model.training.config import PretrainConfig
+    from interest_model.training.config import PretrainConfig, TransferConfig
 
     for path in sorted(CONFIGS.glob("*.yaml")):
-        cls = PretrainConfig if path.name.startswith("pretrain_") else PrepareConfig
+        cls = {"pretrain": PretrainConfig, "transfer": TransferConfig}.get(path.name.split("_")[0], PrepareConfig)
         cls.load(path)  # raises on any unknown key or wrong type
 
 

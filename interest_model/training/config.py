@@ -9,6 +9,7 @@ from pydantic import Field
 from interest_model.config import Frozen, JobConfig
 from interest_model.models.model import ModelConfig
 from interest_model.training.deepspeed_strategy import DeepSpeedConfig
+from interest_model.transfer import TransferSpec
 
 
 class DataConfig(Frozen):
@@ -67,3 +68,18 @@ class PretrainConfig(JobConfig):
     run: RunConfig = RunConfig()
     embed: EmbedConfig = EmbedConfig()
     export_dir: str = "outputs/model"
+
+
+class TransferConfig(JobConfig):
+    """The ``transfer`` job: the model architecture comes from ``transfer.init_from``."""
+
+    HASH_EXCLUDE: ClassVar[tuple[str, ...]] = ("export_dir",)
+
+    data: DataConfig  # data.scenarios default: every scenario whose role is "target"
+    transfer: TransferSpec
+    train: TrainConfig = TrainConfig()
+    deepspeed: DeepSpeedConfig = DeepSpeedConfig()
+    scaling: ScalingConfig = ScalingConfig()
+    run: RunConfig = RunConfig(name="transfer")
+    embed: EmbedConfig = EmbedConfig()
+    export_dir: str = "outputs/transferred"

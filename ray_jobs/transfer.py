@@ -1,0 +1,94 @@
+"""``interest transfer``: adapt a pretrained model to the target scenarios (zero_shot, full,
+adapter or lora; optionally on a seeded fraction of the target users) on Ray Train, and export it.
+
+    python -m ray_jobs.transfer --config ray_jobs/configs/transfer_demo.yaml
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from typing import Sequence
+
+from interest_model.catalog import Catalog
+from interest_model.checkpoint import load_item_encoder
+from interest_model.training.config import TransferConfig
+from interest_model.training.loop import catalog_tokens
+from interest_model.transfer import build_transfer_model, few_shot_users, load_pretrained, trainable_counts
+from ray_jobs.common import init_ray, job_parser, run_main, setup_logging
+from ray_jobs.pretrain import METRIC, choose_scenarios, examples, export, fit_and_export, load_prepared
+
+log = logging.getLogger("interest.transfer")
+
+
+def merge_lora(model):
+    """Fold LoRA weights into the text encoder so the export is a plain model."""
+    backbone = model.item_encoder.backbone
+    if hasattr(backbone, "merge_and_unload"):
+        model.item_encoder.backbone = backbone.merge_and_unload()
+    return model
+
+
+def run_transfer(cfg: TransferConfig) -> dict:
+    from ray_jobs.embed import item_features
+
+    spec = cfg.transfer
+    model_cfg, src_catalog, weights = load_pretrained(spec)
+    manifest, items = load_prepared(cfg.data.prepared)
+    scenarios = choose_scenarios(cfg, manifest, "target")
+    catalog = Catalog.from_items(items, scenarios)
+    features = tokens = None
+    if model_cfg.item_encoder.freeze:
+        # Target items are encoded by the pretrained model's own text encoder.
+        enc_cfg = model_cfg.item_encoder.model_copy(update={"model": f"{spec.init_from}/item_encoder"})
+        features = item_features(catalog.texts, enc_cfg, cfg.embed)
+    else:
+        _, tokenizer = load_item_encoder(spec.init_from, model_cfg.item_encoder)
+        tokens = catalog_tokens(catalog, model_cfg, tokenizer=tokenizer)
+    builder = partial(build_transfer_model, spec, model_cfg, src_catalog, weights, catalog,
+                      features=features, tokens=tokens)
+    counts = trainable_counts(builder())
+    log.info("transfer %s -> %s, strategy %s, trainable parameters %s", spec.init_from, scenarios,
+             spec.strategy, counts)
+    extra = {"training": {"transfer": spec.model_dump(mode="json"), "scenarios": scenarios,
+                          "trainable_parameters": counts}}
+    if spec.strategy == "zero_shot":
+        export(cfg.export_dir, builder(), catalog, extra)
+        return {"best": {}, "last": {}, "export_dir": cfg.export_dir, "history": [], "trainable": counts}
+    train_users = None
+    if spec.target_fraction < 1:
+        import ray.data
+
+        users = ray.data.read_parquet(_seq_path(cfg)).select_columns(["scenario", "user_id"]).to_pandas()
+        users = users[users["scenario"].isin(scenarios)]["user_id"].tolist()
+        train_users = few_shot_users(users, spec.target_fraction, spec.fraction_seed)
+        log.info("few-shot: %d of %d target users train", len(train_users), len(set(users)))
+    train_ds, valid_ds = examples(cfg, catalog, scenarios, model_cfg.user_encoder.max_len, train_users)
+    out = fit_and_export(cfg, builder, catalog, train_ds, valid_ds, manifest, extra,
+                         finalize_model=merge_lora if spec.strategy == "lora" else None)
+    return {**out, "trainable": counts}
+
+
+def _seq_path(cfg: TransferConfig) -> str:
+    from interest_model import io
+
+    return io.join(cfg.data.prepared, "sequences")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = job_parser("interest transfer", __doc__.splitlines()[0]).parse_args(argv)
+    setup_logging(args.log_level)
+    cfg = TransferConfig.load(args.config, args.overrides)
+    init_ray(args.address, args.num_cpus)
+    out = run_transfer(cfg)
+    best = out["best"]
+    if best:
+        print(f"best epoch {best.get('epoch')}: validation NDCG@10 {best.get(METRIC, float('nan')):.4f}, "
+              f"Recall@10 {best.get('val_recall@10', float('nan')):.4f} over {int(best.get('val_count', 0))} users")
+    print(f"strategy {cfg.transfer.strategy}: trainable parameters {out['trainable']}")
+    print(f"model exported to {out['export_dir']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_main(main, None))

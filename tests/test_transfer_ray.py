@@ -1,0 +1,49 @@
+"""The transfer job on Ray Train: each strategy from a pretrained export to the target platform."""
+
+import pytest
+
+from interest_model import load_model
+from ray_jobs.transfer import run_transfer
+from tests.conftest import transfer_config
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+def test_zero_shot_reads_no_target_interaction_and_ranks_new_items(tiny_pretrained, tiny_prepared, tmp_path):
+    out = run_transfer(transfer_config(tiny_prepared, tiny_pretrained, tmp_path, "transfer.strategy=zero_shot"))
+    assert out["trainable"] == {} and out["history"] == []
+    model = load_model(out["export_dir"])
+    assert model.catalog.scenarios == ["shop-b"]
+    source = load_model(tiny_pretrained)
+    new_items = set(model.catalog.item_ids) - set(source.catalog.item_ids)
+    assert new_items  # shop-b sells items the source never had
+    recs = model.recommend(model.catalog.item_ids[:3], k=len(model.catalog.item_ids) - 3)
+    assert new_items & {r["item_id"] for r in recs}  # ranked from their text alone
+    # The user encoder is the pretrained one, unchanged.
+    import torch
+
+    a = dict(model.model.user.named_parameters())
+    b = dict(source.model.user.named_parameters())
+    assert all(torch.equal(a[k], b[k]) for k in a if k != "scenario.weight")
+
+
+def test_adapter_transfer_trains_and_exports(tiny_pretrained, tiny_prepared, tmp_path):
+    out = run_transfer(transfer_config(tiny_prepared, tiny_pretrained, tmp_path, "transfer.strategy=adapter",
+                                       "run.name=adapter"))
+    assert set(out["trainable"]) == {"user", "adaptor"}
+    assert len(out["history"]) == 2 and out["best"]["val_count"] == 20  # every shop-b user validated
+    model = load_model(out["export_dir"])
+    assert model.model.adaptor is not None and model.config["training"]["transfer"]["strategy"] == "adapter"
+    assert len(model.recommend(model.catalog.item_ids[:2], k=5, scenario="shop-b")) == 5
+
+
+def test_few_shot_lora_transfer(tiny_pretrained, tiny_prepared, tmp_path):
+    out = run_transfer(transfer_config(tiny_prepared, tiny_pretrained, tmp_path, "transfer.strategy=lora",
+                                       "transfer.target_fraction=0.5", "transfer.lora.r=4", "run.name=lora",
+                                       "train.epochs=1"))
+    assert set(out["trainable"]) == {"item_encoder", "user", "text_proj"}
+    assert out["trainable"]["item_encoder"] < 1_000_000  # LoRA weights only, not MiniLM's 22M
+    model = load_model(out["export_dir"])  # LoRA merged: a plain encoder
+    assert not any("lora" in k for k in model.encoder.state_dict())
+    assert model.config["text_trainable"]
+    assert len(model.recommend(model.catalog.item_ids[:2], k=3)) == 3
