@@ -27,16 +27,18 @@ def _pad(rows: list[list[int]], max_len: int) -> np.ndarray:
 
 
 def make_examples(batch: pd.DataFrame, *, vocab: dict[str, int], scenarios: dict[str, int], scheme: str,
-                  part: str, max_len: int, windows: int = 1, max_seen: int = 1024) -> dict[str, np.ndarray]:
+                  part: str, max_len: int, windows: int = 1, max_seen: int = 1024,
+                  keys: bool = False) -> dict[str, np.ndarray]:
     """Sequence rows -> {"items", "events", "targets" [B, max_len], "target", "scenario" [B]}.
 
     A training prefix longer than ``max_len + 1`` gives up to ``windows`` examples: consecutive,
     non-overlapping windows taken from its end. Evaluation rows also carry ``seen`` [B, max_seen]:
     the whole history (its last ``max_seen`` items), to exclude from the ranking. Rows with
-    nothing to learn or predict in ``part`` are dropped (e.g. a user without a validation event)."""
+    nothing to learn or predict in ``part`` are dropped (e.g. a user without a validation event).
+    ``keys`` adds ``user_id`` and ``target_item`` (strings) to evaluation rows."""
     if part not in PARTS:
         raise ValueError(f"part must be one of {PARTS}")
-    items, events, targets, target, scen, seen = [], [], [], [], [], []
+    items, events, targets, target, scen, seen, users, target_items = [], [], [], [], [], [], [], []
     for rec in batch.itertuples(index=False):
         if rec.scenario not in scenarios:
             continue
@@ -69,6 +71,8 @@ def make_examples(batch: pd.DataFrame, *, vocab: dict[str, int], scenarios: dict
             targets.append([])
             target.append(ids[start])
             seen.append(ids[:start])
+            users.append(rec.user_id)
+            target_items.append(rec.item_ids[start])
         scen.append(scenarios[rec.scenario])
     out = {
         "items": _pad(items, max_len),
@@ -79,4 +83,7 @@ def make_examples(batch: pd.DataFrame, *, vocab: dict[str, int], scenarios: dict
     }
     if part != "train":
         out["seen"] = _pad(seen, max_seen)
+        if keys:
+            out["user_id"] = np.asarray(users, dtype=object)
+            out["target_item"] = np.asarray(target_items, dtype=object)
     return out

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from interest_model import metrics
+from interest_model.evaluation.scoring import ranks_for
 from interest_model.catalog import Catalog
 from interest_model.models.item_encoder import ItemEncoder, load_tokenizer, resolve_model_path
 from interest_model.models.model import InterestModel, ModelConfig
@@ -67,11 +68,7 @@ def evaluate(model: InterestModel, batches: Iterable[dict], device, exclude_hist
         if b["target"].numel() == 0:
             continue
         scores = model.scores(b["items"], b["events"], b["scenario"], catalog=catalog_vecs)
-        exclude = ~model.scenario_items[b["scenario"]]
-        if exclude_history:
-            exclude = exclude.clone()
-            exclude.scatter_(1, b.get("seen", b["items"]), True)
-        ranks = metrics.target_ranks(scores, b["target"], exclude)
+        ranks = ranks_for(scores, b, model.scenario_items, exclude_history)
         for k, v in metrics.summarize(ranks, ks).items():
             sums[k] = sums.get(k, 0.0) + v
     model.train(was_training)
