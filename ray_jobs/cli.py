@@ -5,6 +5,7 @@
     interest prepare --config ray_jobs/configs/demo.yaml [--set key=value ...] [--address ...]
     interest pretrain --config ray_jobs/configs/pretrain_demo.yaml
     interest transfer --config ray_jobs/configs/transfer_demo.yaml
+    interest evaluate --config ray_jobs/configs/evaluate_demo.yaml
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ JOBS = {
     "prepare": "ray_jobs.prepare",
     "pretrain": "ray_jobs.pretrain",
     "transfer": "ray_jobs.transfer",
+    "evaluate": "ray_jobs.evaluate",
 }
 
 

@@ -6,10 +6,11 @@ from tests.conftest import CONFIGS
 
 
 def test_every_shipped_config_loads():
-    from interest_model.training.config import PretrainConfig, TransferConfig
+    from interest_model.training.config import EvaluateConfig, PretrainConfig, TransferConfig
 
+    jobs = {"pretrain": PretrainConfig, "transfer": TransferConfig, "evaluate": EvaluateConfig}
     for path in sorted(CONFIGS.glob("*.yaml")):
-        cls = {"pretrain": PretrainConfig, "transfer": TransferConfig}.get(path.name.split("_")[0], PrepareConfig)
+        cls = jobs.get(path.name.split("_")[0], PrepareConfig)
         cls.load(path)  # raises on any unknown key or wrong type
 
 

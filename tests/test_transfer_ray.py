@@ -47,3 +47,29 @@ def test_few_shot_lora_transfer(tiny_pretrained, tiny_prepared, tmp_path):
     assert not any("lora" in k for k in model.encoder.state_dict())
     assert model.config["text_trainable"]
     assert len(model.recommend(model.catalog.item_ids[:2], k=3)) == 3
+
+
+def test_evaluate_models_and_baselines_with_a_report(tiny_pretrained, tiny_prepared, tmp_path):
+    import json
+
+    from interest_model.training.config import EvaluateConfig
+    from ray_jobs.evaluate import headline, run_evaluate
+    from tests.conftest import CONFIGS
+
+    zero = run_transfer(transfer_config(tiny_prepared, tiny_pretrained, tmp_path / "z", "transfer.strategy=zero_shot"))
+    cfg = EvaluateConfig.load(CONFIGS / "evaluate_demo.yaml", [
+        f"data.prepared={tiny_prepared}", f"models={{zero_shot: {zero['export_dir']}}}", f"out_dir={tmp_path}/eval",
+        f"embed.cache_dir={tmp_path.parent}/item-features", "bootstrap=200"])
+    out = run_evaluate(cfg)
+    assert set(out["results"]) == {"zero_shot", "popularity", "text_similarity"}
+    for name, res in out["results"].items():
+        assert res["all"]["users"] == 20  # every target user has a test item
+        for seg in ("cold_users", "cold_items", "multi_scenario_users"):
+            assert seg in res
+        e = res["all"]["ndcg@10"]
+        assert e["ci95"][0] <= e["value"] <= e["ci95"][1]
+    assert 0 <= out["categories"]["zero_shot"]["category_accuracy"] <= 1
+    data = json.loads(open(out["paths"]["metrics"]).read())
+    assert data["part"] == "test" and data["scenarios"] == ["shop-b"]
+    assert "## Segment: cold_users" in open(out["paths"]["report"]).read()
+    assert "zero_shot" in headline(out)

@@ -7,6 +7,7 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from interest_model.config import Frozen, JobConfig
+from interest_model.models.item_encoder import ItemEncoderConfig
 from interest_model.models.model import ModelConfig
 from interest_model.training.deepspeed_strategy import DeepSpeedConfig
 from interest_model.transfer import TransferSpec
@@ -83,3 +84,25 @@ class TransferConfig(JobConfig):
     run: RunConfig = RunConfig(name="transfer")
     embed: EmbedConfig = EmbedConfig()
     export_dir: str = "outputs/transferred"
+
+
+class EvaluateConfig(JobConfig):
+    """The ``evaluate`` job: exported models and baselines on the same held-out rows."""
+
+    HASH_EXCLUDE: ClassVar[tuple[str, ...]] = ("out_dir",)
+
+    data: DataConfig  # data.scenarios default: every scenario whose role is "target"
+    part: Literal["valid", "test"] = "test"
+    models: dict[str, str] = Field(default_factory=dict)  # name -> exported model directory
+    baselines: list[Literal["popularity", "text_similarity"]] = Field(
+        default_factory=lambda: ["popularity", "text_similarity"])
+    text_encoder: ItemEncoderConfig = ItemEncoderConfig()  # for the text-similarity baseline
+    exclude_history: bool = True
+    ks: list[int] = Field(default_factory=lambda: [5, 10, 20, 50])
+    bootstrap: int = 1000
+    seed: int = 0
+    batch_size: int = 256
+    actors: int = 1
+    cpus_per_actor: float = 1.0
+    embed: EmbedConfig = EmbedConfig()
+    out_dir: str = "outputs/evaluation"

@@ -1,0 +1,156 @@
+"""``interest evaluate``: full-ranking evaluation of exported models and baselines on the same
+held-out rows, by Ray Data batch inference over users; segments, bootstrap intervals,
+interest-category prediction; writes metrics.json, report.md and PNG plots.
+
+    python -m ray_jobs.evaluate --config ray_jobs/configs/evaluate_demo.yaml
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from interest_model import io
+from interest_model.catalog import Catalog
+from interest_model.data.examples import make_examples
+from interest_model.evaluation.ranking import per_user_metrics, summarize
+from interest_model.evaluation.report import write_report
+from interest_model.evaluation.scoring import category_metrics
+from interest_model.training.config import EvaluateConfig
+from ray_jobs.common import init_ray, job_parser, run_main, setup_logging
+from ray_jobs.pretrain import _read_table, choose_scenarios, load_prepared
+
+log = logging.getLogger("interest.evaluate")
+
+
+class _ScoreActor:
+    """Loads one scorer per actor and ranks batches of users."""
+
+    def __init__(self, kind: str, item_ids: list[str], scenario_items: np.ndarray, exclude_history: bool,
+                 model_dir: str | None = None, values: np.ndarray | None = None):
+        import torch
+
+        from interest_model.evaluation import scoring
+
+        self.member = torch.from_numpy(scenario_items)
+        self.exclude = exclude_history
+        if kind == "model":
+            from interest_model import load_model
+
+            self.scorer = scoring.ModelScorer(load_model(model_dir), item_ids)
+        elif kind == "popularity":
+            self.scorer = scoring.PopularityScorer(values)
+        else:
+            self.scorer = scoring.TextSimilarityScorer(values)
+        self.score_batch = scoring.score_batch
+
+    def __call__(self, batch: dict) -> dict:
+        return self.score_batch(self.scorer, batch, self.member, self.exclude)
+
+
+def _segments(cfg: EvaluateConfig, ranked: pd.DataFrame, splits: pd.DataFrame,
+              seg_items: pd.DataFrame) -> dict[str, np.ndarray]:
+    users = splits[splits["scheme"] == cfg.data.scheme].drop_duplicates("user_id").set_index("user_id")
+    items = seg_items[seg_items["scheme"] == cfg.data.scheme]
+    cold_items = set(items.loc[items["cold_item"], "item_id"])
+    return {
+        "cold_users": ranked["user_id"].map(users["cold_user"]).fillna(False).to_numpy(bool),
+        "cold_items": ranked["target_item"].isin(cold_items).to_numpy(bool),
+        "multi_scenario_users": ranked["user_id"].map(users["multi_scenario_user"]).fillna(False).to_numpy(bool),
+    }
+
+
+def run_evaluate(cfg: EvaluateConfig) -> dict:
+    import ray
+    import ray.data
+
+    from ray_jobs.embed import item_features
+
+    manifest, items = load_prepared(cfg.data.prepared)
+    scenarios = choose_scenarios(cfg, manifest, "target")
+    catalog = Catalog.from_items(items, scenarios)
+    fs, seq_path = io.filesystem(io.join(cfg.data.prepared, "sequences"))
+    rows = ray.data.read_parquet(seq_path, filesystem=fs).map_batches(
+        make_examples, batch_format="pandas",
+        fn_kwargs={"vocab": catalog.vocab, "scenarios": {s: i for i, s in enumerate(scenarios)},
+                   "scheme": cfg.data.scheme, "part": cfg.part, "max_len": _max_len(cfg), "keys": True}).materialize()
+    log.info("evaluate %s on %d %s rows of %s, %d catalog items", list(cfg.models) + cfg.baselines, rows.count(),
+             cfg.part, scenarios, catalog.size - 1)
+
+    seg_items = _read_table(io.join(cfg.data.prepared, "item_segments"))
+    splits = _read_table(io.join(cfg.data.prepared, "splits"))
+    splits = splits[splits["scenario"].isin(scenarios)]
+    scorers: dict[str, dict] = {name: {"kind": "model", "model_dir": path} for name, path in cfg.models.items()}
+    if "popularity" in cfg.baselines:
+        seen = seg_items[(seg_items["scheme"] == cfg.data.scheme) & seg_items["scenario"].isin(scenarios)]
+        counts = seen.groupby("item_id")[["train_count", "valid_count"]].sum()
+        # Test time knows training and validation events; validation time only training ones.
+        known = counts["train_count"] + (counts["valid_count"] if cfg.part == "test" else 0)
+        values = np.zeros(catalog.size, dtype=np.float32)
+        for item, n in known.items():
+            if item in catalog.vocab:
+                values[catalog.vocab[item]] = n
+        scorers["popularity"] = {"kind": "popularity", "values": values}
+    if "text_similarity" in cfg.baselines:
+        scorers["text_similarity"] = {"kind": "text", "values": item_features(catalog.texts, cfg.text_encoder, cfg.embed)}
+
+    results, categories, curves = {}, {}, {}
+    for name, spec in scorers.items():
+        ranked = rows.map_batches(_ScoreActor, batch_size=cfg.batch_size, batch_format="numpy",
+                                  fn_constructor_kwargs={"item_ids": catalog.item_ids,
+                                                         "scenario_items": catalog.scenario_items,
+                                                         "exclude_history": cfg.exclude_history, **spec},
+                                  compute=ray.data.ActorPoolStrategy(size=cfg.actors),
+                                  num_cpus=cfg.cpus_per_actor).to_pandas()
+        per_user = per_user_metrics(ranked["rank"].to_numpy(), tuple(cfg.ks))
+        results[name] = summarize(per_user, _segments(cfg, ranked, splits, seg_items), cfg.bootstrap, cfg.seed)
+        if "category" in ranked:
+            true = [catalog.categories[catalog.vocab[t] - 1] for t in ranked["target_item"]]
+            categories[name] = category_metrics(ranked["category"].tolist(), true)
+        if spec["kind"] == "model":
+            history = io.read_json(io.join(spec["model_dir"], "config.json")).get("training", {}).get("history")
+            if history:
+                curves[name] = history
+        log.info("%s: NDCG@10 %.4f, Recall@10 %.4f", name, results[name]["all"]["ndcg@10"]["value"],
+                 results[name]["all"]["recall@10"]["value"])
+    extra = {"interest_categories": categories, "part": cfg.part, "scenarios": scenarios,
+             "data_manifest_hash": manifest["config_hash"], "config": cfg.to_public_dict()}
+    paths = write_report(cfg.out_dir, results, f"Evaluation on {', '.join(scenarios)} ({cfg.part})",
+                         curves=curves or None, extra=extra)
+    return {"results": results, "categories": categories, "paths": paths}
+
+
+def _max_len(cfg: EvaluateConfig) -> int:
+    """The history length every evaluated model reads (they must agree: the rows are shared)."""
+    lens = {name: io.read_json(io.join(p, "config.json"))["model"]["user_encoder"]["max_len"]
+            for name, p in cfg.models.items()}
+    if len(set(lens.values())) > 1:
+        raise ValueError(f"models read histories of different lengths {lens}; evaluate them separately")
+    return next(iter(lens.values()), 50)
+
+
+def headline(out: dict) -> str:
+    lines = [f"{'model':<24}{'NDCG@10':>10}{'Recall@10':>11}{'MRR':>9}{'users':>8}"]
+    for name, res in out["results"].items():
+        a = res["all"]
+        lines.append(f"{name:<24}{a['ndcg@10']['value']:>10.4f}{a['recall@10']['value']:>11.4f}"
+                     f"{a['mrr']['value']:>9.4f}{a['users']:>8}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = job_parser("interest evaluate", __doc__.splitlines()[0]).parse_args(argv)
+    setup_logging(args.log_level)
+    cfg = EvaluateConfig.load(args.config, args.overrides)
+    init_ray(args.address, args.num_cpus)
+    out = run_evaluate(cfg)
+    print(headline(out))
+    print(f"\nreport: {out['paths']['report']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_main(main, None))
