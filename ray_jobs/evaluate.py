@@ -35,7 +35,7 @@ class _ScoreActor:
 
         from interest_model.evaluation import scoring
 
-        self.member = torch.from_numpy(scenario_items)
+        self.member = torch.from_numpy(np.array(scenario_items, dtype=bool))  # a writable copy
         self.exclude = exclude_history
         if kind == "model":
             from interest_model import load_model

@@ -22,7 +22,7 @@ def ranks_for(scores: torch.Tensor, batch: dict, scenario_items: torch.Tensor, e
 
 def _tensors(batch: dict) -> dict[str, torch.Tensor]:
     keys = ("items", "events", "target", "scenario", "seen")
-    return {k: torch.as_tensor(np.asarray(batch[k], dtype=np.int64)) for k in keys if k in batch}
+    return {k: torch.from_numpy(np.array(batch[k], dtype=np.int64)) for k in keys if k in batch}
 
 
 class ModelScorer:
@@ -64,7 +64,7 @@ class ModelScorer:
 
 class PopularityScorer:
     def __init__(self, counts: np.ndarray):
-        self.counts = torch.as_tensor(counts, dtype=torch.float32)
+        self.counts = torch.tensor(np.array(counts), dtype=torch.float32)
 
     def scores(self, b: dict) -> torch.Tensor:
         return self.counts.unsqueeze(0).expand(len(b["target"]), -1)
@@ -74,7 +74,7 @@ class TextSimilarityScorer:
     """Zero-shot from text alone: cosine between the mean text vector of the history and each item."""
 
     def __init__(self, features: np.ndarray):
-        self.features = F.normalize(torch.as_tensor(features, dtype=torch.float32), dim=-1)
+        self.features = F.normalize(torch.tensor(np.array(features), dtype=torch.float32), dim=-1)
 
     def scores(self, b: dict) -> torch.Tensor:
         hist = self.features[b["items"]] * (b["items"] != 0).unsqueeze(-1)
