@@ -47,6 +47,10 @@ class TransferSpec(Frozen):
 
 def model_config_for(base: ModelConfig, spec: TransferSpec) -> ModelConfig:
     """The pretrained model's config, changed as the strategy needs."""
+    if not base.use_text:
+        if spec.strategy in ("adapter", "lora"):
+            raise ValueError(f"strategy {spec.strategy!r} adapts the text encoder; this model has no text")
+        return base
     if spec.strategy == "adapter":
         return base.model_copy(update={"adaptor_experts": spec.adapter.experts,
                                        "item_encoder": base.item_encoder.model_copy(update={"freeze": True})})
@@ -68,7 +72,7 @@ def build_transfer_model(spec: TransferSpec, cfg: ModelConfig, src_catalog: Cata
     exactly the strategy's parameters trainable."""
     from interest_model.training.loop import build_model
 
-    if cfg.item_encoder.freeze:
+    if cfg.item_encoder.freeze or not cfg.use_text:
         model = build_model(cfg, catalog, features=features)
     else:
         encoder, _ = load_item_encoder(spec.init_from, cfg.item_encoder)

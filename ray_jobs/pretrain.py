@@ -254,7 +254,9 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
     scenarios = choose_scenarios(cfg, manifest, "source")
     catalog = Catalog.from_items(items, scenarios)
     features = tokens = None
-    if cfg.model.item_encoder.freeze:
+    if not cfg.model.use_text:
+        pass  # ID-only model: no text features
+    elif cfg.model.item_encoder.freeze:
         features = item_features(catalog.texts, cfg.model.item_encoder, cfg.embed)
     else:
         tokens = catalog_tokens(catalog, cfg.model)

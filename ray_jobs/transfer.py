@@ -38,7 +38,9 @@ def run_transfer(cfg: TransferConfig) -> dict:
     scenarios = choose_scenarios(cfg, manifest, "target")
     catalog = Catalog.from_items(items, scenarios)
     features = tokens = None
-    if model_cfg.item_encoder.freeze:
+    if not model_cfg.use_text:
+        pass  # ID-only model (SASRec): shared items keep their embeddings, new ones start fresh
+    elif model_cfg.item_encoder.freeze:
         # Target items are encoded by the pretrained model's own text encoder.
         enc_cfg = model_cfg.item_encoder.model_copy(update={"model": f"{spec.init_from}/item_encoder"})
         features = item_features(catalog.texts, enc_cfg, cfg.embed)

@@ -83,12 +83,14 @@ def test_loss_reaches_near_zero_on_a_separable_task():
     assert float(loss.detach()) < 0.05
 
 
-@pytest.mark.parametrize("kind", ["transformer", "lstm"])
-@pytest.mark.parametrize("loss_kind", ["full", "sampled"])
-def test_loss_decreases_on_a_synthetic_sequence_task(kind, loss_kind):
+@pytest.mark.parametrize("kind, loss_kind, ids_only", [("transformer", "full", False), ("transformer", "sampled", False),
+                                                      ("lstm", "full", False), ("lstm", "sampled", False),
+                                                      ("transformer", "full", True)])
+def test_loss_decreases_on_a_synthetic_sequence_task(kind, loss_kind, ids_only):
     g = torch.Generator().manual_seed(1)
     n = 30
-    model = _model(n_items=n, kind=kind, loss=loss_kind, num_negatives=8)
+    extra = {"use_text": False, "use_item_ids": True} if ids_only else {}
+    model = _model(n_items=n, kind=kind, loss=loss_kind, num_negatives=8, **extra)
     # Sequences walk the catalog in steps of +1 or +2 from a random start: learnable next item.
     seqs = []
     for _ in range(64):
@@ -232,3 +234,12 @@ def test_deepspeed_config_and_schedule():
     lrs = [warmup_cosine(i, total=100, warmup=10) for i in range(100)]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[-1] == pytest.approx(0.1, abs=0.01)
+
+
+def test_id_only_model_config_is_checked():
+    from interest_model.config import ConfigError  # noqa: F401  (pydantic error is a ValueError)
+
+    with pytest.raises(ValueError, match="needs item text"):
+        ModelConfig(use_text=False, use_item_ids=False)
+    model = _model(n_items=5, use_text=False, use_item_ids=True)
+    assert model.text_proj is None and model.item_vectors().shape == (6, 16)

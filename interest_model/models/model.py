@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import model_validator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -26,11 +28,21 @@ class ModelConfig(Frozen):
     item_encoder: ItemEncoderConfig = ItemEncoderConfig()
     user_encoder: UserEncoderConfig = UserEncoderConfig()
     use_item_ids: bool = False  # text-only ("inductive") by default, so unseen items work
+    use_text: bool = True  # False with use_item_ids: an ID-only model (the SASRec baseline)
     adaptor_experts: int | None = None  # MoE adaptor with whitening on the text features (transfer)
     temperature: float = 0.07
     loss: Literal["auto", "full", "sampled"] = "auto"
     num_negatives: int = 512
     full_softmax_max_items: int = 200_000
+
+
+    @model_validator(mode="after")
+    def _check(self):
+        if not (self.use_text or self.use_item_ids):
+            raise ValueError("a model needs item text (use_text) or item ids (use_item_ids)")
+        if not self.use_text and self.adaptor_experts:
+            raise ValueError("the text adaptor needs use_text")
+        return self
 
 
 class InterestModel(nn.Module):
@@ -49,7 +61,7 @@ class InterestModel(nn.Module):
         self.register_buffer("scenario_items", torch.zeros(max(1, num_scenarios), num_items, dtype=torch.bool),
                              persistent=True)
         self.adaptor = MoEAdaptor(text_dim, cfg.adaptor_experts) if cfg.adaptor_experts else None
-        self.text_proj = nn.Sequential(nn.Linear(text_dim, d), nn.LayerNorm(d))
+        self.text_proj = nn.Sequential(nn.Linear(text_dim, d), nn.LayerNorm(d)) if cfg.use_text else None
         self.item_ids = nn.Embedding(num_items, d, padding_idx=0) if cfg.use_item_ids else None
         if self.item_ids is not None:
             nn.init.normal_(self.item_ids.weight, std=0.02)
@@ -72,6 +84,9 @@ class InterestModel(nn.Module):
     def item_vectors(self, ids: torch.Tensor | None = None, chunk: int = 256) -> torch.Tensor:
         """Normalized item vectors for ids (any shape), or for the whole catalog [N, D]."""
         flat = torch.arange(self.num_items, device=self.item_text.device) if ids is None else ids.reshape(-1)
+        if self.text_proj is None:  # ID-only
+            vec = F.normalize(self.item_ids(flat), dim=-1)
+            return vec if ids is None else vec.reshape(*ids.shape, -1)
         if self.item_encoder is None:
             feats = self.item_text[flat]
         else:

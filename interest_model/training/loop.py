@@ -33,7 +33,9 @@ def build_model(cfg: ModelConfig, catalog: Catalog, features: np.ndarray | None 
                 tokens: tuple[np.ndarray, np.ndarray] | None = None, encoder: ItemEncoder | None = None) -> InterestModel:
     """Frozen text encoder: ``features`` [N+1, text_dim] from the cache. Trainable: ``tokens``
     (and ``encoder``, default: loaded from the config)."""
-    if cfg.item_encoder.freeze:
+    if not cfg.use_text:  # ID-only: no text features at all
+        features = np.zeros((catalog.size, 1), dtype=np.float32)
+    if cfg.item_encoder.freeze or not cfg.use_text:
         if features is None:
             raise ValueError("a frozen text encoder needs the cached item features")
         model = InterestModel(cfg, catalog.size, len(catalog.scenarios), features.shape[1])
