@@ -34,7 +34,7 @@ def candidates(target: torch.Tensor, num_items: int, num_negatives: int, generat
     log of each id's probability of being a candidate."""
     n_pos = target.numel()
     sampled = torch.randint(1, num_items, (num_negatives,), generator=generator, device=target.device)
-    ids, counts = torch.unique(torch.cat([target, sampled]), return_counts=True)
+    ids = torch.unique(torch.cat([target, sampled]))
     in_batch = torch.zeros_like(ids, dtype=torch.float64)
     t_ids, t_counts = torch.unique(target, return_counts=True)
     in_batch[torch.searchsorted(ids, t_ids)] = t_counts.double() / max(n_pos, 1)

@@ -52,6 +52,16 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     log.info("ray: connected (%s), resources %s", address or "local", ray.cluster_resources())
 
 
+def start_job(argv: Sequence[str] | None, prog: str, description: str, config_cls):
+    """Parse the job's arguments, set up logging, load and validate its config (before any
+    work), connect to Ray. Returns the config."""
+    args = job_parser(prog, description).parse_args(argv)
+    setup_logging(args.log_level)
+    cfg = config_cls.load(args.config, args.overrides)
+    init_ray(args.address, args.num_cpus)
+    return cfg
+
+
 def run_main(fn, argv: Sequence[str] | None) -> int:
     """Run a job's main body; config and input errors end the process with a clear message."""
     try:

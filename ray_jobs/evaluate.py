@@ -20,7 +20,7 @@ from interest_model.evaluation.ranking import per_user_metrics, summarize
 from interest_model.evaluation.report import write_report
 from interest_model.evaluation.scoring import category_metrics
 from interest_model.training.config import EvaluateConfig
-from ray_jobs.common import init_ray, job_parser, run_main, setup_logging
+from ray_jobs.common import run_main, start_job
 from ray_jobs.pretrain import _read_table, choose_scenarios, load_prepared
 
 log = logging.getLogger("interest.evaluate")
@@ -142,10 +142,7 @@ def headline(out: dict) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = job_parser("interest evaluate", __doc__.splitlines()[0]).parse_args(argv)
-    setup_logging(args.log_level)
-    cfg = EvaluateConfig.load(args.config, args.overrides)
-    init_ray(args.address, args.num_cpus)
+    cfg = start_job(argv, "interest evaluate", __doc__.splitlines()[0], EvaluateConfig)
     out = run_evaluate(cfg)
     print(headline(out))
     print(f"\nreport: {out['paths']['report']}")

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 from interest_model import io
 from interest_model.data.config import PrepareConfig
 from interest_model.data.pipeline import run_prepare, summary, to_arrow
-from ray_jobs.common import init_ray, job_parser, run_main, setup_logging
+from ray_jobs.common import run_main, start_job
 
 log = logging.getLogger("interest.prepare")
 BUCKET = "__bucket"
@@ -127,10 +127,7 @@ class RayDataEngine:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = job_parser("interest prepare", __doc__.splitlines()[0]).parse_args(argv)
-    setup_logging(args.log_level)
-    cfg = PrepareConfig.load(args.config, args.overrides)
-    init_ray(args.address, args.num_cpus)
+    cfg = start_job(argv, "interest prepare", __doc__.splitlines()[0], PrepareConfig)
     manifest = run_prepare(cfg, RayDataEngine())
     print(summary(manifest))
     print(f"\nmanifest: {io.join(cfg.output_dir, 'manifest.json')}")

@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import pandas as pd
 
 from interest_model import io
@@ -26,7 +25,7 @@ from interest_model.checkpoint import export_model
 from interest_model.data.examples import make_examples
 from interest_model.metrics import finalize
 from interest_model.training.config import PretrainConfig
-from ray_jobs.common import init_ray, job_parser, run_main, setup_logging
+from ray_jobs.common import run_main, start_job
 
 log = logging.getLogger("interest.pretrain")
 METRIC = "val_ndcg@10"
@@ -266,15 +265,15 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
     return fit_and_export(cfg, builder, catalog, train_ds, valid_ds, manifest, {})
 
 
+def best_line(best: dict) -> str:
+    return (f"best epoch {best.get('epoch')}: validation NDCG@10 {best.get(METRIC, float('nan')):.4f}, "
+            f"Recall@10 {best.get('val_recall@10', float('nan')):.4f} over {int(best.get('val_count', 0))} users")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = job_parser("interest pretrain", __doc__.splitlines()[0]).parse_args(argv)
-    setup_logging(args.log_level)
-    cfg = PretrainConfig.load(args.config, args.overrides)
-    init_ray(args.address, args.num_cpus)
+    cfg = start_job(argv, "interest pretrain", __doc__.splitlines()[0], PretrainConfig)
     out = run_pretrain(cfg)
-    best = out["best"]
-    print(f"best epoch {best.get('epoch')}: validation NDCG@10 {best.get(METRIC, float('nan')):.4f}, "
-          f"Recall@10 {best.get('val_recall@10', float('nan')):.4f} over {int(best.get('val_count', 0))} users")
+    print(best_line(out["best"]))
     print(f"model exported to {out['export_dir']}")
     return 0
 

@@ -15,8 +15,9 @@ from interest_model.checkpoint import load_item_encoder
 from interest_model.training.config import TransferConfig
 from interest_model.training.loop import catalog_tokens
 from interest_model.transfer import build_transfer_model, few_shot_users, load_pretrained, trainable_counts
-from ray_jobs.common import init_ray, job_parser, run_main, setup_logging
-from ray_jobs.pretrain import METRIC, choose_scenarios, examples, export, fit_and_export, load_prepared
+from ray_jobs.common import run_main, start_job
+from interest_model import io
+from ray_jobs.pretrain import best_line, choose_scenarios, examples, export, fit_and_export, load_prepared
 
 log = logging.getLogger("interest.transfer")
 
@@ -61,7 +62,8 @@ def run_transfer(cfg: TransferConfig) -> dict:
     if spec.target_fraction < 1:
         import ray.data
 
-        users = ray.data.read_parquet(_seq_path(cfg)).select_columns(["scenario", "user_id"]).to_pandas()
+        fs, path = io.filesystem(io.join(cfg.data.prepared, "sequences"))
+        users = ray.data.read_parquet(path, filesystem=fs).select_columns(["scenario", "user_id"]).to_pandas()
         users = users[users["scenario"].isin(scenarios)]["user_id"].tolist()
         train_users = few_shot_users(users, spec.target_fraction, spec.fraction_seed)
         log.info("few-shot: %d of %d target users train", len(train_users), len(set(users)))
@@ -71,22 +73,11 @@ def run_transfer(cfg: TransferConfig) -> dict:
     return {**out, "trainable": counts}
 
 
-def _seq_path(cfg: TransferConfig) -> str:
-    from interest_model import io
-
-    return io.join(cfg.data.prepared, "sequences")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    args = job_parser("interest transfer", __doc__.splitlines()[0]).parse_args(argv)
-    setup_logging(args.log_level)
-    cfg = TransferConfig.load(args.config, args.overrides)
-    init_ray(args.address, args.num_cpus)
+    cfg = start_job(argv, "interest transfer", __doc__.splitlines()[0], TransferConfig)
     out = run_transfer(cfg)
-    best = out["best"]
-    if best:
-        print(f"best epoch {best.get('epoch')}: validation NDCG@10 {best.get(METRIC, float('nan')):.4f}, "
-              f"Recall@10 {best.get('val_recall@10', float('nan')):.4f} over {int(best.get('val_count', 0))} users")
+    if out["best"]:
+        print(best_line(out["best"]))
     print(f"strategy {cfg.transfer.strategy}: trainable parameters {out['trainable']}")
     print(f"model exported to {out['export_dir']}")
     return 0
