@@ -14,7 +14,7 @@ KS = (5, 10, 20, 50)
 def per_user_metrics(ranks, ks=KS) -> dict[str, np.ndarray]:
     """0-based ranks of each user's held-out item -> {metric: per-user values}; Recall@k is
     HR@k with one relevant item."""
-    ranks = torch.as_tensor(np.asarray(ranks), dtype=torch.int64)
+    ranks = torch.tensor(np.array(ranks), dtype=torch.int64)
     out = {"mrr": metrics.reciprocal_rank(ranks).numpy()}
     for k in ks:
         out[f"recall@{k}"] = metrics.recall_at(ranks, k).numpy()
