@@ -69,6 +69,11 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
 
     from ray_jobs.embed import item_features
 
+    if not cfg.models and not cfg.baselines:
+        raise ValueError("nothing to evaluate: give models and/or baselines")
+    for name, path in cfg.models.items():
+        if not io.exists(io.join(path, "config.json")):
+            raise FileNotFoundError(f"model {name!r}: no exported model at {path}")
     manifest, items = load_prepared(cfg.data.prepared)
     scenarios = choose_scenarios(cfg, manifest, "target")
     catalog = Catalog.from_items(items, scenarios)

@@ -35,3 +35,10 @@ def test_synthetic_data_command(tmp_path, capsys):
     assert cli.main(["data", "synthetic", "--data-dir", str(tmp_path)]) == 0
     assert (tmp_path / "shop-a" / "shop-a.inter").is_file()
     assert '"shop-b"' in capsys.readouterr().out
+
+
+def test_evaluate_names_a_missing_model(ray_cluster, tmp_path, capsys):
+    rc = cli.main(["evaluate", "--config", str(CONFIGS / "evaluate_demo.yaml"), "--set", f"models={{m: {tmp_path}/none}}",
+                   "--set", "baselines=[]", "--num-cpus", "1"])
+    assert rc == 2
+    assert "no exported model" in capsys.readouterr().err
