@@ -181,7 +181,7 @@ def examples(cfg, catalog: Catalog, scenarios: list[str], max_len: int, train_us
 
 
 def fit_and_export(cfg, builder, catalog: Catalog, train_ds, valid_ds, manifest: dict, extra: dict,
-                   finalize_model=None) -> dict:
+                   finalize_model=None, encoder_dir: str | None = None) -> dict:
     """Run the TorchTrainer, consolidate the best checkpoint and export it to cfg.export_dir."""
     import ray
     import ray.train
@@ -229,18 +229,27 @@ def fit_and_export(cfg, builder, catalog: Catalog, train_ds, valid_ds, manifest:
                                    "data_manifest_hash": manifest["config_hash"], "prepared": cfg.data.prepared,
                                    "scheme": cfg.data.scheme, "config_hash": cfg.config_hash(),
                                    "checkpoint": best_ckpt.path}}
-    export(cfg.export_dir, model, catalog, extra)
+    export(cfg.export_dir, model, catalog, extra, encoder_dir)
     return {"best": summary, "last": result.metrics, "checkpoint": best_ckpt.path, "export_dir": cfg.export_dir,
             "history": history}
 
 
-def export(export_dir: str, model, catalog: Catalog, extra: dict) -> None:
+def export(export_dir: str, model, catalog: Catalog, extra: dict, encoder_dir: str | None = None) -> None:
+    """Export ``model``; ``encoder_dir``: a model directory whose text encoder and tokenizer go
+    with it (the one that made a frozen model's item features), instead of the configured one."""
+    encoder = tokenizer = None
+    if encoder_dir is not None:
+        from interest_model.checkpoint import load_item_encoder
+
+        encoder, tokenizer = load_item_encoder(encoder_dir, model.cfg.item_encoder)
+        encoder = encoder if model.item_encoder is None else None
+    kwargs = {"item_encoder": encoder, "tokenizer": tokenizer, "extra": extra}
     if "://" in export_dir:  # write locally, then copy to the shared storage
         with tempfile.TemporaryDirectory() as tmp:
-            export_model(tmp, model, catalog, extra=extra)
+            export_model(tmp, model, catalog, **kwargs)
             io.upload_dir(tmp, export_dir)
     else:
-        export_model(export_dir, model, catalog, extra=extra)
+        export_model(export_dir, model, catalog, **kwargs)
 
 
 def run_pretrain(cfg: PretrainConfig) -> dict:

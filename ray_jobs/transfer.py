@@ -56,7 +56,7 @@ def run_transfer(cfg: TransferConfig) -> dict:
     extra = {"training": {"transfer": spec.model_dump(mode="json"), "scenarios": scenarios,
                           "trainable_parameters": counts}}
     if spec.strategy == "zero_shot":
-        export(cfg.export_dir, builder(), catalog, extra)
+        export(cfg.export_dir, builder(), catalog, extra, encoder_dir=spec.init_from)
         return {"best": {}, "last": {}, "export_dir": cfg.export_dir, "history": [], "trainable": counts}
     train_users = None
     if spec.target_fraction < 1:
@@ -69,7 +69,7 @@ def run_transfer(cfg: TransferConfig) -> dict:
         log.info("few-shot: %d of %d target users train", len(train_users), len(set(users)))
     train_ds, valid_ds = examples(cfg, catalog, scenarios, model_cfg.user_encoder.max_len, train_users)
     out = fit_and_export(cfg, builder, catalog, train_ds, valid_ds, manifest, extra,
-                         finalize_model=merge_lora if spec.strategy == "lora" else None)
+                         finalize_model=merge_lora if spec.strategy == "lora" else None, encoder_dir=spec.init_from)
     return {**out, "trainable": counts}
 
 

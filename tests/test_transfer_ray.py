@@ -25,6 +25,9 @@ def test_zero_shot_reads_no_target_interaction_and_ranks_new_items(tiny_pretrain
     a = dict(model.model.user.named_parameters())
     b = dict(source.model.user.named_parameters())
     assert all(torch.equal(a[k], b[k]) for k in a if k != "scenario.weight")
+    # It ships the text encoder that made its item features: the pretrained model's.
+    enc_a, enc_b = model.encoder.backbone.state_dict(), source.encoder.backbone.state_dict()
+    assert enc_a.keys() == enc_b.keys() and all(torch.equal(enc_a[k], enc_b[k]) for k in enc_a)
 
 
 def test_adapter_transfer_trains_and_exports(tiny_pretrained, tiny_prepared, tmp_path):
