@@ -27,19 +27,8 @@ demo: $(STAMP)
 	$(PY) -m ray_jobs.cli data fetch movielens --data-dir $(DATA_DIR)/raw
 	$(PY) -m ray_jobs.cli prepare --config ray_jobs/configs/demo.yaml \
 		--set input.root=$(DATA_DIR)/raw --set output_dir=$(OUT_DIR)/demo/prepared
-	$(PY) -m ray_jobs.cli pretrain --config ray_jobs/configs/pretrain_demo.yaml \
-		--set data.prepared=$(OUT_DIR)/demo/prepared --set export_dir=$(OUT_DIR)/demo/model \
-		--set run.storage_path=$(OUT_DIR)/ray_results
-	$(PY) -m ray_jobs.cli transfer --config ray_jobs/configs/transfer_demo.yaml \
-		--set data.prepared=$(OUT_DIR)/demo/prepared --set transfer.init_from=$(OUT_DIR)/demo/model \
-		--set transfer.strategy=zero_shot --set export_dir=$(OUT_DIR)/demo/model-ml100k-zero-shot \
-		--set run.name=transfer-demo-zero-shot --set run.storage_path=$(OUT_DIR)/ray_results
-	$(PY) -m ray_jobs.cli transfer --config ray_jobs/configs/transfer_demo.yaml \
-		--set data.prepared=$(OUT_DIR)/demo/prepared --set transfer.init_from=$(OUT_DIR)/demo/model \
-		--set export_dir=$(OUT_DIR)/demo/model-ml100k --set run.storage_path=$(OUT_DIR)/ray_results
-	$(PY) -m ray_jobs.cli evaluate --config ray_jobs/configs/evaluate_demo.yaml \
-		--set data.prepared=$(OUT_DIR)/demo/prepared --set out_dir=$(OUT_DIR)/demo/evaluation \
-		--set models.zero_shot=$(OUT_DIR)/demo/model-ml100k-zero-shot --set models.adapter=$(OUT_DIR)/demo/model-ml100k
+	$(PY) -m ray_jobs.cli benchmark --config ray_jobs/configs/benchmark_demo.yaml \
+		--set data.prepared=$(OUT_DIR)/demo/prepared --set out_dir=$(OUT_DIR)/demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q

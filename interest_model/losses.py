@@ -11,12 +11,13 @@ import torch.nn.functional as F
 def full_softmax_loss(user: torch.Tensor, items: torch.Tensor, target: torch.Tensor, temperature: float,
                       allowed: torch.Tensor | None = None) -> torch.Tensor:
     """user [M, D], items [N, D] (row 0 = padding, never a class), target [M] in 1..N-1,
-    allowed [M, N] bool (e.g. the catalog of each row's scenario)."""
-    logits = user @ items.T / temperature
-    logits[:, 0] = float("-inf")
+    allowed [M, N] bool (e.g. the catalog of each row's scenario; None: every item)."""
+    # The temperature scales the [M, D] side and the padding row is sliced off: no elementwise
+    # pass over the [M, N] logits beyond the softmax itself.
+    logits = (user / temperature) @ items[1:].T
     if allowed is not None:
-        logits = logits.masked_fill(~allowed, float("-inf"))
-    return F.cross_entropy(logits.float(), target)
+        logits = logits.masked_fill(~allowed[:, 1:], float("-inf"))
+    return F.cross_entropy(logits.float(), target - 1)
 
 
 def sampled_softmax_loss(user: torch.Tensor, cand_vecs: torch.Tensor, cand_ids: torch.Tensor,

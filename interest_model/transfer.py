@@ -39,8 +39,6 @@ class LoraConfig(Frozen):
 class TransferSpec(Frozen):
     init_from: str  # an exported model directory (the output of pretrain)
     strategy: Strategy = "adapter"
-    target_fraction: float = 1.0  # few-shot: a seeded share of the target users trains
-    fraction_seed: int = 0
     adapter: AdapterConfig = AdapterConfig()
     lora: LoraConfig = LoraConfig()
 
@@ -146,15 +144,3 @@ def trainable_counts(model: torch.nn.Module) -> dict[str, int]:
             top = name.split(".")[0]
             out[top] = out.get(top, 0) + p.numel()
     return out
-
-
-def few_shot_users(user_ids: list[str], fraction: float, seed: int) -> set[str]:
-    """A seeded subset of the target users (stable for a seed, independent of input order)."""
-    if not 0 < fraction <= 1:
-        raise ValueError("target_fraction must be in (0, 1]")
-    users = sorted(set(user_ids))
-    if fraction == 1:
-        return set(users)
-    rng = np.random.default_rng(seed)
-    k = max(1, int(round(fraction * len(users))))
-    return set(np.asarray(users, dtype=object)[rng.choice(len(users), size=k, replace=False)].tolist())

@@ -6,6 +6,7 @@
     interest pretrain --config ray_jobs/configs/pretrain_demo.yaml
     interest transfer --config ray_jobs/configs/transfer_demo.yaml
     interest evaluate --config ray_jobs/configs/evaluate_demo.yaml
+    interest benchmark --config ray_jobs/configs/benchmark_demo.yaml
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ JOBS = {
     "pretrain": "ray_jobs.pretrain",
     "transfer": "ray_jobs.transfer",
     "evaluate": "ray_jobs.evaluate",
+    "benchmark": "ray_jobs.benchmark",
 }
 
 

@@ -8,7 +8,7 @@ interest-category prediction; writes metrics.json, report.md and PNG plots.
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -63,7 +63,9 @@ def _segments(cfg: EvaluateConfig, ranked: pd.DataFrame, splits: pd.DataFrame,
     }
 
 
-def run_evaluate(cfg: EvaluateConfig) -> dict:
+def run_evaluate(cfg: EvaluateConfig, preface: Callable[[dict, dict], str] | None = None) -> dict:
+    """Score every model and baseline, write the report. ``preface(results, info)``: Markdown
+    placed at the top of the report (a benchmark's summary)."""
     import ray
     import ray.data
 
@@ -121,11 +123,31 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
                 curves[name] = history
         log.info("%s: NDCG@10 %.4f, Recall@10 %.4f", name, results[name]["all"]["ndcg@10"]["value"],
                  results[name]["all"]["recall@10"]["value"])
+    info = {name: model_info(spec.get("model_dir")) for name, spec in scorers.items()}
     extra = {"interest_categories": categories, "part": cfg.part, "scenarios": scenarios,
              "data_manifest_hash": manifest["config_hash"], "config": cfg.to_public_dict()}
+    text = preface(results, info) if preface else ""
     paths = write_report(cfg.out_dir, results, f"Evaluation on {', '.join(scenarios)} ({cfg.part})",
-                         curves=curves or None, extra=extra)
-    return {"results": results, "categories": categories, "paths": paths}
+                         curves=curves or None, extra=extra, info=info, references=tuple(cfg.references),
+                         preface=text)
+    return {"results": results, "categories": categories, "info": info, "paths": paths, "preface": text}
+
+
+def model_info(model_dir: str | None) -> dict:
+    """What the report says about a model: kind, transfer strategy, share of target users that
+    trained (None: it did not train on the target), trainable parameters, best validation NDCG@10."""
+    if model_dir is None:
+        return {"kind": "baseline", "strategy": "none", "fraction": None}
+    config = io.read_json(io.join(model_dir, "config.json"))
+    training = config.get("training", {})
+    strategy = training.get("transfer", {}).get("strategy") or f"trained on {', '.join(training.get('scenarios', []))}"
+    trainable = training.get("trainable_parameters")
+    use_text, use_ids = config["model"].get("use_text", True), config["model"].get("use_item_ids", False)
+    return {"kind": "ID-only (SASRec-CE)" if not use_text else "text + item ids" if use_ids else "text",
+            "strategy": strategy,
+            "fraction": None if strategy == "zero_shot" else training.get("user_fraction", 1.0),
+            "trainable": sum(trainable.values()) if trainable else None,
+            "val_ndcg@10": training.get("best", {}).get("val_ndcg@10")}
 
 
 def _max_len(cfg: EvaluateConfig) -> int:

@@ -22,9 +22,10 @@ import pandas as pd
 from interest_model import io
 from interest_model.catalog import Catalog
 from interest_model.checkpoint import export_model
-from interest_model.data.examples import make_examples
+from interest_model.data.examples import few_shot_users, make_examples
 from interest_model.metrics import finalize
 from interest_model.training.config import PretrainConfig
+from interest_model.transfer import trainable_counts
 from ray_jobs.common import run_main, start_job
 
 log = logging.getLogger("interest.pretrain")
@@ -162,10 +163,12 @@ def load_prepared(prepared: str) -> tuple[dict, pd.DataFrame]:
     return io.read_json(manifest_uri), _read_table(io.join(prepared, "items"))
 
 
-def examples(cfg, catalog: Catalog, scenarios: list[str], max_len: int, train_users: set[str] | None = None):
-    """(train, valid) Ray Datasets of model inputs for the scenarios; ``train_users`` limits the
-    training rows (few-shot), validation keeps every user."""
+def examples(cfg, catalog: Catalog, scenarios: list[str], max_len: int):
+    """(train, valid) Ray Datasets of model inputs for the scenarios. With ``data.user_fraction``
+    below 1 only a seeded share of the scenarios' users trains (few-shot); validation keeps every
+    user."""
     import ray.data
+    from ray.data.expressions import col
 
     # Workers read their shards every epoch; their progress is the training log, not Data bars.
     ray.data.DataContext.get_current().enable_progress_bars = False
@@ -173,7 +176,13 @@ def examples(cfg, catalog: Catalog, scenarios: list[str], max_len: int, train_us
     seqs = ray.data.read_parquet(seq_path, filesystem=fs)
     kwargs = {"vocab": catalog.vocab, "scenarios": {s: i for i, s in enumerate(scenarios)},
               "scheme": cfg.data.scheme, "max_len": max_len}
-    train_seqs = seqs.filter(lambda row: row["user_id"] in train_users) if train_users is not None else seqs
+    train_seqs = seqs
+    if cfg.data.user_fraction < 1:
+        users = seqs.select_columns(["scenario", "user_id"]).to_pandas()
+        users = users.loc[users["scenario"].isin(scenarios), "user_id"].tolist()
+        chosen = few_shot_users(users, cfg.data.user_fraction, cfg.data.fraction_seed)
+        log.info("few-shot: %d of %d users of %s train", len(chosen), len(set(users)), scenarios)
+        train_seqs = seqs.filter(expr=col("user_id").is_in(sorted(chosen)))
     train = train_seqs.map_batches(make_examples, batch_format="pandas",
                                    fn_kwargs={**kwargs, "part": "train", "windows": cfg.train.windows_per_user})
     valid = seqs.map_batches(make_examples, fn_kwargs={**kwargs, "part": "valid"}, batch_format="pandas")
@@ -181,8 +190,9 @@ def examples(cfg, catalog: Catalog, scenarios: list[str], max_len: int, train_us
 
 
 def fit_and_export(cfg, builder, catalog: Catalog, train_ds, valid_ds, manifest: dict, extra: dict,
-                   finalize_model=None, encoder_dir: str | None = None) -> dict:
-    """Run the TorchTrainer, consolidate the best checkpoint and export it to cfg.export_dir."""
+                   finalize_model=None, encoder_dir: str | None = None, callbacks=()) -> dict:
+    """Run the TorchTrainer, consolidate the best checkpoint and export it to cfg.export_dir.
+    ``callbacks``: Ray Train callbacks (a Tune trial forwards its metrics with one)."""
     import ray
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -207,7 +217,7 @@ def fit_and_export(cfg, builder, catalog: Catalog, train_ds, valid_ds, manifest:
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.run.keep_checkpoints,
                                                          checkpoint_score_attribute=METRIC,
                                                          checkpoint_score_order="max"),
-            failure_config=ray.train.FailureConfig(max_failures=cfg.run.max_failures)),
+            failure_config=ray.train.FailureConfig(max_failures=cfg.run.max_failures), callbacks=list(callbacks)),
         datasets={"train": train_ds, "valid": valid_ds},
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
     )
@@ -225,13 +235,19 @@ def fit_and_export(cfg, builder, catalog: Catalog, train_ds, valid_ds, manifest:
     summary = {k: best_metrics[k] for k in ("epoch", "step", METRIC, "val_recall@10", "val_ndcg@20", "val_recall@20",
                                             "val_mrr", "val_count") if k in best_metrics}
     history = result.metrics.get("history", [])
-    extra = {**extra, "training": {**extra.get("training", {}), "best": summary, "history": history,
-                                   "data_manifest_hash": manifest["config_hash"], "prepared": cfg.data.prepared,
-                                   "scheme": cfg.data.scheme, "config_hash": cfg.config_hash(),
+    extra = {**extra, "training": {"trainable_parameters": trainable_counts(model), **extra.get("training", {}),
+                                   **provenance(cfg, manifest), "best": summary, "history": history,
                                    "checkpoint": best_ckpt.path}}
     export(cfg.export_dir, model, catalog, extra, encoder_dir)
     return {"best": summary, "last": result.metrics, "checkpoint": best_ckpt.path, "export_dir": cfg.export_dir,
             "history": history}
+
+
+def provenance(cfg, manifest: dict) -> dict:
+    """What an export records about the data and the job that made it."""
+    return {"data_manifest_hash": manifest["config_hash"], "prepared": cfg.data.prepared, "scheme": cfg.data.scheme,
+            "user_fraction": cfg.data.user_fraction, "fraction_seed": cfg.data.fraction_seed,
+            "config_hash": cfg.config_hash()}
 
 
 def export(export_dir: str, model, catalog: Catalog, extra: dict, encoder_dir: str | None = None) -> None:
@@ -252,7 +268,7 @@ def export(export_dir: str, model, catalog: Catalog, extra: dict, encoder_dir: s
         export_model(export_dir, model, catalog, **kwargs)
 
 
-def run_pretrain(cfg: PretrainConfig) -> dict:
+def run_pretrain(cfg: PretrainConfig, callbacks=()) -> dict:
     from functools import partial
 
     from interest_model.training.loop import build_model, catalog_tokens
@@ -271,7 +287,8 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
     train_ds, valid_ds = examples(cfg, catalog, scenarios, cfg.model.user_encoder.max_len)
     log.info("pretrain on %s", scenarios)
     builder = partial(build_model, cfg.model, catalog, features=features, tokens=tokens)
-    return fit_and_export(cfg, builder, catalog, train_ds, valid_ds, manifest, {})
+    return fit_and_export(cfg, builder, catalog, train_ds, valid_ds, manifest, {"training": {"scenarios": scenarios}},
+                          callbacks=callbacks)
 
 
 def best_line(best: dict) -> str:

@@ -14,10 +14,10 @@ from interest_model.catalog import Catalog
 from interest_model.checkpoint import load_item_encoder
 from interest_model.training.config import TransferConfig
 from interest_model.training.loop import catalog_tokens
-from interest_model.transfer import build_transfer_model, few_shot_users, load_pretrained, trainable_counts
+from interest_model.transfer import build_transfer_model, load_pretrained, trainable_counts
 from ray_jobs.common import run_main, start_job
-from interest_model import io
-from ray_jobs.pretrain import best_line, choose_scenarios, examples, export, fit_and_export, load_prepared
+from ray_jobs.pretrain import (best_line, choose_scenarios, examples, export, fit_and_export, load_prepared,
+                              provenance)
 
 log = logging.getLogger("interest.transfer")
 
@@ -30,7 +30,7 @@ def merge_lora(model):
     return model
 
 
-def run_transfer(cfg: TransferConfig) -> dict:
+def run_transfer(cfg: TransferConfig, callbacks=()) -> dict:
     from ray_jobs.embed import item_features
 
     spec = cfg.transfer
@@ -56,20 +56,13 @@ def run_transfer(cfg: TransferConfig) -> dict:
     extra = {"training": {"transfer": spec.model_dump(mode="json"), "scenarios": scenarios,
                           "trainable_parameters": counts}}
     if spec.strategy == "zero_shot":
+        extra["training"].update(provenance(cfg, manifest))
         export(cfg.export_dir, builder(), catalog, extra, encoder_dir=spec.init_from)
         return {"best": {}, "last": {}, "export_dir": cfg.export_dir, "history": [], "trainable": counts}
-    train_users = None
-    if spec.target_fraction < 1:
-        import ray.data
-
-        fs, path = io.filesystem(io.join(cfg.data.prepared, "sequences"))
-        users = ray.data.read_parquet(path, filesystem=fs).select_columns(["scenario", "user_id"]).to_pandas()
-        users = users[users["scenario"].isin(scenarios)]["user_id"].tolist()
-        train_users = few_shot_users(users, spec.target_fraction, spec.fraction_seed)
-        log.info("few-shot: %d of %d target users train", len(train_users), len(set(users)))
-    train_ds, valid_ds = examples(cfg, catalog, scenarios, model_cfg.user_encoder.max_len, train_users)
+    train_ds, valid_ds = examples(cfg, catalog, scenarios, model_cfg.user_encoder.max_len)
     out = fit_and_export(cfg, builder, catalog, train_ds, valid_ds, manifest, extra,
-                         finalize_model=merge_lora if spec.strategy == "lora" else None, encoder_dir=spec.init_from)
+                         finalize_model=merge_lora if spec.strategy == "lora" else None, encoder_dir=spec.init_from,
+                         callbacks=callbacks)
     return {**out, "trainable": counts}
 
 

@@ -32,3 +32,36 @@ def tiny_model_dir(root: Path, kind: str = "bert", hidden: int = 32, layers: int
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
     return out
+
+
+def tiny_catalog(ids: list[str], scenario: str):
+    import numpy as np
+
+    from interest_model.catalog import Catalog
+
+    member = np.ones((1, len(ids) + 1), dtype=bool)
+    member[0, 0] = False
+    return Catalog(ids, ids, [f"Title: {i}" for i in ids], [[] for _ in ids], [scenario], member)
+
+
+def tiny_export(root: Path):
+    """A tiny text + item-id interest model over items i0..i7 of scenario "a", exported to
+    ``root/model``: (export dir, model, text encoder, tokenizer)."""
+    from interest_model.checkpoint import export_model
+    from interest_model.models.item_encoder import ItemEncoder, ItemEncoderConfig
+    from interest_model.models.model import InterestModel, ModelConfig
+    from interest_model.models.user_encoder import UserEncoderConfig
+
+    path = tiny_model_dir(root, "bert")
+    enc_cfg = ItemEncoderConfig(model=str(path), max_length=12)
+    encoder = ItemEncoder.from_config(enc_cfg)
+    tok = load_tokenizer(str(path))
+    src = tiny_catalog([f"i{k}" for k in range(8)], "a")
+    feats = torch.cat([torch.zeros(1, 32), encoder.encode(src.texts, tok, max_length=12)])
+    torch.manual_seed(0)
+    cfg = ModelConfig(item_encoder=enc_cfg, user_encoder=UserEncoderConfig(dim=16, layers=1, max_len=6),
+                      use_item_ids=True)
+    model = InterestModel(cfg, src.size, 1, 32)
+    model.set_catalog(torch.from_numpy(src.scenario_items), item_text=feats)
+    export_model(root / "model", model, src, tokenizer=tok)
+    return root / "model", model, encoder, tok

@@ -6,12 +6,18 @@ from tests.conftest import CONFIGS
 
 
 def test_every_shipped_config_loads():
-    from interest_model.training.config import EvaluateConfig, PretrainConfig, TransferConfig
+    from interest_model.training.config import BenchmarkConfig, EvaluateConfig, PretrainConfig, TransferConfig
 
-    jobs = {"pretrain": PretrainConfig, "transfer": TransferConfig, "evaluate": EvaluateConfig}
+    jobs = {"pretrain": PretrainConfig, "transfer": TransferConfig, "evaluate": EvaluateConfig,
+            "benchmark": BenchmarkConfig}
     for path in sorted(CONFIGS.glob("*.yaml")):
         cls = jobs.get(path.name.split("_")[0], PrepareConfig)
-        cls.load(path)  # raises on any unknown key or wrong type
+        cfg = cls.load(path)  # raises on any unknown key or wrong type
+        stages = {BenchmarkConfig: (("pretrain", PretrainConfig), ("transfer", TransferConfig), ("evaluate", EvaluateConfig))}
+        for stage, stage_cls in stages.get(cls, ()):  # the job configs it names exist and load
+            arm = getattr(cfg, stage)
+            space = [f"{k}={v.example()}" for k, v in getattr(arm, "space", {}).items()]
+            stage_cls.load(arm.config, [*arm.set, *space])  # searched keys are fields of the job
 
 
 def test_overrides_reach_nested_fields_and_list_items():

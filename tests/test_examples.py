@@ -2,8 +2,9 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 
-from interest_model.data.examples import EVENT_INDEX, make_examples
+from interest_model.data.examples import EVENT_INDEX, few_shot_users, make_examples
 
 
 def _seqs():
@@ -48,3 +49,14 @@ def test_evaluation_rows_hold_history_target_and_everything_seen():
                                max_len=4)
     assert time_valid["target"].tolist() == [6]  # the other user has no validation event: dropped
     assert np.array_equal(time_valid["scenario"], [0])
+
+
+def test_few_shot_users_are_a_seeded_subset():
+    users = [f"u{i}" for i in range(100)]
+    a = few_shot_users(users, 0.1, seed=0)
+    assert len(a) == 10 and a <= set(users)
+    assert a == few_shot_users(list(reversed(users)), 0.1, seed=0)
+    assert a != few_shot_users(users, 0.1, seed=1)
+    assert few_shot_users(users, 1.0, 0) == set(users)
+    with pytest.raises(ValueError):
+        few_shot_users(users, 0.0, 0)

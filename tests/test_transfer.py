@@ -1,43 +1,18 @@
 """Transfer strategies train exactly the parameters they should, and start from the pretrained
 weights."""
 
-import numpy as np
 import pytest
 import torch
 
-from interest_model.catalog import Catalog
-from interest_model.checkpoint import export_model
-from interest_model.models.item_encoder import ItemEncoder, ItemEncoderConfig, load_tokenizer
-from interest_model.models.model import InterestModel, ModelConfig
-from interest_model.models.user_encoder import UserEncoderConfig
 from interest_model.training.loop import catalog_tokens
-from interest_model.transfer import (TransferSpec, build_transfer_model, few_shot_users, load_pretrained,
+from interest_model.transfer import (TransferSpec, build_transfer_model, load_pretrained,
                                      trainable_counts)
-from tests.models import tiny_model_dir
-
-
-def _cat(ids, scenario):
-    member = np.ones((1, len(ids) + 1), dtype=bool)
-    member[0, 0] = False
-    return Catalog(ids, ids, [f"Title: {i}" for i in ids], [[] for _ in ids], [scenario], member)
+from tests.models import tiny_catalog, tiny_export
 
 
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("pretrained")
-    path = tiny_model_dir(tmp, "bert")
-    enc_cfg = ItemEncoderConfig(model=str(path), max_length=12)
-    encoder = ItemEncoder.from_config(enc_cfg)
-    tok = load_tokenizer(str(path))
-    src = _cat([f"i{k}" for k in range(8)], "a")
-    feats = torch.cat([torch.zeros(1, 32), encoder.encode(src.texts, tok, max_length=12)])
-    torch.manual_seed(0)
-    cfg = ModelConfig(item_encoder=enc_cfg, user_encoder=UserEncoderConfig(dim=16, layers=1, max_len=6),
-                      use_item_ids=True)
-    model = InterestModel(cfg, src.size, 1, 32)
-    model.set_catalog(torch.from_numpy(src.scenario_items), item_text=feats)
-    export_model(tmp / "model", model, src, tokenizer=tok)
-    return tmp / "model", model, encoder, tok
+    return tiny_export(tmp_path_factory.mktemp("pretrained"))
 
 
 @pytest.mark.parametrize("strategy", ["zero_shot", "adapter", "full", "lora"])
@@ -45,7 +20,7 @@ def test_each_strategy_trains_exactly_its_parameters(pretrained, strategy):
     out, src_model, encoder, tok = pretrained
     spec = TransferSpec(init_from=str(out), strategy=strategy)
     cfg, src_cat, weights = load_pretrained(spec)
-    dst = _cat(["i2", "i3", "new1", "new2"], "b")  # two shared items, two new ones
+    dst = tiny_catalog(["i2", "i3", "new1", "new2"], "b")  # two shared items, two new ones
     feats = torch.cat([torch.zeros(1, 32), encoder.encode(dst.texts, tok, max_length=12)]).numpy()
     tokens = catalog_tokens(dst, cfg, tokenizer=tok) if not cfg.item_encoder.freeze else None
     model = build_transfer_model(spec, cfg, src_cat, weights, dst, features=feats, tokens=tokens)
@@ -54,8 +29,8 @@ def test_each_strategy_trains_exactly_its_parameters(pretrained, strategy):
     if strategy == "zero_shot":
         assert counts == {}
     elif strategy == "adapter":
-        experts = spec.adapter.experts
-        assert counts == {"user": user, "adaptor": experts * 32 + experts * 32 * 32 + 32 * experts}
+        experts, d = spec.adapter.experts, cfg.user_encoder.dim  # offsets, text -> user-width maps, gate
+        assert counts == {"user": user, "adaptor": experts * 32 + experts * 32 * d + 32 * experts}
     elif strategy == "full":
         enc = sum(p.numel() for p in model.item_encoder.parameters())
         assert counts["item_encoder"] == enc and counts["user"] == user and "text_proj" in counts
@@ -74,14 +49,3 @@ def test_each_strategy_trains_exactly_its_parameters(pretrained, strategy):
                                          update={"adaptor_experts": None}), src_cat, weights, dst, features=feats)
         shared = torch.tensor([dst.vocab["i2"], dst.vocab["i3"]])  # new items' id rows start random
         assert torch.allclose(model.eval().item_vectors(shared), plain.eval().item_vectors(shared), atol=1e-6)
-
-
-def test_few_shot_users_are_a_seeded_subset():
-    users = [f"u{i}" for i in range(100)]
-    a = few_shot_users(users, 0.1, seed=0)
-    assert len(a) == 10 and a <= set(users)
-    assert a == few_shot_users(list(reversed(users)), 0.1, seed=0)
-    assert a != few_shot_users(users, 0.1, seed=1)
-    assert few_shot_users(users, 1.0, 0) == set(users)
-    with pytest.raises(ValueError):
-        few_shot_users(users, 0.0, 0)

@@ -42,13 +42,14 @@ def test_adapter_transfer_trains_and_exports(tiny_pretrained, tiny_prepared, tmp
 
 def test_few_shot_lora_transfer(tiny_pretrained, tiny_prepared, tmp_path):
     out = run_transfer(transfer_config(tiny_prepared, tiny_pretrained, tmp_path, "transfer.strategy=lora",
-                                       "transfer.target_fraction=0.5", "transfer.lora.r=4", "run.name=lora",
+                                       "data.user_fraction=0.5", "transfer.lora.r=4", "run.name=lora",
                                        "train.epochs=1"))
     assert set(out["trainable"]) == {"item_encoder", "user", "text_proj"}
     assert out["trainable"]["item_encoder"] < 1_000_000  # LoRA weights only, not MiniLM's 22M
     model = load_model(out["export_dir"])  # LoRA merged: a plain encoder
     assert not any("lora" in k for k in model.encoder.state_dict())
     assert model.config["text_trainable"]
+    assert model.config["training"]["user_fraction"] == 0.5
     assert len(model.recommend(model.catalog.item_ids[:2], k=3)) == 3
 
 
@@ -76,25 +77,3 @@ def test_evaluate_models_and_baselines_with_a_report(tiny_pretrained, tiny_prepa
     assert data["part"] == "test" and data["scenarios"] == ["shop-b"]
     assert "## Segment: cold_users" in open(out["paths"]["report"]).read()
     assert "zero_shot" in headline(out)
-
-
-def test_sasrec_baselines_target_only_and_source_to_target(tiny_prepared, tmp_path):
-    import torch
-
-    from ray_jobs.pretrain import run_pretrain
-    from tests.conftest import pretrain_config
-
-    ids_only = ("model.use_text=false", "model.use_item_ids=true", "train.epochs=2")
-    target = run_pretrain(pretrain_config(tiny_prepared, tmp_path / "t", *ids_only, "data.scenarios=[shop-b]",
-                                          "run.name=sasrec-target"))
-    assert load_model(target["export_dir"]).catalog.scenarios == ["shop-b"]
-    source = run_pretrain(pretrain_config(tiny_prepared, tmp_path / "s", *ids_only, "run.name=sasrec-source"))
-    out = run_transfer(transfer_config(tiny_prepared, source["export_dir"], tmp_path / "f", "transfer.strategy=full",
-                                       "run.name=sasrec-full"))
-    assert set(out["trainable"]) == {"item_ids", "user"}  # no text tower at all
-    tuned, src = load_model(out["export_dir"]), load_model(source["export_dir"])
-    shared = [i for i in tuned.catalog.item_ids if i in src.catalog.vocab]
-    assert shared  # the platforms share items (linked by title and year), their ids carried over
-    with pytest.raises(ValueError, match="no text"):
-        run_transfer(transfer_config(tiny_prepared, source["export_dir"], tmp_path / "a", "transfer.strategy=adapter"))
-    assert torch.isfinite(tuned.model.item_vectors()).all()

@@ -87,3 +87,15 @@ def make_examples(batch: pd.DataFrame, *, vocab: dict[str, int], scenarios: dict
             out["user_id"] = np.asarray(users, dtype=object)
             out["target_item"] = np.asarray(target_items, dtype=object)
     return out
+
+
+def few_shot_users(user_ids: list[str], fraction: float, seed: int) -> set[str]:
+    """A seeded subset of the users (stable for a seed, independent of input order)."""
+    if not 0 < fraction <= 1:
+        raise ValueError("user_fraction must be in (0, 1]")
+    users = sorted(set(user_ids))
+    if fraction == 1:
+        return set(users)
+    rng = np.random.default_rng(seed)
+    k = max(1, int(round(fraction * len(users))))
+    return set(np.asarray(users, dtype=object)[rng.choice(len(users), size=k, replace=False)].tolist())

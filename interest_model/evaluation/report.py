@@ -22,13 +22,45 @@ def _ratio(a: dict | None, b: dict | None) -> str:
     return f"{a['value'] / b['value']:.2f}x"
 
 
+def base_name(model: str) -> str:
+    """Models trained on a share of the users are named ``<base>@<share>`` (``adapter@0.1``)."""
+    return model.split("@")[0]
+
+
+def reference_for(ref: str, model: str, info: dict[str, dict]) -> str | None:
+    """The reference model to compare ``model`` with: the one of base name ``ref`` trained on the
+    same user fraction if there is one, else the model named ``ref``."""
+    fraction = info.get(model, {}).get("fraction")
+    same = [m for m, i in info.items() if base_name(m) == ref and i.get("fraction") == fraction]
+    return same[0] if fraction is not None and same else (ref if ref in info else None)
+
+
+def models_table(info: dict[str, dict]) -> list[str]:
+    """One row per model: what it is and what training selected it on (validation only)."""
+    head = ["model", "kind", "strategy", "target fraction", "trainable params", "val NDCG@10"]
+    lines = ["## Models", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for model, i in info.items():
+        val = i.get("val_ndcg@10")
+        row = [model, i.get("kind", ""), i.get("strategy", ""),
+               "" if i.get("fraction") is None else f"{i['fraction']:g}",
+               "" if i.get("trainable") is None else f"{i['trainable']:,}",
+               "" if val is None else f"{val:.4f}"]
+        lines.append("| " + " | ".join(row) + " |")
+    return lines + [""]
+
+
 def markdown(results: dict[str, dict], title: str, references: tuple[str, ...] = ("popularity",),
-             metrics=HEADLINE) -> str:
-    """``results``: {model: summarize() output}. One table per segment, with ratios of NDCG@10 to
-    each reference model present."""
-    refs = [r for r in references if r in results]
+             metrics=HEADLINE, info: dict[str, dict] | None = None) -> str:
+    """``results``: {model: summarize() output}; ``info``: {model: {kind, strategy, fraction, ...}}.
+    One table per segment, with ratios of NDCG@10 to each reference present (matched on the
+    target fraction, see ``reference_for``)."""
+    info = info or {m: {} for m in results}
+    info = {m: info.get(m, {}) for m in results}
+    refs = [r for r in references if any(base_name(m) == r for m in results)]
     segments = list(dict.fromkeys(seg for r in results.values() for seg in r))
     lines = [f"# {title}", "", "Full ranking, one held-out item per user; 95 % bootstrap intervals.", ""]
+    if any(info.values()):
+        lines += models_table(info)
     for seg in segments:
         lines += [f"## Segment: {seg}", ""]
         head = ["model", "users", *metrics, *[f"NDCG@10 vs {r}" for r in refs]]
@@ -37,8 +69,11 @@ def markdown(results: dict[str, dict], title: str, references: tuple[str, ...] =
             entry = res.get(seg)
             if entry is None:
                 continue
-            row = [model, str(entry["users"]), *[_fmt(entry.get(m)) for m in metrics],
-                   *[_ratio(entry.get("ndcg@10"), results[r].get(seg, {}).get("ndcg@10")) for r in refs]]
+            ratios = []
+            for r in refs:
+                ref = reference_for(r, model, info)
+                ratios.append(_ratio(entry.get("ndcg@10"), results[ref].get(seg, {}).get("ndcg@10")) if ref else "n/a")
+            row = [model, str(entry["users"]), *[_fmt(entry.get(m)) for m in metrics], *ratios]
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -96,17 +131,64 @@ def plot_curves(curves: dict[str, list[dict]], path: Path, keys=("train_loss", "
     return path
 
 
+def plot_fraction(results: dict[str, dict], info: dict[str, dict], path: Path, metric: str = "ndcg@10") -> Path | None:
+    """``metric`` against the share of target users that trained, one line per model family;
+    models that do not train on the target (baselines, zero-shot) as horizontal lines. None when
+    no family was trained at two fractions or more."""
+    families: dict[str, list[tuple[float, dict]]] = {}
+    for model, res in results.items():
+        fraction = info.get(model, {}).get("fraction")
+        if fraction is not None and res.get("all", {}).get(metric):
+            families.setdefault(base_name(model), []).append((fraction, res["all"][metric]))
+    if not any(len(points) > 1 for points in families.values()):
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for family, points in families.items():
+        points.sort(key=lambda p: p[0])
+        xs = [p[0] for p in points]
+        ys = [p[1]["value"] for p in points]
+        err = [[y - p[1]["ci95"][0] for y, p in zip(ys, points)], [p[1]["ci95"][1] - y for y, p in zip(ys, points)]]
+        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=family)
+    for i, (model, res) in enumerate(r for r in results.items() if base_name(r[0]) not in families):
+        if res.get("all", {}).get(metric):
+            ax.axhline(res["all"][metric]["value"], linestyle="--", color=f"C{(len(families) + i) % 10}", label=model)
+    ax.set_xscale("log")
+    ax.set_xlabel("share of target users in training (log scale)")
+    ax.set_ylabel(metric.upper())
+    ax.set_title(f"{metric} against the target fraction (95 % CI)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def write_report(out_dir: str | Path, results: dict[str, dict], title: str = "Evaluation",
-                 curves: dict[str, list[dict]] | None = None, extra: dict | None = None) -> dict[str, str]:
-    """Write metrics.json, report.md and PNG plots; returns their paths."""
+                 curves: dict[str, list[dict]] | None = None, extra: dict | None = None,
+                 info: dict[str, dict] | None = None, references: tuple[str, ...] = ("popularity",),
+                 preface: str = "") -> dict[str, str]:
+    """Write metrics.json, report.md and PNG plots; returns their paths. ``preface``: Markdown
+    placed after the title (a benchmark's summary)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"metrics": out / "metrics.json", "report": out / "report.md",
              "ndcg_plot": out / "ndcg10_by_model.png"}
-    paths["metrics"].write_text(json.dumps({"results": results, **(extra or {})}, indent=2, sort_keys=True))
-    text = markdown(results, title)
+    payload = {"results": results, "models": info or {}, "references": list(references), **(extra or {})}
+    paths["metrics"].write_text(json.dumps(payload, indent=2, sort_keys=True))
+    text = markdown(results, title, references, info=info)
+    if preface:
+        head, _, rest = text.partition("\n\n")
+        text = f"{head}\n\n{preface.strip()}\n\n{rest}"
     plot_metric(results, paths["ndcg_plot"])
     text += "\n![NDCG@10 by model and segment](ndcg10_by_model.png)\n"
+    if info and plot_fraction(results, info, out / "ndcg10_by_fraction.png"):
+        paths["fraction_plot"] = out / "ndcg10_by_fraction.png"
+        text += "\n![NDCG@10 against the target fraction](ndcg10_by_fraction.png)\n"
     if curves:
         paths["curves_plot"] = plot_curves(curves, out / "training_curves.png")
         text += "\n![Training curves](training_curves.png)\n"

@@ -60,7 +60,7 @@ class InterestModel(nn.Module):
         # scenario_items[s, i]: item i belongs to scenario s's catalog
         self.register_buffer("scenario_items", torch.zeros(max(1, num_scenarios), num_items, dtype=torch.bool),
                              persistent=True)
-        self.adaptor = MoEAdaptor(text_dim, cfg.adaptor_experts) if cfg.adaptor_experts else None
+        self.adaptor = MoEAdaptor(text_dim, d, cfg.adaptor_experts) if cfg.adaptor_experts else None
         self.text_proj = nn.Sequential(nn.Linear(text_dim, d), nn.LayerNorm(d)) if cfg.use_text else None
         self.item_ids = nn.Embedding(num_items, d, padding_idx=0) if cfg.use_item_ids else None
         if self.item_ids is not None:
@@ -95,19 +95,24 @@ class InterestModel(nn.Module):
                      for s in range(0, len(uniq), chunk)]
             feats = torch.cat(parts)[inverse]
         feats = feats.to(self.text_proj[0].weight.dtype)
+        linear, norm = self.text_proj
+        vec = linear(feats)
         if self.adaptor is not None:
-            feats = self.adaptor(feats)
-        vec = self.text_proj(feats)
+            vec = vec + self.adaptor(feats)
+        vec = norm(vec)
         if self.item_ids is not None:
             vec = vec + self.item_ids(flat)
         vec = F.normalize(vec, dim=-1)
         return vec if ids is None else vec.reshape(*ids.shape, -1)
 
-    def user_vectors(self, items: torch.Tensor, events: torch.Tensor, scenario: torch.Tensor) -> torch.Tensor:
-        """items, events [B, L] (right-padded, 0 = pad), scenario [B] -> [B, L, D] normalized."""
+    def user_vectors(self, items: torch.Tensor, events: torch.Tensor, scenario: torch.Tensor,
+                     catalog: torch.Tensor | None = None) -> torch.Tensor:
+        """items, events [B, L] (right-padded, 0 = pad), scenario [B] -> [B, L, D] normalized.
+        ``catalog``: every item's vector [N, D], when already computed."""
         mask = items != 0
         scen = scenario.unsqueeze(1).expand_as(items)
-        h = self.user(self.item_vectors(items), mask, scen, events)
+        vecs = catalog[items] if catalog is not None else self.item_vectors(items)
+        h = self.user(vecs, mask, scen, events)
         return F.normalize(h, dim=-1)
 
     def last_user_vector(self, items: torch.Tensor, events: torch.Tensor, scenario: torch.Tensor) -> torch.Tensor:
@@ -125,14 +130,17 @@ class InterestModel(nn.Module):
     def forward(self, items: torch.Tensor, events: torch.Tensor, scenario: torch.Tensor,
                 targets: torch.Tensor) -> torch.Tensor:
         """Mean next-item loss over all real positions (targets [B, L], 0 = no target)."""
-        h = self.user_vectors(items, events, scenario)
+        full = self.loss_kind() == "full"
+        catalog = self.item_vectors() if full else None  # computed once: history rows are gathered
+        h = self.user_vectors(items, events, scenario, catalog)
         valid = targets != 0
         user = h[valid]
         target = targets[valid]
         scen = scenario.unsqueeze(1).expand_as(targets)[valid]
-        if self.loss_kind() == "full":
-            return losses.full_softmax_loss(user, self.item_vectors(), target, self.cfg.temperature,
-                                            allowed=self.scenario_items[scen])
+        if full:
+            # One catalog for every scenario (or a single scenario): no per-row mask needed.
+            mask = None if self.scenario_items[:, 1:].all() else self.scenario_items[scen]
+            return losses.full_softmax_loss(user, catalog, target, self.cfg.temperature, allowed=mask)
         ids, log_q = losses.candidates(target, self.num_items, self.cfg.num_negatives)
         return losses.sampled_softmax_loss(user, self.item_vectors(ids), ids, target, log_q, self.cfg.temperature)
 

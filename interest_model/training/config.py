@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
@@ -10,13 +10,17 @@ from interest_model.config import Frozen, JobConfig
 from interest_model.models.item_encoder import ItemEncoderConfig
 from interest_model.models.model import ModelConfig
 from interest_model.training.deepspeed_strategy import DeepSpeedConfig
-from interest_model.transfer import TransferSpec
+from interest_model.transfer import Strategy, TransferSpec
 
 
 class DataConfig(Frozen):
     prepared: str  # output_dir of `prepare`
     scenarios: list[str] | None = None  # default: every scenario whose role is "source"
     scheme: Literal["loo", "time"] = "loo"
+    # Few-shot (the design's target_fraction): a seeded share of the chosen scenarios' users
+    # trains; validation keeps every user.
+    user_fraction: float = Field(1.0, gt=0, le=1)
+    fraction_seed: int = 0
 
 
 class TrainConfig(Frozen):
@@ -97,6 +101,9 @@ class EvaluateConfig(JobConfig):
     baselines: list[Literal["popularity", "text_similarity"]] = Field(
         default_factory=lambda: ["popularity", "text_similarity"])
     text_encoder: ItemEncoderConfig = ItemEncoderConfig()  # for the text-similarity baseline
+    # Ratio columns of the report: NDCG@10 over each reference's (a baseline or a model name; a
+    # model trained on a share of the users is compared with the reference "<name>@<share>" if present).
+    references: list[str] = Field(default_factory=lambda: ["popularity"])
     exclude_history: bool = True
     ks: list[int] = Field(default_factory=lambda: [5, 10, 20, 50])
     bootstrap: int = 1000
@@ -106,3 +113,33 @@ class EvaluateConfig(JobConfig):
     cpus_per_actor: float = 1.0
     embed: EmbedConfig = EmbedConfig()
     out_dir: str = "outputs/evaluation"
+
+
+class StageConfig(Frozen):
+    config: str  # the job's YAML
+    set: list[str] = Field(default_factory=list)  # overrides, as with --set
+
+
+class SasrecConfig(Frozen):
+    target_only: bool = True
+    transfer: bool = True
+    # Applied over the pretrain config: the same user encoder and budget, item ids instead of text.
+    set: list[str] = Field(default_factory=lambda: ["model.use_text=false", "model.use_item_ids=true"])
+
+
+class BenchmarkConfig(JobConfig):
+    """The ``benchmark`` job: pretrain, transfers at each target fraction, SASRec-CE baselines and
+    one evaluation of them all."""
+
+    HASH_EXCLUDE: ClassVar[tuple[str, ...]] = ("out_dir",)
+
+    data: DataConfig  # the prepared data every stage reads (scenarios: their roles in it)
+    pretrain: StageConfig
+    transfer: StageConfig  # its train section is the budget of every target training
+    evaluate: StageConfig
+    strategies: list[Strategy] = Field(default_factory=lambda: ["zero_shot", "adapter"])
+    fractions: list[Annotated[float, Field(gt=0, le=1)]] = Field(default_factory=lambda: [1.0])  # shares of target users
+    sasrec: SasrecConfig = SasrecConfig()
+    out_dir: str = "outputs/benchmark"  # models/<name>, evaluation/, ray_results/
+    storage_path: str | None = None  # Ray Train storage (default <out_dir>/ray_results)
+    run_prefix: str = "benchmark"

@@ -1,0 +1,167 @@
+"""``interest benchmark``: one transfer benchmark end to end on prepared data, in one Ray session:
+pretrain on the source scenarios, transfer to the target with each strategy and target fraction,
+train the SASRec-CE baselines with the same budget (target only, and source -> target through
+shared item ids), then evaluate everything on the same test rows with the popularity and text
+similarity baselines, and write one report with a summary table.
+
+    python -m ray_jobs.benchmark --config ray_jobs/configs/benchmark_demo.yaml
+
+Finished stages are kept: a rerun (after an interruption, or with more fractions) trains only
+what is missing or whose config changed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Sequence
+
+from interest_model import io
+from interest_model.config import JobConfig
+from interest_model.training.config import BenchmarkConfig, EvaluateConfig, PretrainConfig, TransferConfig
+from ray_jobs.common import run_main, start_job
+from ray_jobs.evaluate import headline, run_evaluate
+from ray_jobs.pretrain import run_pretrain
+from ray_jobs.transfer import run_transfer
+
+log = logging.getLogger("interest.benchmark")
+SASREC = "sasrec"  # ID-only, trained on the target only: the reference of the report's ratios
+SASREC_TRANSFER = "sasrec_transfer"  # ID-only, pretrained on the source, fully fine-tuned on the target
+
+
+def model_name(base: str, fraction: float) -> str:
+    """``adapter`` at fraction 1, ``adapter@0.1`` on a tenth of the target users."""
+    return base if fraction == 1 else f"{base}@{fraction:g}"
+
+
+def plan(cfg: BenchmarkConfig) -> tuple[list[tuple[str, str, JobConfig]], EvaluateConfig]:
+    """Every stage's validated config, in order: [(name, job, config)], and the evaluation."""
+    storage = cfg.storage_path or io.join(cfg.out_dir, "ray_results")
+
+    def model_dir(name: str) -> str:
+        return io.join(cfg.out_dir, f"models/{name}")
+
+    def common(name: str, fraction: float = 1.0) -> list[str]:
+        """What the benchmark fixes in every stage: data, share of users, where results go."""
+        return [f"data.prepared={cfg.data.prepared}", f"data.scheme={cfg.data.scheme}",
+                f"data.user_fraction={fraction}", f"data.fraction_seed={cfg.data.fraction_seed}",
+                f"export_dir={model_dir(name)}", f"run.name={cfg.run_prefix}-{name}", f"run.storage_path={storage}"]
+
+    stages: list[tuple[str, str, JobConfig]] = []
+    pretrain = PretrainConfig.load(cfg.pretrain.config, [*cfg.pretrain.set, *common("pretrained")])
+    stages.append(("pretrained", "pretrain", pretrain))
+    target_budget = TransferConfig.load(cfg.transfer.config, [  # the train section every target training gets
+        *cfg.transfer.set, *common("budget"), f"transfer.init_from={model_dir('pretrained')}"])
+    for strategy in cfg.strategies:
+        for fraction in [1.0] if strategy == "zero_shot" else cfg.fractions:
+            name = model_name(strategy, fraction)
+            stages.append((name, "transfer", TransferConfig.load(cfg.transfer.config, [
+                *cfg.transfer.set, *common(name, fraction), f"transfer.init_from={model_dir('pretrained')}",
+                f"transfer.strategy={strategy}"])))
+    if cfg.sasrec.target_only:
+        for fraction in cfg.fractions:
+            name = model_name(SASREC, fraction)
+            only = PretrainConfig.load(cfg.pretrain.config, [*cfg.pretrain.set, *cfg.sasrec.set, *common(name, fraction)])
+            # Target scenarios, and the same target training budget as the transfers.
+            stages.append((name, "pretrain", _on_target(only, target_budget)))
+    if cfg.sasrec.transfer:
+        source = f"{SASREC}_source"
+        stages.append((source, "pretrain", PretrainConfig.load(
+            cfg.pretrain.config, [*cfg.pretrain.set, *cfg.sasrec.set, *common(source)])))
+        for fraction in cfg.fractions:
+            name = model_name(SASREC_TRANSFER, fraction)
+            stages.append((name, "transfer", TransferConfig.load(cfg.transfer.config, [
+                *cfg.transfer.set, *common(name, fraction), f"transfer.init_from={model_dir(source)}",
+                "transfer.strategy=full"])))
+    evaluated = {name: model_dir(name) for name, _, _ in stages if name not in ("pretrained", f"{SASREC}_source")}
+    evaluate = EvaluateConfig.load(cfg.evaluate.config, [
+        *cfg.evaluate.set, f"data.prepared={cfg.data.prepared}", f"data.scheme={cfg.data.scheme}",
+        f"out_dir={io.join(cfg.out_dir, 'evaluation')}"])
+    references = list(dict.fromkeys([*evaluate.references, *([SASREC] if cfg.sasrec.target_only else [])]))
+    evaluate = evaluate.model_copy(update={"models": evaluated, "references": references})
+    return stages, evaluate
+
+
+def _on_target(cfg: PretrainConfig, transfer: TransferConfig) -> PretrainConfig:
+    """A pretrain config that trains on the transfer's target scenarios with its budget."""
+    data = cfg.data.model_copy(update={"scenarios": transfer.data.scenarios or _target_scenarios(cfg.data.prepared)})
+    return cfg.model_copy(update={"data": data, "train": transfer.train})
+
+
+def _target_scenarios(prepared: str) -> list[str]:
+    manifest = io.read_json(io.join(prepared, "manifest.json"))
+    return [s for s, v in manifest["scenarios"].items() if v["role"] == "target"]
+
+
+def is_done(cfg: JobConfig) -> bool:
+    """An export of ``cfg`` exists already (same config hash)."""
+    path = io.join(cfg.export_dir, "config.json")
+    return io.exists(path) and io.read_json(path).get("training", {}).get("config_hash") == cfg.config_hash()
+
+
+def summary(results: dict, info: dict, cfg: BenchmarkConfig) -> str:
+    """The benchmark's headline table: per target fraction, the transfer strategy chosen on
+    validation NDCG@10 against SASRec-CE (test NDCG@10); zero-shot against popularity."""
+
+    def ndcg(name: str | None) -> str:
+        if not name or name not in results:
+            return "n/a"
+        e = results[name]["all"]["ndcg@10"]
+        return f"{e['value']:.4f} [{e['ci95'][0]:.4f}, {e['ci95'][1]:.4f}]"
+
+    def ratio(a: str | None, b: str | None) -> str:
+        if not a or not b or a not in results or b not in results or not results[b]["all"]["ndcg@10"]["value"]:
+            return "n/a"
+        return f"{results[a]['all']['ndcg@10']['value'] / results[b]['all']['ndcg@10']['value']:.2f}x"
+
+    head = ["target users", "best transfer (chosen on validation)", "NDCG@10", "SASRec-CE target only",
+            "SASRec-CE source -> target", "best / SASRec-CE"]
+    lines = ["## Summary", "", "Test NDCG@10 with 95 % bootstrap intervals; the transfer strategy is chosen on",
+             "validation NDCG@10, never on test.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for fraction in cfg.fractions:
+        trained = [model_name(s, fraction) for s in cfg.strategies if s != "zero_shot"]
+        trained = [m for m in trained if info.get(m, {}).get("val_ndcg@10") is not None]
+        best = max(trained, key=lambda m: info[m]["val_ndcg@10"], default=None)
+        sasrec = model_name(SASREC, fraction)
+        lines.append("| " + " | ".join([
+            f"{fraction:.0%}", best or "n/a", ndcg(best), ndcg(sasrec),
+            ndcg(model_name(SASREC_TRANSFER, fraction)), ratio(best, sasrec)]) + " |")
+    if "zero_shot" in results:
+        lines += ["", "| no target training | NDCG@10 | popularity | zero-shot / popularity |", "|---|---|---|---|",
+                  f"| zero-shot | {ndcg('zero_shot')} | {ndcg('popularity')} | {ratio('zero_shot', 'popularity')} |"]
+    return "\n".join(lines) + "\n"
+
+
+def run_benchmark(cfg: BenchmarkConfig) -> dict:
+    stages, evaluate = plan(cfg)
+    timings: dict[str, float] = {}
+    for i, (name, job, stage_cfg) in enumerate(stages, 1):
+        if is_done(stage_cfg):
+            log.info("benchmark [%d/%d] %s: done already (%s)", i, len(stages) + 1, name, stage_cfg.export_dir)
+            continue
+        log.info("benchmark [%d/%d] %s: %s -> %s", i, len(stages) + 1, name, job, stage_cfg.export_dir)
+        t0 = time.perf_counter()
+        (run_pretrain if job == "pretrain" else run_transfer)(stage_cfg)
+        timings[name] = round(time.perf_counter() - t0, 1)
+    log.info("benchmark [%d/%d] evaluate %s", len(stages) + 1, len(stages) + 1, list(evaluate.models))
+    t0 = time.perf_counter()
+    out = run_evaluate(evaluate, preface=lambda results, info: summary(results, info, cfg))
+    timings["evaluate"] = round(time.perf_counter() - t0, 1)
+    io.write_json(io.join(evaluate.out_dir, "benchmark.json"),
+                  {"config": cfg.to_public_dict(), "stage_seconds": timings, "summary": out["preface"]})
+    return {**out, "summary": out["preface"], "stage_seconds": timings}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    cfg = start_job(argv, "interest benchmark", __doc__.splitlines()[0], BenchmarkConfig)
+    out = run_benchmark(cfg)
+    print(headline(out))
+    print()
+    print(out["summary"])
+    print(f"report: {out['paths']['report']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_main(main, None))
