@@ -29,6 +29,11 @@ demo: $(STAMP)
 		--set input.root=$(DATA_DIR)/raw --set output_dir=$(OUT_DIR)/demo/prepared
 	$(PY) -m ray_jobs.cli benchmark --config ray_jobs/configs/benchmark_demo.yaml \
 		--set data.prepared=$(OUT_DIR)/demo/prepared --set out_dir=$(OUT_DIR)/demo
+	$(PY) -m ray_jobs.cli tune --config ray_jobs/configs/tune_demo.yaml \
+		--set data.prepared=$(OUT_DIR)/demo/prepared \
+		--set ours.set.0=transfer.init_from=$(OUT_DIR)/demo/models/pretrained \
+		--set storage_path=$(OUT_DIR)/demo/tune --set out_dir=$(OUT_DIR)/demo/tune
+	$(PY) -m ray_jobs.cli registry list
 
 test: $(STAMP)
 	$(PY) -m pytest -q

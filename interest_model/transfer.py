@@ -11,6 +11,7 @@ start at the mean of the known ones; item-id embeddings (if any) move for shared
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 import numpy as np
@@ -18,6 +19,8 @@ import torch
 
 from interest_model.catalog import Catalog
 from interest_model.checkpoint import load_item_encoder, read_export
+from pydantic import Field
+
 from interest_model.config import Frozen
 from interest_model.models.model import InterestModel, ModelConfig
 
@@ -41,10 +44,20 @@ class TransferSpec(Frozen):
     strategy: Strategy = "adapter"
     adapter: AdapterConfig = AdapterConfig()
     lora: LoraConfig = LoraConfig()
+    # Settings a transfer may change (None keeps the pretrained model's): what tuning searches.
+    temperature: float | None = Field(None, gt=0)
+    dropout: float | None = Field(None, ge=0, lt=1)  # the user encoder's
+    max_len: int | None = Field(None, ge=2)  # history length read; at most the pretrained one
+    frozen_layers: int | None = Field(None, ge=0)  # full/lora: text encoder embeddings + first N layers stay frozen
 
 
 def model_config_for(base: ModelConfig, spec: TransferSpec) -> ModelConfig:
-    """The pretrained model's config, changed as the strategy needs."""
+    """The pretrained model's config, changed as the strategy and the spec's settings need."""
+    user = {k: v for k, v in (("dropout", spec.dropout), ("max_len", spec.max_len)) if v is not None}
+    if spec.max_len is not None and spec.max_len > base.user_encoder.max_len:
+        raise ValueError(f"max_len {spec.max_len} exceeds the pretrained model's {base.user_encoder.max_len}")
+    base = base.model_copy(update={"user_encoder": base.user_encoder.model_copy(update=user),
+                                   **({"temperature": spec.temperature} if spec.temperature is not None else {})})
     if not base.use_text:
         if spec.strategy in ("adapter", "lora"):
             raise ValueError(f"strategy {spec.strategy!r} adapts the text encoder; this model has no text")
@@ -90,6 +103,8 @@ def load_weights(model: InterestModel, weights: dict, src: Catalog, dst: Catalog
             value = _scenario_rows(value, src.scenarios, dst.scenarios)
         elif name == "item_ids.weight":
             value = _item_rows(own[name].clone(), value, src, dst)
+        elif name == "user.position.weight":
+            value = value[: own[name].shape[0]]  # a shorter history reads the first positions
         if value.shape != own[name].shape:
             raise ValueError(f"pretrained {name} has shape {tuple(value.shape)}, the model {tuple(own[name].shape)}")
         moved[name] = value
@@ -120,8 +135,11 @@ def set_trainable(model: InterestModel, spec: TransferSpec) -> None:
         model.item_encoder.backbone = get_peft_model(
             model.item_encoder.backbone, PeftLora(r=lc.r, lora_alpha=lc.alpha, lora_dropout=lc.dropout,
                                                   target_modules=targets))
+    frozen = _frozen_encoder_layers(model, spec.frozen_layers) if spec.frozen_layers else set()
     for name, p in model.named_parameters():
-        if strategy == "zero_shot":
+        if name in frozen:
+            p.requires_grad_(False)
+        elif strategy == "zero_shot":
             p.requires_grad_(False)
         elif strategy == "full":
             p.requires_grad_(True)
@@ -129,6 +147,21 @@ def set_trainable(model: InterestModel, spec: TransferSpec) -> None:
             p.requires_grad_(name.startswith(("user.", "adaptor.")))
         elif strategy == "lora":
             p.requires_grad_("lora_" in name or name.startswith(("user.", "text_proj.")))
+
+
+LAYER_INDEX = re.compile(r"\.(?:layer|layers|h|block|blocks)\.(\d+)\.")
+
+
+def _frozen_encoder_layers(model: InterestModel, n: int) -> set[str]:
+    """Names of the text encoder's embedding parameters and those of its first ``n`` layers."""
+    names = set()
+    for name, _ in model.named_parameters():
+        if not name.startswith("item_encoder."):
+            continue
+        layer = LAYER_INDEX.search(name)
+        if (layer and int(layer.group(1)) < n) or (not layer and "embed" in name):
+            names.add(name)
+    return names
 
 
 def _linear_names(backbone: torch.nn.Module) -> list[str]:

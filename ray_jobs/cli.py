@@ -7,6 +7,9 @@
     interest transfer --config ray_jobs/configs/transfer_demo.yaml
     interest evaluate --config ray_jobs/configs/evaluate_demo.yaml
     interest benchmark --config ray_jobs/configs/benchmark_demo.yaml
+    interest tune --config ray_jobs/configs/tune_demo.yaml
+    interest registry list [--root registry]
+    interest registry show NAME[:VERSION] [--root registry]
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ JOBS = {
     "transfer": "ray_jobs.transfer",
     "evaluate": "ray_jobs.evaluate",
     "benchmark": "ray_jobs.benchmark",
+    "tune": "ray_jobs.tune",
 }
 
 
@@ -54,9 +58,37 @@ def _data(argv: Sequence[str]) -> int:
     return 0
 
 
+def _registry(argv: Sequence[str]) -> int:
+    import os
+
+    from interest_model import registry
+
+    p = argparse.ArgumentParser(prog="interest registry", description="list and inspect registered models")
+    p.add_argument("--root", default=os.environ.get("INTEREST_REGISTRY", "registry"),
+                   help="registry root: a path or URI (default: $INTEREST_REGISTRY, else ./registry)")
+    sub = p.add_subparsers(dest="action", required=True)
+    sub.add_parser("list", help="every model with its versions and latest")
+    show = sub.add_parser("show", help="the card of one version (default: latest)")
+    show.add_argument("ref", metavar="NAME[:VERSION]")
+    args = p.parse_args(argv)
+    try:
+        if args.action == "list":
+            models = registry.list_models(args.root)
+            for m in models:
+                print(f"{m['name']:<32} latest {m['latest']}  versions {', '.join(map(str, m['versions']))}")
+            if not models:
+                print(f"no models registered under {args.root}")
+        else:
+            print(json.dumps(registry.show(args.root, args.ref), indent=2, sort_keys=True))
+    except registry.RegistryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = ["data", *JOBS]
+    commands = ["data", "registry", *JOBS]
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__.strip())
         print("\ncommands: " + ", ".join(commands))
@@ -64,6 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     cmd, rest = argv[0], argv[1:]
     if cmd == "data":
         return _data(rest)
+    if cmd == "registry":
+        return _registry(rest)
     if cmd in JOBS:
         from ray_jobs.common import run_main
 

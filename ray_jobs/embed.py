@@ -43,10 +43,13 @@ def cache_key(texts: list[str], cfg: ItemEncoderConfig) -> str:
     ident = {"model": cfg.model, "pooling": cfg.pooling, "max_length": cfg.max_length,
              "projection_dim": cfg.projection_dim, "dtype": cfg.torch_dtype, "padding_side": cfg.padding_side}
     config_file = Path(path) / "config.json"
-    if config_file.is_file():  # a local model: its architecture is part of the key
+    if config_file.is_file():
+        # A local model is the files themselves, however the path is spelled: its architecture
+        # and its weight files (a re-export changes their size or modification time).
+        ident["model"] = str(Path(path).resolve())
         ident["config"] = config_file.read_text()
         weights = sorted(Path(path).glob("*.safetensors"))
-        ident["weights"] = [(w.name, w.stat().st_size) for w in weights]
+        ident["weights"] = [(w.name, w.stat().st_size, w.stat().st_mtime_ns) for w in weights]
     h.update(json.dumps(ident, sort_keys=True).encode())
     for t in texts:
         h.update(t.encode("utf-8"))

@@ -10,6 +10,16 @@ def test_help_lists_commands(capsys):
     assert "prepare" in capsys.readouterr().out
 
 
+def test_every_job_has_a_subcommand_with_help(capsys):
+    import pytest
+
+    for job in ("prepare", "pretrain", "transfer", "evaluate", "benchmark", "tune"):
+        assert job in cli.JOBS
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main([job, "--help"])
+        assert exit_info.value.code == 0 and "--config" in capsys.readouterr().out
+
+
 def test_unknown_command(capsys):
     assert cli.main(["frobnicate"]) == 2
     assert "unknown command" in capsys.readouterr().err

@@ -6,14 +6,16 @@ from tests.conftest import CONFIGS
 
 
 def test_every_shipped_config_loads():
-    from interest_model.training.config import BenchmarkConfig, EvaluateConfig, PretrainConfig, TransferConfig
+    from interest_model.training.config import (BenchmarkConfig, EvaluateConfig, PretrainConfig, TransferConfig,
+                                                TuneConfig)
 
     jobs = {"pretrain": PretrainConfig, "transfer": TransferConfig, "evaluate": EvaluateConfig,
-            "benchmark": BenchmarkConfig}
+            "benchmark": BenchmarkConfig, "tune": TuneConfig}
     for path in sorted(CONFIGS.glob("*.yaml")):
         cls = jobs.get(path.name.split("_")[0], PrepareConfig)
         cfg = cls.load(path)  # raises on any unknown key or wrong type
-        stages = {BenchmarkConfig: (("pretrain", PretrainConfig), ("transfer", TransferConfig), ("evaluate", EvaluateConfig))}
+        stages = {BenchmarkConfig: (("pretrain", PretrainConfig), ("transfer", TransferConfig), ("evaluate", EvaluateConfig)),
+                  TuneConfig: (("ours", TransferConfig), ("sasrec", PretrainConfig), ("evaluate", EvaluateConfig))}
         for stage, stage_cls in stages.get(cls, ()):  # the job configs it names exist and load
             arm = getattr(cfg, stage)
             space = [f"{k}={v.example()}" for k, v in getattr(arm, "space", {}).items()]

@@ -80,3 +80,15 @@ def test_baseline_scorers_and_category_metrics():
     assert m["category_accuracy"] == pytest.approx(2 / 3)
     # per class F1: Action 1.0, Comedy 0.0, Drama 2/3 -> macro (1 + 0 + 2/3) / 3
     assert m["category_macro_f1"] == pytest.approx((1 + 0 + 2 / 3) / 3)
+
+
+def test_recent_keeps_the_last_events_of_right_padded_histories():
+    import torch
+
+    from interest_model.evaluation.scoring import recent
+
+    items = torch.tensor([[1, 2, 3, 4, 5], [6, 7, 0, 0, 0]])
+    events = items * 10
+    short, ev = recent(items, events, 3)
+    assert short.tolist() == [[3, 4, 5], [6, 7, 0]] and ev.tolist() == [[30, 40, 50], [60, 70, 0]]
+    assert recent(items, events, 5)[0] is items

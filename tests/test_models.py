@@ -243,3 +243,20 @@ def test_id_only_model_config_is_checked():
         ModelConfig(use_text=False, use_item_ids=False)
     model = _model(n_items=5, use_text=False, use_item_ids=True)
     assert model.text_proj is None and model.item_vectors().shape == (6, 16)
+
+
+def test_feature_cache_key_follows_the_model_files_not_the_path_spelling(tmp_path, monkeypatch):
+    import os
+    import shutil
+
+    from interest_model.models.item_encoder import ItemEncoderConfig
+    from ray_jobs.embed import cache_key
+
+    model = shutil.copytree(tiny_model_dir(tmp_path, "bert"), tmp_path / "enc")
+    monkeypatch.chdir(tmp_path)
+    texts = ["Title: a", "Title: b"]
+    key = cache_key(texts, ItemEncoderConfig(model=str(model)))
+    assert cache_key(texts, ItemEncoderConfig(model="enc")) == key  # relative or absolute: one model
+    weights = model / "model.safetensors"
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # re-exported
+    assert cache_key(texts, ItemEncoderConfig(model="enc")) != key

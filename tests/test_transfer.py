@@ -49,3 +49,19 @@ def test_each_strategy_trains_exactly_its_parameters(pretrained, strategy):
                                          update={"adaptor_experts": None}), src_cat, weights, dst, features=feats)
         shared = torch.tensor([dst.vocab["i2"], dst.vocab["i3"]])  # new items' id rows start random
         assert torch.allclose(model.eval().item_vectors(shared), plain.eval().item_vectors(shared), atol=1e-6)
+
+
+def test_transfer_settings_and_frozen_encoder_layers(pretrained):
+    out, src_model, encoder, tok = pretrained
+    spec = TransferSpec(init_from=str(out), strategy="full", temperature=0.2, dropout=0.3, max_len=4, frozen_layers=1)
+    cfg, src_cat, weights = load_pretrained(spec)
+    assert (cfg.temperature, cfg.user_encoder.dropout, cfg.user_encoder.max_len) == (0.2, 0.3, 4)
+    dst = tiny_catalog(["i2", "i3", "new1"], "b")
+    model = build_transfer_model(spec, cfg, src_cat, weights, dst, tokens=catalog_tokens(dst, cfg, tokenizer=tok))
+    # A shorter history keeps the first pretrained positions.
+    assert torch.equal(model.user.position.weight, src_model.user.position.weight[:4])
+    frozen = {n for n, p in model.item_encoder.named_parameters() if not p.requires_grad}
+    assert frozen and all("embeddings" in n or ".layer.0." in n for n in frozen)
+    assert all(p.requires_grad for n, p in model.item_encoder.named_parameters() if ".layer.1." in n)
+    with pytest.raises(ValueError, match="exceeds"):
+        load_pretrained(TransferSpec(init_from=str(out), max_len=99))

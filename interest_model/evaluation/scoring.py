@@ -20,6 +20,16 @@ def ranks_for(scores: torch.Tensor, batch: dict, scenario_items: torch.Tensor, e
     return metrics.target_ranks(scores, batch["target"], exclude)
 
 
+def recent(items: torch.Tensor, events: torch.Tensor, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The last ``max_len`` events of right-padded histories [B, L] (a model that reads shorter
+    histories than the evaluation rows carry)."""
+    if items.shape[1] <= max_len:
+        return items, events
+    start = ((items != 0).sum(1) - max_len).clamp(min=0)
+    idx = start[:, None] + torch.arange(max_len)[None]
+    return items.gather(1, idx), events.gather(1, idx)
+
+
 def _tensors(batch: dict) -> dict[str, torch.Tensor]:
     keys = ("items", "events", "target", "scenario", "seen")
     return {k: torch.from_numpy(np.array(batch[k], dtype=np.int64)) for k in keys if k in batch}
@@ -38,7 +48,8 @@ class ModelScorer:
 
     @torch.no_grad()
     def user(self, b: dict) -> torch.Tensor:
-        return self.rec.model.last_user_vector(b["items"], b["events"], b["scenario"])
+        items, events = recent(b["items"], b["events"], self.rec.model.cfg.user_encoder.max_len)
+        return self.rec.model.last_user_vector(items, events, b["scenario"])
 
     @torch.no_grad()
     def scores(self, b: dict) -> torch.Tensor:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from interest_model.config import Frozen, JobConfig
 from interest_model.models.item_encoder import ItemEncoderConfig
@@ -143,3 +143,68 @@ class BenchmarkConfig(JobConfig):
     out_dir: str = "outputs/benchmark"  # models/<name>, evaluation/, ray_results/
     storage_path: str | None = None  # Ray Train storage (default <out_dir>/ray_results)
     run_prefix: str = "benchmark"
+
+
+class ParamSpec(Frozen):
+    """One searched parameter: exactly one of the distributions."""
+
+    choice: list[Any] | None = None
+    uniform: tuple[float, float] | None = None
+    loguniform: tuple[float, float] | None = None
+    randint: tuple[int, int] | None = None  # both bounds included
+
+    @model_validator(mode="after")
+    def _one(self):
+        given = [k for k in ("choice", "uniform", "loguniform", "randint") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of choice, uniform, loguniform, randint (got {given or 'none'})")
+        bounds = self.uniform or self.loguniform or self.randint
+        if bounds is not None and not bounds[0] < bounds[1]:
+            raise ValueError(f"bounds {list(bounds)} must be increasing")
+        if self.loguniform is not None and self.loguniform[0] <= 0:
+            raise ValueError("loguniform bounds must be positive")
+        if self.choice is not None and not self.choice:
+            raise ValueError("choice needs at least one value")
+        return self
+
+    def example(self) -> Any:
+        """A value from the space (its first choice or lower bound), to validate a trial config."""
+        return self.choice[0] if self.choice is not None else (self.uniform or self.loguniform or self.randint)[0]
+
+
+class SearchArmConfig(StageConfig):
+    """A job config (``config`` + ``set``) and the space searched over its fields."""
+
+    space: dict[str, ParamSpec] = Field(default_factory=dict)  # config path -> distribution
+
+
+class SearchConfig(Frozen):
+    algorithm: Literal["optuna", "random"] = "optuna"  # Optuna: TPE
+    num_samples: int = Field(8, ge=1)  # trials per model family (the same budget for each)
+    max_concurrent_trials: int | None = Field(None, ge=1)  # default: as many as the cluster fits
+    trial_cpus: float = Field(0.2, gt=0)  # the trial driver's own share (its Train workers ask for theirs)
+    grace_period: int = Field(1, ge=1)  # ASHA: epochs a trial runs before it can be stopped
+    reduction_factor: int = Field(2, ge=2)
+    trial_retries: int = Field(0, ge=0)
+    seed: int = 0
+
+
+class RegistryConfig(Frozen):
+    root: str = "registry"  # a path or URI
+    name: str = "interest-model"
+
+
+class TuneConfig(JobConfig):
+    """The ``tune`` job: searches for our transfer and for SASRec-CE, selection on validation."""
+
+    HASH_EXCLUDE: ClassVar[tuple[str, ...]] = ("out_dir",)
+
+    data: DataConfig  # scenarios: the target ones (default: every prepared target scenario)
+    ours: SearchArmConfig  # a transfer config
+    sasrec: SearchArmConfig | None = None  # a pretrain config made ID-only by its `set`, trained on the target
+    search: SearchConfig = SearchConfig()
+    evaluate: StageConfig
+    registry: RegistryConfig = RegistryConfig()
+    name: str = "tune"  # experiment names: <name>-ours, <name>-sasrec
+    storage_path: str = "outputs/tune/ray_results"  # local path or URI; rerun = resume
+    out_dir: str = "outputs/tune"  # the evaluation report of the chosen models
