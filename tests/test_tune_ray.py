@@ -59,12 +59,8 @@ def test_search_stops_weak_trials_and_registers_the_validation_best(tiny_prepare
     search_data = without_test_events(tiny_prepared, tmp_path / "no-test")
     cfg = tune_config(search_data, tiny_prepared, tiny_pretrained, tmp_path,
                       f"sasrec.config={CONFIGS / 'pretrain_tiny.yaml'}",
-                      "sasrec.set=[model.use_text=false, model.use_item_ids=true, train.epochs=3, "
-                      "scaling.cpus_per_worker=0.5]",
-                      "sasrec.space={train.lr: {choice: [0.01, 1.0e-9]}}", "search.num_samples=4",
-                      # two trials at a time on 2 CPUs
-                      f"ours.set=[transfer.init_from={tiny_pretrained}, train.epochs=3, scaling.cpus_per_worker=0.5, "
-                      f"embed.cache_dir={tmp_path.parent}/item-features]")
+                      "sasrec.set=[model.use_text=false, model.use_item_ids=true, train.epochs=3]",
+                      "sasrec.space={train.lr: {choice: [0.01, 1.0e-9]}}", "search.num_samples=4")
     out = run_tune(cfg)
     ours, sasrec = out["trials"]["ours"], out["trials"]["sasrec"]
     assert len(ours) == 4 and len(sasrec) == 4  # the same budget for both families
