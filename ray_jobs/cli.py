@@ -8,6 +8,7 @@
     interest evaluate --config ray_jobs/configs/evaluate_demo.yaml
     interest benchmark --config ray_jobs/configs/benchmark_demo.yaml
     interest tune --config ray_jobs/configs/tune_demo.yaml
+    interest serve --model ml100k-transfer [--registry registry] [--port 8000] [--demo PREPARED]
     interest registry list [--root registry]
     interest registry show NAME[:VERSION] [--root registry]
 """
@@ -28,6 +29,7 @@ JOBS = {
     "evaluate": "ray_jobs.evaluate",
     "benchmark": "ray_jobs.benchmark",
     "tune": "ray_jobs.tune",
+    "serve": "ray_jobs.serve",
 }
 
 

@@ -163,6 +163,15 @@ def load_prepared(prepared: str) -> tuple[dict, pd.DataFrame]:
     return io.read_json(manifest_uri), _read_table(io.join(prepared, "items"))
 
 
+def catalog_for(cfg, items: pd.DataFrame, scenarios: list[str]) -> Catalog:
+    """The catalog of ``scenarios`` with their training popularity (the serving fallback for
+    users without history)."""
+    catalog = Catalog.from_items(items, scenarios)
+    segments = _read_table(io.join(cfg.data.prepared, "item_segments"))
+    segments = segments[segments["scheme"] == cfg.data.scheme].rename(columns={"train_count": "count"})
+    return catalog.with_popularity(segments)
+
+
 def examples(cfg, catalog: Catalog, scenarios: list[str], max_len: int):
     """(train, valid) Ray Datasets of model inputs for the scenarios. With ``data.user_fraction``
     below 1 only a seeded share of the scenarios' users trains (few-shot); validation keeps every
@@ -276,7 +285,7 @@ def run_pretrain(cfg: PretrainConfig, callbacks=()) -> dict:
 
     manifest, items = load_prepared(cfg.data.prepared)
     scenarios = choose_scenarios(cfg, manifest, "source")
-    catalog = Catalog.from_items(items, scenarios)
+    catalog = catalog_for(cfg, items, scenarios)
     features = tokens = None
     if not cfg.model.use_text:
         pass  # ID-only model: no text features

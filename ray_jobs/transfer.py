@@ -10,13 +10,12 @@ import logging
 from functools import partial
 from typing import Sequence
 
-from interest_model.catalog import Catalog
 from interest_model.checkpoint import load_item_encoder
 from interest_model.training.config import TransferConfig
 from interest_model.training.loop import catalog_tokens
 from interest_model.transfer import build_transfer_model, load_pretrained, trainable_counts
 from ray_jobs.common import run_main, start_job
-from ray_jobs.pretrain import (best_line, choose_scenarios, examples, export, fit_and_export, load_prepared,
+from ray_jobs.pretrain import (best_line, catalog_for, choose_scenarios, examples, export, fit_and_export, load_prepared,
                               provenance)
 
 log = logging.getLogger("interest.transfer")
@@ -37,7 +36,7 @@ def run_transfer(cfg: TransferConfig, callbacks=()) -> dict:
     model_cfg, src_catalog, weights = load_pretrained(spec)
     manifest, items = load_prepared(cfg.data.prepared)
     scenarios = choose_scenarios(cfg, manifest, "target")
-    catalog = Catalog.from_items(items, scenarios)
+    catalog = catalog_for(cfg, items, scenarios)
     features = tokens = None
     if not model_cfg.use_text:
         pass  # ID-only model (SASRec): shared items keep their embeddings, new ones start fresh

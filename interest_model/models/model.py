@@ -94,16 +94,23 @@ class InterestModel(nn.Module):
             parts = [self.item_encoder(self.item_tokens[uniq[s:s + chunk]], self.item_token_mask[uniq[s:s + chunk]])
                      for s in range(0, len(uniq), chunk)]
             feats = torch.cat(parts)[inverse]
+        vec = self.vectors_from_features(feats, flat)
+        return vec if ids is None else vec.reshape(*ids.shape, -1)
+
+    def vectors_from_features(self, feats: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Normalized item vectors [M, D] from text features [M, text_dim]; ``ids`` adds the id
+        embeddings of catalog items (new items have none)."""
+        if self.text_proj is None:
+            raise ValueError("an ID-only model has no text tower: it cannot place items from text")
         feats = feats.to(self.text_proj[0].weight.dtype)
         linear, norm = self.text_proj
         vec = linear(feats)
         if self.adaptor is not None:
             vec = vec + self.adaptor(feats)
         vec = norm(vec)
-        if self.item_ids is not None:
-            vec = vec + self.item_ids(flat)
-        vec = F.normalize(vec, dim=-1)
-        return vec if ids is None else vec.reshape(*ids.shape, -1)
+        if self.item_ids is not None and ids is not None:
+            vec = vec + self.item_ids(ids)
+        return F.normalize(vec, dim=-1)
 
     def user_vectors(self, items: torch.Tensor, events: torch.Tensor, scenario: torch.Tensor,
                      catalog: torch.Tensor | None = None) -> torch.Tensor:

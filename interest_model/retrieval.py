@@ -1,0 +1,121 @@
+"""Top-k retrieval over item vectors by inner product.
+
+Exact search (one matrix product) while the catalog has at most ``exact_max_items`` items; above
+that a faiss HNSW graph. Rows are catalog indices; row 0 is padding and never returned. Items can
+be added or re-embedded while serving: HNSW cannot delete, so an updated item gets a new graph
+node and its old one is skipped, and the graph is rebuilt once a quarter of its nodes are stale.
+Every search takes a per-query mask of allowed rows (scenario, seen items, attribute filters);
+the approximate search fetches more candidates until k allowed ones are found and falls back to
+exact search over the allowed rows when the mask is too selective.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class ItemIndex:
+    def __init__(self, vectors: np.ndarray, exact_max_items: int = 50_000, hnsw_m: int = 32,
+                 ef_construction: int = 200, ef_search: int = 128):
+        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        self.exact_max_items = exact_max_items
+        self.hnsw_m, self.ef_construction, self.ef_search = hnsw_m, ef_construction, ef_search
+        self._hnsw = None
+        self._slot_row = np.zeros(0, dtype=np.int64)  # graph node -> row (-1: stale)
+        self._stale = 0
+        self._sync_kind()
+
+    @property
+    def size(self) -> int:
+        """Rows, padding included."""
+        return self.vectors.shape[0]
+
+    @property
+    def kind(self) -> str:
+        return "exact" if self._hnsw is None else "hnsw"
+
+    def _sync_kind(self) -> None:
+        if self.size - 1 > self.exact_max_items:
+            if self._hnsw is None or self._stale > 0.25 * max(1, len(self._slot_row) - self._stale):
+                self._build()
+        else:
+            self._hnsw, self._slot_row, self._stale = None, np.zeros(0, dtype=np.int64), 0
+
+    def _build(self) -> None:
+        import faiss
+
+        index = faiss.IndexHNSWFlat(self.vectors.shape[1], self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = self.ef_construction
+        index.add(self.vectors[1:])
+        self._hnsw = index
+        self._slot_row = np.arange(1, self.size, dtype=np.int64)
+        self._stale = 0
+
+    def set(self, rows: np.ndarray, vectors: np.ndarray) -> None:
+        """Put ``vectors`` at ``rows`` (existing rows are replaced, rows past the end appended)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        vectors = np.asarray(vectors, dtype=np.float32).reshape(len(rows), -1)
+        if len(rows) == 0:
+            return
+        if rows.min() < 1:
+            raise ValueError("row 0 is padding")
+        if rows.max() >= self.size:
+            grown = np.zeros((rows.max() + 1, self.vectors.shape[1]), dtype=np.float32)
+            grown[: self.size] = self.vectors
+            self.vectors = grown
+        self.vectors[rows] = vectors
+        if self._hnsw is not None:
+            stale = np.isin(self._slot_row, rows)
+            self._stale += int(stale.sum())
+            self._slot_row[stale] = -1
+            self._hnsw.add(np.ascontiguousarray(vectors))
+            self._slot_row = np.concatenate([self._slot_row, rows])
+        self._sync_kind()
+
+    def scores(self, queries: np.ndarray) -> np.ndarray:
+        """Exact scores [B, rows] of every row (padding included)."""
+        return np.asarray(queries, dtype=np.float32) @ self.vectors.T
+
+    def search(self, queries: np.ndarray, k: int, allowed: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """For each query, (rows, scores) of its k best allowed rows, best first (fewer when fewer
+        rows are allowed). ``allowed[b]``: bool mask over rows (shorter masks: missing rows allowed
+        is False)."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        masks = [self._mask(a) for a in allowed]
+        if self._hnsw is None:
+            return [top_k(s, m, k) for s, m in zip(self.scores(queries), masks)]
+        return [self._search_one(q, k, m) for q, m in zip(queries, masks)]
+
+    def _mask(self, allowed: np.ndarray) -> np.ndarray:
+        mask = np.zeros(self.size, dtype=bool)
+        n = min(len(allowed), self.size)
+        mask[:n] = allowed[:n]
+        mask[0] = False
+        return mask
+
+    def _search_one(self, query: np.ndarray, k: int, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        want = min(k, int(mask.sum()))
+        total = len(self._slot_row)
+        fetch = min(total, max(4 * k, k + 64))
+        while True:
+            self._hnsw.hnsw.efSearch = max(self.ef_search, fetch)
+            dist, slots = self._hnsw.search(query[None], fetch)
+            slots = slots[0][slots[0] >= 0]
+            rows = self._slot_row[slots]
+            keep = (rows >= 0) & mask[np.maximum(rows, 0)]
+            if keep.sum() >= want:
+                rows, scores = rows[keep][:want], dist[0][: len(slots)][keep][:want]
+                return rows, scores
+            if fetch >= total or fetch >= 16 * max(k, 64):
+                return top_k(self.scores(query[None])[0], mask, k)  # too selective for the graph
+            fetch = min(total, fetch * 4)
+
+
+def top_k(scores: np.ndarray, mask: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    scores = np.where(mask, scores, -np.inf)
+    k = min(k, int(mask.sum()))
+    if k <= 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+    part = np.argpartition(-scores, k - 1)[:k]
+    order = part[np.argsort(-scores[part], kind="stable")]
+    return order.astype(np.int64), scores[order].astype(np.float32)

@@ -1,0 +1,158 @@
+"""``interest serve``: run the Ray Serve app of ``serving/serve_config.yaml`` on a cluster (a local
+one by default) and keep it up until Ctrl+C, or send the demo requests and shut it down.
+
+    interest serve --model ml100k-transfer --registry registry            # http://127.0.0.1:8000
+    interest serve --model ml100k-transfer:3 --set max_batch_size=32 --port 8080
+    interest serve --model ml100k-transfer --demo outputs/demo/prepared --scenario ml-100k
+
+``--set`` overrides fields of serving/config.py's ServeConfig; autoscaling and replica options
+are read from the serve config YAML. The app's replicas get the model, registry and overrides
+through its runtime_env; INTEREST_API_TOKEN and INTEREST_PSEUDONYM_KEY are passed on from this
+process's environment when set. On a running cluster ``serve deploy serving/serve_config.yaml``
+deploys the same file (set the model and registry in its runtime_env there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Sequence
+
+import yaml
+
+from ray_jobs.common import init_ray, run_main, setup_logging
+
+log = logging.getLogger("interest.serve")
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "serving" / "serve_config.yaml"
+FORWARDED_ENV = ("INTEREST_API_TOKEN", "INTEREST_PSEUDONYM_KEY")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="interest serve", description=__doc__.splitlines()[0])
+    p.add_argument("--config", default=str(DEFAULT_CONFIG), help="Ray Serve config YAML (from `serve build`)")
+    p.add_argument("--model", default=None, help="registry reference name[:version] (default: the app's)")
+    p.add_argument("--registry", default=os.environ.get("INTEREST_REGISTRY", "registry"))
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a ServeConfig field, e.g. --set max_batch_size=32 (repeatable)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else local)")
+    p.add_argument("--num-cpus", type=int, default=None)
+    p.add_argument("--timeout", type=float, default=300, help="seconds to wait for the app to run")
+    p.add_argument("--detach", action="store_true", help="return once the app runs (leave it deployed)")
+    p.add_argument("--demo", metavar="PREPARED", default=None,
+                   help="send the demo requests (a user of this prepared data), then shut down")
+    p.add_argument("--scenario", default=None, help="target scenario of the demo requests")
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+def app_settings(args) -> list[str]:
+    """ServeConfig overrides for the replicas (validated here first, so mistakes fail fast)."""
+    from interest_model import registry
+    from serving.config import ServeConfig
+
+    reg = args.registry if "://" in args.registry else str(Path(args.registry).resolve())
+    overrides = [f"registry={reg}", *([f"model={args.model}"] if args.model else []), *args.overrides]
+    cfg = ServeConfig.load(None, overrides)
+    if cfg.model_dir is None:
+        registry.resolve(cfg.registry, cfg.model)  # a clear error before anything starts
+    return overrides
+
+
+def deploy_config(path: str, overrides: list[str], host: str, port: int) -> dict:
+    """The serve config with our host, port and app environment."""
+    loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    if not isinstance(loaded, dict) or not loaded.get("applications"):
+        raise ValueError(f"{path} is not a Ray Serve config with applications")
+    config = copy.deepcopy(loaded)
+    config["http_options"] = {**(config.get("http_options") or {}), "host": host, "port": port}
+    for app in config["applications"]:
+        env = app.setdefault("runtime_env", {}).setdefault("env_vars", {})
+        env["INTEREST_SERVE_SET"] = json.dumps(overrides)
+        for name in FORWARDED_ENV:
+            if os.environ.get(name):
+                env[name] = os.environ[name]
+    return config
+
+
+def deploy(config: dict) -> None:
+    """Start Serve with the config's HTTP options and deploy its applications: what `serve run`
+    does with a config file."""
+    from ray.serve._private import api as serve_api
+    from ray.serve.config import gRPCOptions
+    from ray.serve.schema import ServeDeploySchema
+
+    schema = ServeDeploySchema.model_validate(config)
+    client = serve_api.serve_start(http_options=schema.http_options.model_dump(),
+                                   proxy_location=schema.proxy_location,
+                                   grpc_options=gRPCOptions(**schema.grpc_options.model_dump()))
+    client.deploy_apps(schema, _blocking=False)
+
+
+def wait_running(names: list[str], timeout: float) -> None:
+    from ray import serve
+
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        apps = serve.status().applications
+        states = {n: apps[n].status if n in apps else "NOT_STARTED" for n in names}
+        if states != last:
+            log.info("serve: %s", ", ".join(f"{n} {s}" for n, s in states.items()))
+            last = states
+        failed = [n for n, s in states.items() if s in ("DEPLOY_FAILED", "UNHEALTHY")]
+        if failed:
+            raise RuntimeError(f"app {failed[0]} failed to deploy: {apps[failed[0]].message}")
+        if all(s == "RUNNING" for s in states.values()):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"apps not running after {timeout:.0f} s: {states}")
+        time.sleep(1)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    setup_logging(args.log_level)
+    overrides = app_settings(args)
+    config = deploy_config(args.config, overrides, args.host, args.port)
+    init_ray(args.address, args.num_cpus)
+    from ray import serve
+
+    names = [a["name"] for a in config["applications"]]
+    deploy(config)
+    try:
+        wait_running(names, args.timeout)
+        url = f"http://{args.host}:{args.port}"
+        print(f"serving at {url} (API docs {url}/docs)", flush=True)
+        if args.demo:
+            from serving.client import InterestClient, demo
+
+            client = InterestClient(url, token=os.environ.get("INTEREST_API_TOKEN"))
+            scenario = args.scenario or client.model()["scenarios"][0]
+            demo(client, args.demo, scenario)
+            return 0
+        if args.detach:
+            return 0
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        print("Ctrl+C to stop", flush=True)
+        stop.wait()
+        return 0
+    finally:
+        if not args.detach:
+            serve.shutdown()
+            print("endpoint shut down", flush=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_main(main, None))

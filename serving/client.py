@@ -1,0 +1,113 @@
+"""A small HTTP client of the endpoint and the demo conversation ``make demo`` ends with.
+
+    from serving.client import InterestClient
+    client = InterestClient("http://127.0.0.1:8000", token=None)
+    client.recommend([{"item_id": "heat (1995)"}], scenario="ml-100k", k=5)
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import requests
+
+
+class ApiError(RuntimeError):
+    def __init__(self, status: int, body: Any):
+        super().__init__(f"HTTP {status}: {body}")
+        self.status, self.body = status, body
+
+
+class InterestClient:
+    def __init__(self, base_url: str, token: str | None = None, timeout: float = 30.0):
+        self.base = base_url.rstrip("/")
+        self.session = requests.Session()
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
+        self.timeout = timeout
+
+    def _call(self, method: str, path: str, body: dict | None = None) -> dict:
+        r = self.session.request(method, self.base + path, json=body, timeout=self.timeout)
+        data = r.json() if r.headers.get("content-type", "").startswith("application/json") else r.text
+        if r.status_code >= 400:
+            raise ApiError(r.status_code, data)
+        return data
+
+    def health(self) -> dict:
+        return self._call("GET", "/healthz")
+
+    def model(self) -> dict:
+        return self._call("GET", "/v1/model")
+
+    def recommend(self, history: list[dict], scenario: str | None = None, k: int = 10, **extra) -> dict:
+        return self._call("POST", "/v1/recommend", {"history": history, "scenario": scenario, "k": k, **extra})
+
+    def interests(self, history: list[dict], scenario: str | None = None, k: int = 10, **extra) -> dict:
+        return self._call("POST", "/v1/interests", {"history": history, "scenario": scenario, "k": k, **extra})
+
+    def add_items(self, items: list[dict]) -> dict:
+        return self._call("POST", "/v1/items", {"items": items})
+
+
+def sample_history(prepared: str, scenario: str, max_events: int = 20, seed: int = 0) -> tuple[str, list[dict]]:
+    """A real user's history in ``scenario`` from prepared data: the events before their test
+    event (leave-one-out split), as API history events. Returns (pseudonymous user id, events)."""
+    import numpy as np
+    import pandas as pd
+
+    from interest_model import io
+
+    fs, path = io.filesystem(io.join(prepared, "sequences"))
+    seqs = pd.read_parquet(path, filesystem=fs, columns=["scenario", "user_id", "item_ids", "timestamps",
+                                                        "event_types", "loo_valid_end"])
+    seqs = seqs[seqs["scenario"] == scenario]
+    if seqs.empty:
+        raise ValueError(f"no sequences of scenario {scenario!r} in {prepared}")
+    row = seqs.iloc[int(np.random.default_rng(seed).integers(len(seqs)))]
+    end = int(row["loo_valid_end"])
+    start = max(0, end - max_events)
+    events = [{"item_id": str(i), "event_type": str(e), "timestamp": int(t)} for i, t, e in
+              zip(row["item_ids"][start:end], row["timestamps"][start:end], row["event_types"][start:end])]
+    return str(row["user_id"]), events
+
+
+def demo(client: InterestClient, prepared: str, scenario: str, out=print) -> dict:
+    """Real requests: a user's history, their interests, a brand-new item added by text and the
+    recommendations for a history that names it. Returns the answers."""
+    user, history = sample_history(prepared, scenario)
+    answers: dict[str, Any] = {"model": client.model()}
+    out(f"model {answers['model']['model']}: {answers['model']['catalog_items']} items, "
+        f"{answers['model']['index']} search")
+    rec = answers["recommend"] = client.recommend(history, scenario=scenario, k=5, user_id=user)
+    out(f"\nuser {user[:8]}... watched {len(history)} movies, latest: "
+        + "; ".join(h["item_id"] for h in history[-3:]))
+    for it in rec["items"]:
+        out(f"  {it['score']:7.2f}  {it['title'] or it['item_id']}")
+    why = answers["interests"] = client.interests(history, scenario=scenario, k=5)
+    out("top genres: " + ", ".join(f"{c['category']} {c['weight']:.2f}" for c in why["top_categories"]))
+    top = sorted(why["explanation"]["history"], key=lambda h: -h["share"])[:3]
+    out("most influential history items: " + "; ".join(f"{h['item_id']} ({h['share']:.0%})" for h in top))
+    new = {"item_id": "midnight robots (2026)", "title": "Midnight Robots",
+           "text": "Title: Midnight Robots; Year: 2026; Genres: Animation, Children's, Sci-Fi",
+           "categories": ["Animation", "Children's", "Sci-Fi"], "scenarios": [scenario]}
+    answers["items"] = client.add_items([new])
+    out(f"\nadded {new['title']!r} by text: {answers['items']['items'][0]['status']}")
+    fan = [{"text": "Title: Toy Story; Year: 1995; Genres: Animation, Children's, Comedy"},
+           {"text": "Title: Aladdin; Year: 1992; Genres: Animation, Children's, Comedy, Musical"}]
+    ranked = answers["after_add"] = client.recommend(fan, scenario=scenario, k=1000,
+                                                     filter={"categories": ["Animation"]})
+    ids = [it["item_id"] for it in ranked["items"]]
+    where = f"ranks {ids.index(new['item_id']) + 1} of {len(ids)}" if new["item_id"] in ids else "is missing from"
+    out(f"for a history given by text (Toy Story, Aladdin) the new item {where} the Animation items; top 5:")
+    for it in ranked["items"][:5]:
+        out(f"  {it['score']:7.2f}  {it['title'] or it['item_id']}")
+    cold = answers["cold"] = client.recommend([], scenario=scenario, k=3)
+    out(f"\nno history ({cold['fallback']}): " + "; ".join(it["title"] or it["item_id"] for it in cold["items"]))
+    return answers
+
+
+if __name__ == "__main__":  # python -m serving.client URL PREPARED SCENARIO
+    import sys
+
+    print(json.dumps(demo(InterestClient(sys.argv[1]), sys.argv[2], sys.argv[3], out=lambda *_: None), indent=2))

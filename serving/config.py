@@ -1,0 +1,80 @@
+"""The serving config: which model, how it is served, the limits of the API.
+
+One typed config, like every job's: YAML (``INTEREST_SERVE_CONFIG``) plus ``key=value``
+overrides. In a Ray Serve app the replicas read it from their environment, which the serve
+config's ``runtime_env.env_vars`` sets:
+
+    INTEREST_MODEL       registry reference, name[:version] (default: the config's ``model``)
+    INTEREST_REGISTRY    registry root, a path or URI (default: ./registry)
+    INTEREST_SERVE_SET   JSON list of overrides, e.g. '["max_batch_size=32"]'
+
+Deployment options (autoscaling, max_ongoing_requests) are set from here when the app is built;
+the serve config YAML written by ``serve build`` carries them and wins when edited.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from pydantic import Field, model_validator
+
+from interest_model.config import ConfigError, Frozen, JobConfig
+from interest_model.data.config import PseudonymConfig
+
+
+class AutoscalingSpec(Frozen):
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(2, ge=1)
+    target_ongoing_requests: float = Field(8.0, gt=0)
+    upscale_delay_s: float = Field(5.0, ge=0)
+    downscale_delay_s: float = Field(60.0, ge=0)
+
+    @model_validator(mode="after")
+    def _order(self):
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("autoscaling.min_replicas exceeds max_replicas")
+        return self
+
+
+class ServeConfig(JobConfig):
+    model: str = "ml100k-transfer"  # registry reference: name[:version|latest]
+    registry: str = "registry"
+    model_dir: str | None = None  # serve an exported directory directly (no registry)
+    item_store: str | None = None  # items added by text; default <registry>/<name>/items (local registry)
+    # user encoding: dynamic batching
+    max_batch_size: int = Field(16, ge=1, le=1024)
+    batch_wait_timeout_s: float = Field(0.005, ge=0, le=5)
+    # retrieval: exact search up to this many items, a faiss HNSW graph above
+    exact_search_max_items: int = Field(50_000, ge=0)
+    hnsw_m: int = Field(32, ge=4, le=128)
+    hnsw_ef_search: int = Field(128, ge=16)
+    # API limits and security
+    max_body_bytes: int = Field(1 << 20, ge=1024)
+    max_history: int = Field(1000, ge=1)
+    auth_token_env: str = "INTEREST_API_TOKEN"  # bearer token required when this variable is set
+    pseudonymize: PseudonymConfig = PseudonymConfig()
+    # deployments
+    autoscaling: AutoscalingSpec = AutoscalingSpec()
+    max_ongoing_requests: int = Field(64, ge=1)
+    model_cpus: float = Field(1.0, gt=0)
+    ingress_replicas: int = Field(1, ge=1)
+    ingress_cpus: float = Field(0.25, gt=0)
+
+    @classmethod
+    def from_env(cls) -> "ServeConfig":
+        overrides = []
+        if os.environ.get("INTEREST_MODEL"):
+            overrides.append(f"model={os.environ['INTEREST_MODEL']}")
+        if os.environ.get("INTEREST_REGISTRY"):
+            overrides.append(f"registry={os.environ['INTEREST_REGISTRY']}")
+        raw = os.environ.get("INTEREST_SERVE_SET", "").strip()
+        if raw:
+            try:
+                extra = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"INTEREST_SERVE_SET is not a JSON list of key=value strings: {exc}") from None
+            if not isinstance(extra, list) or not all(isinstance(x, str) for x in extra):
+                raise ConfigError("INTEREST_SERVE_SET must be a JSON list of key=value strings")
+            overrides += extra
+        return cls.load(os.environ.get("INTEREST_SERVE_CONFIG") or None, overrides)

@@ -1,0 +1,93 @@
+"""The online core behind the endpoint: batched recommendations, errors per request, popular
+fallback, items added by text (persisted and seen by another instance), explanations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from interest_model.catalog import Catalog
+from interest_model.online import OnlineModel, RequestError
+from tests.models import tiny_export
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory):
+    return tiny_export(tmp_path_factory.mktemp("online"))[0]
+
+
+def _q(*items, **kw):
+    return {"history": [{"item_id": i} for i in items], "scenario": "a", "k": 3, **kw}
+
+
+def test_batch_answers_each_request_on_its_own(export_dir, tmp_path):
+    online = OnlineModel(str(export_dir), item_store=str(tmp_path / "store"))
+    out = online.recommend_batch([_q("i1", "i2"), _q("i1", "nope", "zzz"), _q(), _q("i1", scenario="b"),
+                                  {"history": [{"text": "Title: i5"}, {"item_id": "i2"}], "scenario": "a", "k": 8}])
+    assert [it["item_id"] not in ("i1", "i2") for it in out[0]["items"]] == [True] * 3
+    assert out[0]["fallback"] is None
+    assert out[1]["error"]["status"] == 422 and out[1]["error"]["unknown_item_ids"] == ["nope", "zzz"]
+    assert out[2]["fallback"] == "catalog_order" and len(out[2]["items"]) == 3
+    assert "unknown scenario" in out[3]["error"]["detail"]
+    assert len(out[4]["items"]) == 7 and "i2" not in [it["item_id"] for it in out[4]["items"]]
+    # the same request alone or in a batch gets the same answer
+    alone = online.recommend_batch([_q("i1", "i2")])[0]["items"]
+    assert [it["item_id"] for it in alone] == [it["item_id"] for it in out[0]["items"]]
+    assert np.allclose([it["score"] for it in alone], [it["score"] for it in out[0]["items"]], atol=1e-4)
+    # batching uses one forward pass with padding: scores match the unbatched model API
+    ref = online.rec.recommend(["i1", "i2"], k=3, scenario="a")
+    assert [r["item_id"] for r in ref] == [it["item_id"] for it in out[0]["items"]]
+    assert np.allclose([r["score"] for r in ref], [it["score"] for it in out[0]["items"]], atol=1e-4)
+
+
+def test_popular_fallback_uses_training_popularity(export_dir):
+    online = OnlineModel(str(export_dir))
+    counts = pd.DataFrame({"scenario": ["a"] * 3, "item_id": ["i6", "i2", "i4"], "count": [50, 30, 10]})
+    online.popularity = online.rec.catalog.with_popularity(counts).popularity
+    out = online.recommend_batch([_q(k=2), _q(k=2, filter={"exclude_categories": []})])
+    assert out[0] == out[1] and out[0]["fallback"] == "popular"
+    assert [it["item_id"] for it in out[0]["items"]] == ["i6", "i2"]
+
+
+def test_items_added_by_text_are_searchable_and_persisted(export_dir, tmp_path):
+    store = str(tmp_path / "store")
+    online = OnlineModel(str(export_dir), item_store=store)
+    assert online.add_items([{"item_id": "new-1", "text": "Title: i3", "title": "New one",
+                              "categories": ["Fresh"]}]) == [{"item_id": "new-1", "status": "created", "scenarios": ["a"]}]
+    only_fresh = online.recommend_batch([_q("i1", filter={"categories": ["Fresh"]})])[0]["items"]
+    assert [it["item_id"] for it in only_fresh] == ["new-1"] and only_fresh[0]["title"] == "New one"
+    everything = online.recommend_batch([_q("i1", k=50)])[0]["items"]
+    assert "new-1" in [it["item_id"] for it in everything] and len(everything) == 8
+    # another replica (or a restart) reading the same store has it, with the same vector
+    other = OnlineModel(str(export_dir), item_store=store)
+    assert other.num_items == 9 and np.allclose(other.index.vectors, online.index.vectors, atol=1e-5)
+    # an update re-embeds in both once they see the store
+    assert online.add_items([{"item_id": "new-1", "text": "Title: something else"}])[0]["status"] == "updated"
+    other.refresh()
+    assert np.allclose(other.index.vectors[9], online.index.vectors[9], atol=1e-5)
+    with pytest.raises(RequestError, match="unknown scenarios"):
+        online.add_items([{"item_id": "x", "text": "t", "scenarios": ["zz"]}])
+
+
+def test_interests_explain_the_recommendations(export_dir):
+    online = OnlineModel(str(export_dir))
+    out = online.interests(_q("i1", "i2", "i3", k=4))
+    assert len(out["interest_vector"]) == 16
+    hist = out["explanation"]["history"]
+    assert [h["item_id"] for h in hist] == ["i1", "i2", "i3"]
+    assert sum(h["share"] for h in hist) == pytest.approx(1.0, abs=1e-4) or all(h["share"] == 0 for h in hist)
+    recs = out["explanation"]["recommendations"]
+    assert len(recs) == 4 and all(r["because"] in ("i1", "i2", "i3") for r in recs)
+    with pytest.raises(RequestError):
+        online.interests(_q())
+
+
+def test_catalog_popularity_round_trips():
+    ids = ["a1", "a2"]
+    cat = Catalog(ids, ids, ids, [[], []], ["s"], np.array([[False, True, True]]))
+    pop = cat.with_popularity(pd.DataFrame({"scenario": ["s", "s", "t"], "item_id": ["a2", "zz", "a1"],
+                                            "count": [4, 9, 1]}))
+    back = Catalog.from_json(pop.to_json())
+    assert back.popularity.tolist() == [[0.0, 0.0, 4.0]]
+    assert Catalog.from_json(cat.to_json()).popularity is None

@@ -1,0 +1,233 @@
+"""The Ray Serve endpoint over real HTTP on 127.0.0.1, deployed from the committed serve config
+the way `interest serve` does, then redeployed with `serve deploy`: every route, every client
+error (never a 500), auth, batching, autoscaling values, items added by text, metrics."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import copy
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+TOKEN = "test-token-123"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _config(registry: Path, port: int, *overrides: str) -> dict:
+    from ray_jobs.serve import DEFAULT_CONFIG, deploy_config
+
+    sets = [f"registry={registry}", "model=tiny", "model_cpus=0.5", "ingress_cpus=0.1", "max_body_bytes=4096",
+            "max_batch_size=8", "batch_wait_timeout_s=0.2", "max_ongoing_requests=16", *overrides]
+    config = deploy_config(str(DEFAULT_CONFIG), sets, "127.0.0.1", port)
+    app = config["applications"][0]
+    app["runtime_env"]["env_vars"].update({"INTEREST_API_TOKEN": TOKEN, "INTEREST_PSEUDONYM_KEY": "serve-test-key"})
+    for dep in app["deployments"]:  # what an operator edits in the YAML; must be what runs
+        if dep["name"] == "ModelServer":
+            dep["autoscaling_config"].update(min_replicas=1, max_replicas=3, target_ongoing_requests=2.0)
+            dep["ray_actor_options"]["num_cpus"] = 0.5
+            dep["max_ongoing_requests"] = 16
+        else:
+            dep["ray_actor_options"]["num_cpus"] = 0.1
+    return config
+
+
+@pytest.fixture(scope="module")
+def endpoint(ray_cluster, tiny_pretrained, tmp_path_factory):
+    from ray import serve
+
+    from interest_model import registry
+    from ray_jobs.serve import deploy, wait_running
+
+    root = tmp_path_factory.mktemp("serve-registry")
+    registry.register(str(root), "tiny", str(tiny_pretrained), {"metrics": {}})
+    catalog = json.loads((tiny_pretrained / "catalog.json").read_text())
+    port = _free_port()
+    config = _config(root, port)
+    deploy(config)
+    wait_running(["interest"], timeout=180)
+    try:
+        yield {"url": f"http://127.0.0.1:{port}", "catalog": catalog, "registry": root, "port": port, "config": config}
+    finally:
+        serve.shutdown()  # frees the replicas' CPUs for the rest of the session
+
+
+def _post(ep, path, body, headers=AUTH, **kw):
+    return requests.post(ep["url"] + path, json=body, headers=headers, timeout=60, **kw)
+
+
+def _history(ep, n=3):
+    return [{"item_id": i} for i in ep["catalog"]["item_ids"][:n]]
+
+
+def test_routes_answer(endpoint):
+    ep = endpoint
+    scenario = ep["catalog"]["scenarios"][0]
+    assert requests.get(ep["url"] + "/healthz", timeout=10).json() == {"status": "ok"}
+    info = requests.get(ep["url"] + "/v1/model", headers=AUTH, timeout=10).json()
+    assert info["model"] == "tiny:1" and info["scenarios"] == ep["catalog"]["scenarios"] and info["index"] == "exact"
+    spec = requests.get(ep["url"] + "/openapi.json", timeout=10).json()
+    assert {"/v1/recommend", "/v1/interests", "/v1/items", "/v1/model", "/healthz"} <= set(spec["paths"])
+    assert "swagger" in requests.get(ep["url"] + "/docs", timeout=10).text.lower()
+
+    r = _post(ep, "/v1/recommend", {"history": _history(ep), "scenario": scenario, "k": 5, "user_id": "alice"},
+              headers={**AUTH, "X-Request-ID": "req-abc-1"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert len(body["items"]) == 5 and body["model"] == "tiny:1" and body["fallback"] is None
+    assert body["request_id"] == "req-abc-1" == r.headers["x-request-id"]
+    seen = {h["item_id"] for h in _history(ep)}
+    assert not seen & {it["item_id"] for it in body["items"]}
+    scores = [it["score"] for it in body["items"]]
+    assert scores == sorted(scores, reverse=True)
+
+    mixed = [*_history(ep, 2), {"text": ep["catalog"]["texts"][5], "event_type": "click"}]
+    r = _post(ep, "/v1/interests", {"history": mixed, "scenario": scenario, "k": 4})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert len(out["explanation"]["history"]) == 3 and len(out["explanation"]["recommendations"]) == 4
+    assert out["top_categories"] and len(out["interest_vector"]) > 0
+
+
+def test_client_errors_are_4xx_never_500(endpoint):
+    ep = endpoint
+    scenario = ep["catalog"]["scenarios"][0]
+    ok = {"history": _history(ep), "scenario": scenario}
+    assert _post(ep, "/v1/recommend", ok, headers={}).status_code == 401
+    r = _post(ep, "/v1/recommend", ok, headers={"Authorization": "Bearer wrong"})
+    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+    r = _post(ep, "/v1/recommend", {"history": [{"item_id": "no-such-item"}, {"item_id": "nor-this"}]})
+    assert r.status_code == 422 and r.json()["unknown_item_ids"] == ["no-such-item", "nor-this"]
+    assert "no-such-item" in r.json()["detail"]
+    r = _post(ep, "/v1/recommend", {"history": [], "scenario": scenario, "k": 4})
+    assert r.status_code == 200 and r.json()["fallback"] == "popular" and len(r.json()["items"]) == 4
+    big = {"history": [{"text": "x" * 4000}, {"text": "y" * 4000}]}
+    assert _post(ep, "/v1/recommend", big).status_code == 413
+    chunked = (json.dumps(big)[i:i + 1000].encode() for i in range(0, 9000, 1000))  # no Content-Length
+    r = requests.post(ep["url"] + "/v1/recommend", data=chunked, timeout=30,
+                      headers={**AUTH, "Content-Type": "application/json"})
+    assert r.status_code == 413, r.text
+    cases = [
+        ("/v1/recommend", b"{not json"),
+        ("/v1/recommend", {"history": "nope"}),
+        ("/v1/recommend", {"history": [], "k": 0}),
+        ("/v1/recommend", {"history": [{"item_id": "a", "text": "b"}]}),
+        ("/v1/recommend", {"history": [{}]}),
+        ("/v1/recommend", {"history": _history(ep), "scenario": "no-such-scenario"}),
+        ("/v1/recommend", {"history": [{"item_id": "a", "event_type": "teleport"}]}),
+        ("/v1/recommend", {"unexpected": 1}),
+        ("/v1/interests", {"history": []}),
+        ("/v1/items", {"items": []}),
+        ("/v1/items", {"items": [{"item_id": "n1", "text": "t", "scenarios": ["nowhere"]}]}),
+        ("/v1/recommend", [1, 2, 3]),
+    ]
+    for path, body in cases:
+        if isinstance(body, bytes):
+            r = requests.post(ep["url"] + path, data=body, headers={**AUTH, "Content-Type": "application/json"},
+                              timeout=30)
+        else:
+            r = _post(ep, path, body)
+        assert 400 <= r.status_code < 500, (path, body, r.status_code, r.text)
+
+
+def test_concurrent_requests_are_batched(endpoint):
+    ep = endpoint
+    scenario = ep["catalog"]["scenarios"][0]
+    ids = ep["catalog"]["item_ids"]
+    bodies = [{"history": [{"item_id": ids[i]}, {"item_id": ids[i + 1]}], "scenario": scenario, "k": 3}
+              for i in range(16)]
+    with cf.ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda b: _post(ep, "/v1/recommend", b), bodies))
+    assert all(a.status_code == 200 for a in answers)
+    sizes = [int(a.headers["x-batch-size"]) for a in answers]
+    assert max(sizes) > 1, sizes
+
+
+def test_item_added_by_text_is_recommended_next(endpoint):
+    ep = endpoint
+    scenario = ep["catalog"]["scenarios"][0]
+    new = {"item_id": "brand-new-1", "title": "Brand New", "text": ep["catalog"]["texts"][0] + " sequel",
+           "categories": ["FreshCategory"]}
+    r = _post(ep, "/v1/items", {"items": [new]})
+    assert r.status_code == 200, r.text
+    assert r.json()["items"] == [{"item_id": "brand-new-1", "status": "created", "scenarios": ep["catalog"]["scenarios"]}]
+    r = _post(ep, "/v1/recommend", {"history": _history(ep), "scenario": scenario, "k": 3,
+                                    "filter": {"categories": ["FreshCategory"]}})
+    assert [it["item_id"] for it in r.json()["items"]] == ["brand-new-1"]
+    n = len(ep["catalog"]["item_ids"]) + 1
+    everything = _post(ep, "/v1/recommend", {"history": _history(ep), "scenario": scenario, "k": min(n, 1000)})
+    assert "brand-new-1" in [it["item_id"] for it in everything.json()["items"]]
+    r = _post(ep, "/v1/recommend", {"history": [{"item_id": "brand-new-1"}], "scenario": scenario, "k": 3})
+    assert r.status_code == 200  # usable in histories at once
+    assert (ep["registry"] / "tiny" / "items" / "items.jsonl").exists()
+
+
+def test_metrics_are_exported_to_prometheus(endpoint):
+    import ray
+
+    port = ray._private.worker._global_node.metrics_export_port
+    deadline, text = time.monotonic() + 60, ""
+    while time.monotonic() < deadline:
+        text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        if "interest_batch_size_bucket" in text and "interest_request_latency_ms_bucket" in text:
+            break
+        time.sleep(3)
+    assert "interest_batch_size_bucket" in text and "interest_request_latency_ms_bucket" in text
+    assert 'route="/v1/recommend"' in text
+
+
+def test_serve_deploy_of_the_file_applies_its_values_and_keeps_added_items(endpoint, tmp_path):
+    """`serve deploy` of an edited copy of the committed file: the deployed autoscaling values are
+    the file's; the model replicas restart (new settings) and still have the item added above."""
+    import ray
+    from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
+
+    from ray_jobs.serve import wait_running
+
+    ep = endpoint
+    config = copy.deepcopy(ep["config"])
+    app = config["applications"][0]
+    sets = json.loads(app["runtime_env"]["env_vars"]["INTEREST_SERVE_SET"]) + ["max_batch_size=4"]
+    app["runtime_env"]["env_vars"]["INTEREST_SERVE_SET"] = json.dumps(sets)
+    model_dep = next(d for d in app["deployments"] if d["name"] == "ModelServer")
+    model_dep["autoscaling_config"].update(max_replicas=2, target_ongoing_requests=3.0)
+    path = tmp_path / "serve_config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    dashboard = "http://" + ray._private.worker.get_dashboard_url()
+    done = subprocess.run([str(Path(sys.executable).parent / "serve"), "deploy", str(path), "-a", dashboard],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    time.sleep(2)
+    wait_running(["interest"], timeout=180)
+    details = ServeSubmissionClient(dashboard).get_serve_details()
+    deployed = details["applications"]["interest"]["deployments"]["ModelServer"]["deployment_config"]
+    assert deployed["autoscaling_config"]["min_replicas"] == 1
+    assert deployed["autoscaling_config"]["max_replicas"] == 2
+    assert deployed["autoscaling_config"]["target_ongoing_requests"] == 3.0
+    assert deployed["max_ongoing_requests"] == 16
+    scenario = ep["catalog"]["scenarios"][0]
+    deadline = time.monotonic() + 60
+    while True:  # the old replicas drain while the new ones start
+        r = _post(ep, "/v1/recommend", {"history": [{"item_id": "brand-new-1"}], "scenario": scenario, "k": 2})
+        if r.status_code == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert r.status_code == 200, r.text
+    info = requests.get(ep["url"] + "/v1/model", headers=AUTH, timeout=10).json()
+    assert info["added_items"] == 1
