@@ -6,13 +6,14 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 DATA_DIR ?= data
 OUT_DIR ?= outputs
+SERVE_PORT ?= 8000
 # DeepSpeed JIT-compiles ops on first use; keep them with the venv so only the first run pays.
 export TORCH_EXTENSIONS_DIR := $(abspath $(VENV))/torch_extensions
 export DS_ACCELERATOR := cpu
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench serve-config clean
 
 install: $(STAMP)
 
@@ -34,13 +35,26 @@ demo: $(STAMP)
 		--set ours.set.0=transfer.init_from=$(OUT_DIR)/demo/models/pretrained \
 		--set storage_path=$(OUT_DIR)/demo/tune --set out_dir=$(OUT_DIR)/demo/tune
 	$(PY) -m ray_jobs.cli registry list
+	# The endpoint on 127.0.0.1:8000: real requests, then a clean shutdown. The key is the demo
+	# data's (ray_jobs/configs/demo.yaml), so logged user ids match the prepared data's.
+	$(PY) -m ray_jobs.cli serve --model ml100k-transfer --registry registry --port $(SERVE_PORT) \
+		--demo $(OUT_DIR)/demo/prepared --scenario ml-100k --set pseudonymize.key=demo-key-not-secret
 
 test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
+	$(PY) -m pip install --disable-pip-version-check -q -e ".[bench]"
 	$(PY) benchmarks/bench_prepare.py --data-dir $(DATA_DIR)/raw
 	$(PY) benchmarks/bench_train_step.py
+	# needs `make demo` first (the registered model and the prepared data)
+	$(PY) benchmarks/bench_serve.py --prepared $(OUT_DIR)/demo/prepared --out $(OUT_DIR)/bench/serve.json
+
+# Regenerate serving/serve_config.yaml from the app's defaults (serving/config.py).
+serve-config: $(STAMP)
+	env -u INTEREST_MODEL -u INTEREST_REGISTRY -u INTEREST_SERVE_SET -u INTEREST_SERVE_CONFIG \
+		$(VENV)/bin/serve build serving.app:app -o serving/serve_config.yaml
+	sed -i 's/^- name: app1$$/- name: interest/' serving/serve_config.yaml
 
 clean:
 	rm -rf $(OUT_DIR) .pytest_cache

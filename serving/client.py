@@ -50,9 +50,10 @@ class InterestClient:
         return self._call("POST", "/v1/items", {"items": items})
 
 
-def sample_history(prepared: str, scenario: str, max_events: int = 20, seed: int = 0) -> tuple[str, list[dict]]:
-    """A real user's history in ``scenario`` from prepared data: the events before their test
-    event (leave-one-out split), as API history events. Returns (pseudonymous user id, events)."""
+def sample_histories(prepared: str, scenario: str, n: int = 1, max_events: int = 20,
+                     seed: int = 0) -> list[tuple[str, list[dict]]]:
+    """Real users' histories in ``scenario`` from prepared data: the events before each user's
+    test event (leave-one-out split), as API history events: [(pseudonymous user id, events)]."""
     import numpy as np
     import pandas as pd
 
@@ -64,18 +65,21 @@ def sample_history(prepared: str, scenario: str, max_events: int = 20, seed: int
     seqs = seqs[seqs["scenario"] == scenario]
     if seqs.empty:
         raise ValueError(f"no sequences of scenario {scenario!r} in {prepared}")
-    row = seqs.iloc[int(np.random.default_rng(seed).integers(len(seqs)))]
-    end = int(row["loo_valid_end"])
-    start = max(0, end - max_events)
-    events = [{"item_id": str(i), "event_type": str(e), "timestamp": int(t)} for i, t, e in
-              zip(row["item_ids"][start:end], row["timestamps"][start:end], row["event_types"][start:end])]
-    return str(row["user_id"]), events
+    picked = np.random.default_rng(seed).choice(len(seqs), size=min(n, len(seqs)), replace=False)
+    out = []
+    for _, row in seqs.iloc[picked].iterrows():
+        end = int(row["loo_valid_end"])
+        start = max(0, end - max_events)
+        events = [{"item_id": str(i), "event_type": str(e), "timestamp": int(t)} for i, t, e in
+                  zip(row["item_ids"][start:end], row["timestamps"][start:end], row["event_types"][start:end])]
+        out.append((str(row["user_id"]), events))
+    return out
 
 
 def demo(client: InterestClient, prepared: str, scenario: str, out=print) -> dict:
     """Real requests: a user's history, their interests, a brand-new item added by text and the
     recommendations for a history that names it. Returns the answers."""
-    user, history = sample_history(prepared, scenario)
+    user, history = sample_histories(prepared, scenario)[0]
     answers: dict[str, Any] = {"model": client.model()}
     out(f"model {answers['model']['model']}: {answers['model']['catalog_items']} items, "
         f"{answers['model']['index']} search")

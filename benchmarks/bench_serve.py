@@ -1,0 +1,163 @@
+"""Serving benchmark: latency (p50/p95/p99) and throughput of the Ray Serve endpoint at 1, 8 and
+32 concurrent clients on loopback, against a naive baseline in the same command (one FastAPI
+process running transformers per request, no batching, no embedding cache:
+benchmarks/naive_server.py), then a schemathesis run over /openapi.json counting 5xx answers.
+
+    python benchmarks/bench_serve.py --model ml100k-transfer --prepared outputs/demo/prepared \\
+        --scenario ml-100k
+
+Every load is bounded (a fixed number of requests per level). The same real user histories
+(leave-one-out training prefixes of the prepared data) go to both servers. Prints a table with
+ratios to the baseline and writes JSON next to it (``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import requests
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def wait_port(port: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    raise TimeoutError(f"nothing listening on {port}")
+
+
+def load(url: str, bodies: list[dict], concurrency: int, total: int, headers: dict) -> dict:
+    """``total`` requests from ``concurrency`` clients, each waiting for its answer."""
+    sessions = [requests.Session() for _ in range(concurrency)]
+
+    def one(i: int) -> tuple[float, int]:
+        s = sessions[i % concurrency]
+        t = time.perf_counter()
+        r = s.post(url + "/v1/recommend", json=bodies[i % len(bodies)], headers=headers, timeout=300)
+        return time.perf_counter() - t, r.status_code
+
+    started = time.perf_counter()
+    with cf.ThreadPoolExecutor(concurrency) as pool:
+        results = list(pool.map(one, range(total)))
+    wall = time.perf_counter() - started
+    lat = np.array([r[0] for r in results]) * 1000
+    return {"concurrency": concurrency, "requests": total, "errors": sum(r[1] != 200 for r in results),
+            "p50_ms": float(np.percentile(lat, 50)), "p95_ms": float(np.percentile(lat, 95)),
+            "p99_ms": float(np.percentile(lat, 99)), "throughput_rps": total / wall}
+
+
+def schemathesis_run(url: str, examples: int, token: str | None, workdir: Path) -> dict:
+    """Fuzz every operation of /openapi.json; count generated cases and 5xx answers from the HAR."""
+    har = workdir / "schemathesis.har"
+    cmd = [str(Path(sys.executable).parent / "schemathesis"), "run", f"{url}/openapi.json", "-n", str(examples),
+           "--checks", "not_a_server_error", "--report", "har", "--report-har-path", str(har), "--seed", "0",
+           "--suppress-health-check", "all"]
+    if token:
+        cmd += ["-H", f"Authorization: Bearer {token}"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    entries = json.loads(har.read_text())["log"]["entries"] if har.exists() else []
+    statuses = [e["response"]["status"] for e in entries]
+    tail = done.stdout.strip().splitlines()[-8:]
+    return {"cases": len(statuses), "server_errors_5xx": sum(s >= 500 for s in statuses),
+            "client_errors_4xx": sum(400 <= s < 500 for s in statuses), "ok_2xx": sum(200 <= s < 300 for s in statuses),
+            "exit_code": done.returncode, "summary": [re.sub(r"\x1b\[[0-9;]*m", "", line) for line in tail]}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--registry", default="registry")
+    p.add_argument("--model", default="ml100k-transfer")
+    p.add_argument("--prepared", default="outputs/demo/prepared")
+    p.add_argument("--scenario", default="ml-100k")
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    p.add_argument("--requests", type=int, default=320, help="requests per level for the endpoint")
+    p.add_argument("--naive-requests", type=int, default=64, help="requests per level for the baseline")
+    p.add_argument("--examples", type=int, default=400, help="schemathesis examples per operation")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--naive-port", type=int, default=8011)
+    p.add_argument("--set", dest="overrides", action="append", default=[], help="ServeConfig override")
+    p.add_argument("--out", default="outputs/bench/serve.json")
+    args = p.parse_args()
+
+    from interest_model import registry
+    from ray_jobs.common import init_ray, setup_logging
+    from ray_jobs.serve import DEFAULT_CONFIG, deploy, deploy_config, wait_running
+    from serving.client import sample_histories
+
+    setup_logging("WARNING")
+    histories = sample_histories(args.prepared, args.scenario, n=200)
+    bodies = [{"history": h, "scenario": args.scenario, "k": 10, "user_id": u} for u, h in histories]
+    token = os.environ.get("INTEREST_API_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    os.environ.setdefault("INTEREST_PSEUDONYM_KEY", "bench-only-key")
+    work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    reg = str(Path(args.registry).resolve())
+    # The fuzzer adds items: keep them out of the registry's item store.
+    sets = [f"registry={reg}", f"model={args.model}", f"item_store={work / 'items'}", *args.overrides]
+    init_ray(None, None)
+    from ray import serve
+
+    deploy(deploy_config(str(DEFAULT_CONFIG), sets, "127.0.0.1", args.port))
+    results: dict = {"model": args.model, "serve": [], "naive": [], "cpus": os.cpu_count()}
+    try:
+        wait_running(["interest"], timeout=300)
+        url = f"http://127.0.0.1:{args.port}"
+        load(url, bodies, 4, 32, headers)  # warm-up: replicas, connections, first batches
+        for c in args.concurrency:
+            results["serve"].append(load(url, bodies, c, args.requests, headers))
+            print("serve", results["serve"][-1], flush=True)
+
+        model_dir = registry.local_model_dir(reg, args.model)
+        naive = subprocess.Popen([sys.executable, str(REPO / "benchmarks" / "naive_server.py"), model_dir,
+                                  str(args.naive_port)], cwd=REPO)
+        try:
+            wait_port(args.naive_port)
+            nurl = f"http://127.0.0.1:{args.naive_port}"
+            load(nurl, bodies, 2, 8, {})
+            for c in args.concurrency:
+                results["naive"].append(load(nurl, bodies, c, args.naive_requests, {}))
+                print("naive", results["naive"][-1], flush=True)
+        finally:
+            naive.terminate()
+            naive.wait(30)
+
+        results["schemathesis"] = schemathesis_run(url, args.examples, token, work)
+    finally:
+        serve.shutdown()
+
+    print(f"\n| clients | endpoint p50 / p95 / p99 ms | endpoint req/s | naive p50 / p95 / p99 ms | naive req/s "
+          f"| throughput ratio | p50 ratio (naive / endpoint) |\n|---|---|---|---|---|---|---|")
+    for s, n in zip(results["serve"], results["naive"]):
+        print(f"| {s['concurrency']} | {s['p50_ms']:.0f} / {s['p95_ms']:.0f} / {s['p99_ms']:.0f} | "
+              f"{s['throughput_rps']:.1f} | {n['p50_ms']:.0f} / {n['p95_ms']:.0f} / {n['p99_ms']:.0f} | "
+              f"{n['throughput_rps']:.1f} | {s['throughput_rps'] / n['throughput_rps']:.1f}x | "
+              f"{n['p50_ms'] / s['p50_ms']:.1f}x |")
+    st = results["schemathesis"]
+    print(f"\nschemathesis: {st['cases']} generated cases, {st['server_errors_5xx']} answered 5xx "
+          f"({st['client_errors_4xx']} 4xx, {st['ok_2xx']} 2xx)")
+    errors = sum(r["errors"] for r in results["serve"] + results["naive"])
+    print(f"non-200 answers under load: {errors}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2))
+    print(f"written {args.out}")
+    return 0 if st["server_errors_5xx"] == 0 and errors == 0 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
