@@ -65,6 +65,8 @@ def app_settings(args) -> list[str]:
     cfg = ServeConfig.load(None, overrides)
     if cfg.model_dir is None:
         registry.resolve(cfg.registry, cfg.model)  # a clear error before anything starts
+    if not (args.address or os.environ.get("RAY_ADDRESS")):
+        cfg.pseudonymize.resolve_key()  # a local cluster's replicas see this environment
     return overrides
 
 

@@ -18,20 +18,20 @@ def test_benchmark_trains_every_arm_and_reports_against_sasrec(tiny_prepared, ra
     cache = f"embed.cache_dir={tmp_path.parent}/item-features"
     cfg = BenchmarkConfig.load(None, [
         f"data.prepared={tiny_prepared}", f"out_dir={tmp_path}", "strategies=[zero_shot, adapter]",
-        "fractions=[1.0, 0.5]",
+        "fractions=[0.5]",
         f"pretrain.config={CONFIGS / 'pretrain_tiny.yaml'}", f"pretrain.set=[train.epochs=1, {cache}]",
         f"transfer.config={CONFIGS / 'transfer_tiny.yaml'}", f"transfer.set=[train.epochs=1, {cache}]",
         f"evaluate.config={CONFIGS / 'evaluate_demo.yaml'}", f"evaluate.set=[bootstrap=100, {cache}]"])
     out = run_benchmark(cfg)
-    models = {"zero_shot", "adapter", "adapter@0.5", "sasrec", "sasrec@0.5", "sasrec_transfer", "sasrec_transfer@0.5"}
+    models = {"zero_shot", "adapter@0.5", "sasrec@0.5", "sasrec_transfer@0.5"}
     assert set(out["results"]) == models | {"popularity", "text_similarity"}
     info = out["info"]
     assert info["adapter@0.5"]["fraction"] == 0.5 and info["zero_shot"]["fraction"] is None
-    assert info["sasrec"]["kind"].startswith("ID-only") and info["sasrec"]["strategy"] == "trained on shop-b"
-    assert info["sasrec_transfer"]["strategy"] == "full"
+    assert info["sasrec@0.5"]["kind"].startswith("ID-only") and info["sasrec@0.5"]["strategy"] == "trained on shop-b"
+    assert info["sasrec_transfer@0.5"]["strategy"] == "full"
 
     # SASRec transferred through shared item ids: no text tower trains, shared items keep rows.
-    tuned = load_model(f"{tmp_path}/models/sasrec_transfer")
+    tuned = load_model(f"{tmp_path}/models/sasrec_transfer@0.5")
     assert set(tuned.config["training"]["trainable_parameters"]) == {"item_ids", "user"}
     assert any(i in load_model(f"{tmp_path}/models/sasrec_source").catalog.vocab for i in tuned.catalog.item_ids)
     with pytest.raises(ValueError, match="no text"):
@@ -45,12 +45,11 @@ def test_benchmark_trains_every_arm_and_reports_against_sasrec(tiny_prepared, ra
     row = next(line for line in md.splitlines() if line.startswith("| adapter@0.5 | 20 |"))
     assert f"{ratio:.2f}x" in row
     assert "## Summary" in md and "| 50% |" in md and "zero-shot / popularity" in md
-    with open(out["paths"]["fraction_plot"], "rb") as f:
-        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert "fraction_plot" not in out["paths"]  # one fraction: nothing to plot (see test_evaluation)
     metrics = json.loads(open(out["paths"]["metrics"]).read())
     assert metrics["references"] == ["popularity", "sasrec"] and metrics["models"]["sasrec@0.5"]["fraction"] == 0.5
     assert json.loads(open(f"{tmp_path}/evaluation/benchmark.json").read())["stage_seconds"]
 
     # A rerun trains nothing: every stage's export matches its config.
     stages, _ = plan(cfg)
-    assert len(stages) == 9 and all(is_done(stage) for _, _, stage in stages)
+    assert len(stages) == 6 and all(is_done(stage) for _, _, stage in stages)

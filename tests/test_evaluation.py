@@ -92,3 +92,19 @@ def test_recent_keeps_the_last_events_of_right_padded_histories():
     short, ev = recent(items, events, 3)
     assert short.tolist() == [[3, 4, 5], [6, 7, 0]] and ev.tolist() == [[30, 40, 50], [60, 70, 0]]
     assert recent(items, events, 5)[0] is items
+
+
+def test_fraction_plot_needs_a_family_at_two_fractions(tmp_path):
+    from interest_model.evaluation.report import plot_fraction
+
+    def res(v):
+        return {"all": {"ndcg@10": {"value": v, "ci95": [v - 0.01, v + 0.01]}}}
+
+    results = {"adapter": res(0.05), "adapter@0.1": res(0.03), "sasrec": res(0.04), "sasrec@0.1": res(0.02),
+               "popularity": res(0.035)}
+    info = {"adapter": {"fraction": 1.0}, "adapter@0.1": {"fraction": 0.1}, "sasrec": {"fraction": 1.0},
+            "sasrec@0.1": {"fraction": 0.1}, "popularity": {"fraction": None}}
+    path = plot_fraction(results, info, tmp_path / "f.png")
+    assert path is not None and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    one = {k: v for k, v in results.items() if "@" not in k}
+    assert plot_fraction(one, info, tmp_path / "g.png") is None and not (tmp_path / "g.png").exists()
