@@ -9,6 +9,8 @@
     interest benchmark --config ray_jobs/configs/benchmark_demo.yaml
     interest tune --config ray_jobs/configs/tune_demo.yaml
     interest serve --model ml100k-transfer [--registry registry] [--port 8000] [--demo PREPARED]
+    interest submit JOB --address http://HEAD:8265 -- --config ... [--set ...]
+    interest sizing [--gpus 1 8]
     interest registry list [--root registry]
     interest registry show NAME[:VERSION] [--root registry]
 """
@@ -30,6 +32,8 @@ JOBS = {
     "benchmark": "ray_jobs.benchmark",
     "tune": "ray_jobs.tune",
     "serve": "ray_jobs.serve",
+    "submit": "ray_jobs.submit",
+    "sizing": "ray_jobs.sizing",
 }
 
 

@@ -102,8 +102,9 @@ def demo(client: InterestClient, prepared: str, scenario: str, out=print) -> dic
     ranked = answers["after_add"] = client.recommend(fan, scenario=scenario, k=1000,
                                                      filter={"categories": ["Animation"]})
     ids = [it["item_id"] for it in ranked["items"]]
-    where = f"ranks {ids.index(new['item_id']) + 1} of {len(ids)}" if new["item_id"] in ids else "is missing from"
-    out(f"for a history given by text (Toy Story, Aladdin) the new item {where} the Animation items; top 5:")
+    where = f"ranks {ids.index(new['item_id']) + 1} of" if new["item_id"] in ids else "is missing from"
+    out(f"for a history given by text (Toy Story, Aladdin) the new item {where} the {len(ids)} Animation items; "
+        "top 5:")
     for it in ranked["items"][:5]:
         out(f"  {it['score']:7.2f}  {it['title'] or it['item_id']}")
     cold = answers["cold"] = client.recommend([], scenario=scenario, k=3)

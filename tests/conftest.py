@@ -19,6 +19,12 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("INTEREST_PSEUDONYM_KEY", "")  # tests choose keys explicitly
 
 
+def pytest_collection_modifyitems(config, items):
+    """Multi-node tests first: their `ray start` cluster must come and go before this session's
+    own local cluster starts (two clusters on one machine collide)."""
+    items.sort(key=lambda item: item.get_closest_marker("multinode") is None)
+
+
 @pytest.fixture(scope="session")
 def ray_cluster():
     """A local Ray cluster shared by the whole session, never an outside one."""

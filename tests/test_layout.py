@@ -36,8 +36,11 @@ def test_only_ray_jobs_call_ray_init():
 
 
 def test_runtime_env_parses_and_excludes_local_state():
+    from ray.runtime_env import RuntimeEnv
+
     env = yaml.safe_load((REPO / "cluster" / "runtime_env.yaml").read_text())
+    RuntimeEnv(**env)
     assert env["working_dir"] == "."
-    for heavy in (".venv", "data", "outputs", ".git"):
+    for heavy in (".venv", "data", "outputs", ".git", "registry"):
         assert heavy in env["excludes"]
     assert all(isinstance(v, str) for v in env["env_vars"].values())

@@ -121,3 +121,22 @@ class DeepSpeedStrategy:
         states = torch.load(os.path.join(tag_dir, "mp_rank_00_model_states.pt"), map_location="cpu",
                             weights_only=False)
         return {k: v.float() if v.is_floating_point() else v for k, v in states["module"].items()}
+
+
+def estimate_model_states(model: torch.nn.Module, gpus_per_node: int, nodes: int = 1) -> dict[str, dict[str, int]]:
+    """Bytes of model states (weights, gradients, Adam states; no activations) per GPU and per
+    node's CPU, for full training of ``model`` under ZeRO-2, ZeRO-3 and ZeRO-3 with the optimizer
+    offloaded to CPU, from DeepSpeed's own estimators. The model may live on the meta device."""
+    from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
+    from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
+
+    # DeepSpeed's own model_to_params dedupes by data_ptr, which is 0 for every meta tensor.
+    total = sum({id(p): p.numel() for p in model.parameters()}.values())
+    largest = max((sum(p.numel() for p in m.parameters(recurse=False)) for m in model.modules()), default=0)
+    cpu2, gpu2 = estimate_zero2_model_states_mem_needs(total, gpus_per_node, nodes, cpu_offload=False)
+    cpu3, gpu3, _ = estimate_zero3_model_states_mem_needs(total, largest, gpus_per_node, nodes, cpu_offload=False)
+    cpu3o, gpu3o, _ = estimate_zero3_model_states_mem_needs(total, largest, gpus_per_node, nodes, cpu_offload=True,
+                                                            cpu_offload_params=False)
+    return {"params": {"total": total, "largest_layer": largest},
+            "zero2": {"gpu": gpu2, "cpu": cpu2}, "zero3": {"gpu": gpu3, "cpu": cpu3},
+            "zero3_offload": {"gpu": gpu3o, "cpu": cpu3o}}
