@@ -3,9 +3,11 @@ filesystems understand (s3://, gs://, hdfs://, file://)."""
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import posixpath
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +121,25 @@ def split_lines(data: bytes, path: str, first_line: int, lines_per_block: int):
             block_lines, block_nos = [], []
     if block_lines:
         yield {"path": [path] * len(block_lines), "line_no": block_nos, "line": block_lines}
+
+
+def is_remote(uri: str | Path) -> bool:
+    """A URI (s3://, gs://, file://, ...) rather than a plain path."""
+    return _is_uri(str(uri))
+
+
+@contextlib.contextmanager
+def local_output(uri: str | Path):
+    """A local directory to write files into; for a URI (s3://, gs://, file://, ...) they are
+    written to a temporary directory and uploaded to ``uri`` on exit."""
+    if not is_remote(uri):
+        path = Path(filesystem(str(uri))[1])
+        path.mkdir(parents=True, exist_ok=True)
+        yield path
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        yield Path(tmp)
+        upload_dir(tmp, str(uri))
 
 
 def upload_dir(local: str, uri: str) -> None:

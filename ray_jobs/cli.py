@@ -73,9 +73,11 @@ def _registry(argv: Sequence[str]) -> int:
     p.add_argument("--root", default=os.environ.get("INTEREST_REGISTRY", "registry"),
                    help="registry root: a path or URI (default: $INTEREST_REGISTRY, else ./registry)")
     sub = p.add_subparsers(dest="action", required=True)
-    sub.add_parser("list", help="every model with its versions and latest")
+    listing = sub.add_parser("list", help="every model with its versions and latest")
     show = sub.add_parser("show", help="the card of one version (default: latest)")
     show.add_argument("ref", metavar="NAME[:VERSION]")
+    for action in (listing, show):  # --root also after the action
+        action.add_argument("--root", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     try:
         if args.action == "list":

@@ -213,9 +213,10 @@ def _short(v) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
-def plot_params(rows_by_arm: dict[str, list[dict]], path: str) -> str | None:
-    """Validation NDCG@10 against each numeric parameter (log axis for spans over 10x), the
-    parameters ordered by how strongly they rank with the metric (|Spearman|)."""
+def plot_params(rows_by_arm: dict[str, list[dict]], out_dir: str) -> str | None:
+    """``out_dir``/tune_params.png: validation NDCG@10 against each numeric parameter (log axis
+    for spans over 10x), the parameters ordered by how strongly they rank with the metric
+    (|Spearman|). ``out_dir`` may be a URI."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -244,9 +245,10 @@ def plot_params(rows_by_arm: dict[str, list[dict]], path: str) -> str | None:
         ax.set_ylabel("best val NDCG@10", fontsize=8)
         ax.tick_params(labelsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with io.local_output(out_dir) as local:
+        fig.savefig(local / "tune_params.png", dpi=120)
     plt.close(fig)
-    return path
+    return io.join(out_dir, "tune_params.png")
 
 
 def run_tune(cfg: TuneConfig) -> dict:
@@ -282,7 +284,7 @@ def run_tune(cfg: TuneConfig) -> dict:
         return "\n".join(text)
 
     out = run_evaluate(evaluate, preface=preface)
-    plot_params(rows_by_arm, io.join(cfg.out_dir, "evaluation/tune_params.png"))
+    plot_params(rows_by_arm, io.join(cfg.out_dir, "evaluation"))
     manifest = io.read_json(io.join(cfg.data.prepared, "manifest.json"))
     win = winners[OURS]
     card = _registered(cfg, win) or registry.register(cfg.registry.root, cfg.registry.name, win["model"], {

@@ -108,3 +108,13 @@ def test_fraction_plot_needs_a_family_at_two_fractions(tmp_path):
     assert path is not None and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     one = {k: v for k, v in results.items() if "@" not in k}
     assert plot_fraction(one, info, tmp_path / "g.png") is None and not (tmp_path / "g.png").exists()
+
+
+def test_report_goes_to_a_uri(tmp_path):
+    from interest_model.evaluation.report import write_report
+
+    results = {"m": {"all": {"users": 3, "ndcg@10": {"value": 0.1, "ci95": [0.05, 0.2]}}}}
+    paths = write_report(f"file://{tmp_path}/remote/eval", results, "Remote")
+    assert paths["report"] == f"file://{tmp_path}/remote/eval/report.md"
+    assert (tmp_path / "remote/eval/report.md").read_text().startswith("# Remote")
+    assert (tmp_path / "remote/eval/ndcg10_by_model.png").read_bytes()[:4] == b"\x89PNG"

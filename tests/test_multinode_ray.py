@@ -8,6 +8,7 @@ local cluster exists, and the block ends with `ray stop`."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -20,6 +21,21 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.multinode]
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+
+
+# Nodes and jobs of the cluster, as JSON (run in the block's environment: token auth on).
+STATE = """
+import json, sys
+from ray.job_submission import JobSubmissionClient
+from ray.util.state import list_nodes
+address = sys.argv[1]
+client = JobSubmissionClient(address)
+nodes = [{"head": n.is_head_node, "cpus": n.resources_total.get("CPU", 0)}
+         for n in list_nodes(address=address, detail=True) if n.state == "ALIVE"]
+jobs = [{"module": j.entrypoint.split()[2], "status": str(j.status.value), "logs": client.get_job_logs(j.submission_id)}
+        for j in client.list_jobs() if j.entrypoint.startswith("python -m ray_jobs.")]
+print(json.dumps({"nodes": nodes, "jobs": jobs}))
+""".strip()
 
 
 def readme_commands() -> list[str]:
@@ -45,39 +61,33 @@ def shell_env(tmp_path_factory):
 def test_readme_local_cluster_runs_jobs_through_the_jobs_api(shell_env):
     commands = readme_commands()
     assert commands[-1] == "ray stop"
-    outputs = {}
-    for cmd in commands[:-1]:
-        done = _run(cmd, shell_env)
-        assert done.returncode == 0, f"{cmd}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-        outputs[cmd.split(" --")[0]] = done.stdout + done.stderr
-
-    from ray.job_submission import JobSubmissionClient
-    from ray.util.state import list_nodes
-
-    dashboard = "http://127.0.0.1:" + re.search(r"--dashboard-port=(\d+)", commands[0]).group(1)
-    nodes = [n for n in list_nodes(address=dashboard) if n.state == "ALIVE"]
-    assert len(nodes) == 3 and sum(n.is_head_node for n in nodes) == 1
-    client = JobSubmissionClient(dashboard)
-    jobs = [j for j in client.list_jobs() if j.entrypoint.startswith("python -m ray_jobs.")]
-    assert sorted(j.entrypoint.split()[2] for j in jobs) == ["ray_jobs.prepare", "ray_jobs.pretrain"]
-    assert all(str(j.status.value) == "SUCCEEDED" for j in jobs)
+    script = "set -euo pipefail\n" + "\n".join(commands[:-1])
+    done = _run(script, shell_env, timeout=900)
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, log[-5000:]
+    shell_env["RAY_AUTH_MODE"] = "token"  # as the block exported it: clients send the token
+    dashboard = "http://127.0.0.1:" + re.search(r"--dashboard-port=(\d+)", " ".join(commands)).group(1)
+    state = json.loads(_run(f"python -c '{STATE}' {dashboard}", shell_env).stdout)
+    assert len(state["nodes"]) == 3 and sum(n["head"] for n in state["nodes"]) == 1
+    assert [n["cpus"] for n in state["nodes"] if n["head"]] == [0]  # the work ran on the two workers
+    assert sorted((j["module"], j["status"]) for j in state["jobs"]) == [
+        ("ray_jobs.prepare", "SUCCEEDED"), ("ray_jobs.pretrain", "SUCCEEDED")]
 
     shared = Path(shell_env["SHARED"])
     assert (shared / "prepared" / "manifest.json").is_file()
     assert (shared / "models" / "pretrained" / "config.json").is_file()
     assert list((shared / "runs").glob("*/checkpoint_*")) or list((shared / "runs").rglob("checkpoint_*"))
-    prepare_log = next(v for k, v in outputs.items() if "submit prepare" in k)
-    pretrain_log = next(v for k, v in outputs.items() if "submit pretrain" in k)
-    assert "SUCCEEDED" in prepare_log and "kept" in prepare_log  # the job's own summary, streamed
-    assert "model exported to" in pretrain_log and "SUCCEEDED" in pretrain_log
+    # the jobs' own output, streamed: prepare's summary, pretrain's export line, both final states
+    assert "manifest: " in log and "model exported to" in log and log.count(": SUCCEEDED") == 2
 
     # A broken config: the job fails at once, and its logs say what is wrong.
     broken = _run("interest submit pretrain --address " + dashboard + " -- --config ray_jobs/configs/pretrain_tiny.yaml"
                   " --set train.epochs=-2 --set data.prepared=$SHARED/prepared", shell_env)
     assert broken.returncode == 1, broken.stderr[-2000:]
-    assert "FAILED" in broken.stderr and "train.epochs" in broken.stdout
-    failed = [j for j in client.list_jobs() if str(j.status.value) == "FAILED"]
-    assert len(failed) == 1 and "train.epochs" in client.get_job_logs(failed[0].submission_id)
+    assert "FAILED" in broken.stderr and "train.epochs: Input should be greater than or equal to 1" in broken.stdout
+    state = json.loads(_run(f"python -c '{STATE}' {dashboard}", shell_env).stdout)
+    failed = [j for j in state["jobs"] if j["status"] == "FAILED"]
+    assert len(failed) == 1 and "train.epochs" in failed[0]["logs"]
 
     done = _run(commands[-1], shell_env)
     assert done.returncode == 0, done.stderr

@@ -44,8 +44,8 @@ def tune_config(search_data: Path, real_data: Path, pretrained: Path, work: Path
     return TuneConfig.load(None, [
         f"data.prepared={search_data}",
         f"ours.config={CONFIGS / 'transfer_tiny.yaml'}",
-        f"ours.set=[transfer.init_from={pretrained}, train.epochs=3, {cache}]",
-        # A learning rate that cannot learn in three epochs gives ASHA something to stop.
+        f"ours.set=[transfer.init_from={pretrained}, train.epochs=2, {cache}]",
+        # A learning rate that cannot learn in two epochs gives ASHA something to stop.
         "ours.space={train.lr: {choice: [0.01, 1.0e-9]}, transfer.adapter.experts: {choice: [2, 4]}}",
         "search={algorithm: random, num_samples: 5, grace_period: 1, reduction_factor: 2, seed: 3}",
         f"evaluate.config={CONFIGS / 'evaluate_demo.yaml'}",
@@ -59,7 +59,7 @@ def test_search_stops_weak_trials_and_registers_the_validation_best(tiny_prepare
     search_data = without_test_events(tiny_prepared, tmp_path / "no-test")
     cfg = tune_config(search_data, tiny_prepared, tiny_pretrained, tmp_path,
                       f"sasrec.config={CONFIGS / 'pretrain_tiny.yaml'}",
-                      "sasrec.set=[model.use_text=false, model.use_item_ids=true, train.epochs=3]",
+                      "sasrec.set=[model.use_text=false, model.use_item_ids=true, train.epochs=2]",
                       "sasrec.space={train.lr: {choice: [0.01, 1.0e-9]}}", "search.num_samples=3")
     out = run_tune(cfg)
     ours, sasrec = out["trials"]["ours"], out["trials"]["sasrec"]

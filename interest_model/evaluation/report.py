@@ -6,6 +6,8 @@ import json
 import math
 from pathlib import Path
 
+from interest_model import io
+
 HEADLINE = ("ndcg@10", "recall@10", "mrr")
 
 
@@ -172,10 +174,16 @@ def write_report(out_dir: str | Path, results: dict[str, dict], title: str = "Ev
                  curves: dict[str, list[dict]] | None = None, extra: dict | None = None,
                  info: dict[str, dict] | None = None, references: tuple[str, ...] = ("popularity",),
                  preface: str = "") -> dict[str, str]:
-    """Write metrics.json, report.md and PNG plots; returns their paths. ``preface``: Markdown
-    placed after the title (a benchmark's summary)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    """Write metrics.json, report.md and PNG plots to ``out_dir`` (a path or URI); returns their
+    paths. ``preface``: Markdown placed after the title (a benchmark's summary)."""
+    with io.local_output(out_dir) as out:
+        paths = _write_report(out, results, title, curves, extra, info, references, preface)
+    if io.is_remote(out_dir):
+        return {k: io.join(str(out_dir), Path(v).name) for k, v in paths.items()}
+    return {k: str(v) for k, v in paths.items()}
+
+
+def _write_report(out: Path, results, title, curves, extra, info, references, preface) -> dict[str, Path]:
     paths = {"metrics": out / "metrics.json", "report": out / "report.md",
              "ndcg_plot": out / "ndcg10_by_model.png"}
     payload = {"results": results, "models": info or {}, "references": list(references), **(extra or {})}
@@ -193,4 +201,4 @@ def write_report(out_dir: str | Path, results: dict[str, dict], title: str = "Ev
         paths["curves_plot"] = plot_curves(curves, out / "training_curves.png")
         text += "\n![Training curves](training_curves.png)\n"
     paths["report"].write_text(text)
-    return {k: str(v) for k, v in paths.items()}
+    return paths
