@@ -108,7 +108,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.args = argv[split + 1:]
     env = runtime_env(args.runtime_env, args.working_dir)
     address = dashboard_address(args.address)
-    client = JobSubmissionClient(address)
+    try:
+        client = JobSubmissionClient(address)
+    except ConnectionError as exc:
+        print(f"error: cannot reach the Jobs API at {address} ({exc}); is the cluster's dashboard up?", file=sys.stderr)
+        return 2
     sid = submit(client, args.job, args.args, env, args.submission_id, args.entrypoint_num_cpus,
                  args.entrypoint_num_gpus)
     print(f"submitted {args.job} to {address} as {sid}", file=sys.stderr, flush=True)

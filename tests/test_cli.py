@@ -52,3 +52,29 @@ def test_evaluate_names_a_missing_model(ray_cluster, tmp_path, capsys):
                    "--set", "baselines=[]", "--num-cpus", "1"])
     assert rc == 2
     assert "no exported model" in capsys.readouterr().err
+
+
+def test_submit_builds_the_job_and_its_environment(tmp_path, capsys):
+    from ray_jobs import submit
+
+    assert submit.entrypoint("pretrain", ["--config", "a b.yaml", "--set", "x=1"]) == \
+        "python -m ray_jobs.pretrain --config 'a b.yaml' --set x=1"
+    env = submit.runtime_env(str(REPO / "cluster" / "runtime_env.yaml"), None)
+    from pathlib import Path
+
+    assert env["working_dir"] == str(Path.cwd().resolve())  # ".", as `ray job submit --working-dir .` reads it
+    assert ".venv" in env["excludes"]
+    assert submit.dashboard_address("10.0.0.5:6379") == "http://10.0.0.5:8265"
+    assert submit.dashboard_address("http://head:8265") == "http://head:8265"
+    # options before "--", the job's own after it; an unreachable cluster is a clear error
+    assert cli.main(["submit", "prepare", "--address", "http://127.0.0.1:9", "--", "--config", "x.yaml"]) == 2
+    assert "cannot reach the Jobs API at http://127.0.0.1:9" in capsys.readouterr().err
+    assert cli.main(["submit", "prepare", "--runtime-env", str(tmp_path / "nope.yaml"), "--", "--config", "x"]) == 2
+    assert "runtime env file not found" in capsys.readouterr().err
+
+
+def test_sizing_prints_deepspeed_estimates(capsys):
+    assert cli.main(["sizing", "--gpus", "8"]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("| Qwen2.5-7B"))
+    assert "| 7.07B | 8 |" in row  # built on the meta device from the published shape
