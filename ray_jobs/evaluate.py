@@ -147,7 +147,10 @@ def model_info(model_dir: str | None) -> dict:
             "strategy": strategy,
             "fraction": None if strategy == "zero_shot" else training.get("user_fraction", 1.0),
             "trainable": sum(trainable.values()) if trainable else None,
-            "val_ndcg@10": training.get("best", {}).get("val_ndcg@10")}
+            "val_ndcg@10": training.get("best", {}).get("val_ndcg@10"),
+            "epochs": len(training["history"]) if training.get("history") else None,
+            "best_epoch": training.get("best", {}).get("epoch"), "stopped": training.get("stopped"),
+            "train_seconds": training.get("train_seconds")}
 
 
 def _max_len(cfg: EvaluateConfig) -> int:

@@ -23,27 +23,28 @@ from interest_model import io
 from interest_model.catalog import Catalog
 from interest_model.checkpoint import export_model
 from interest_model.data.examples import few_shot_users, make_examples
-from interest_model.metrics import finalize
+from interest_model.training.loop import METRIC
 from interest_model.training.config import PretrainConfig
 from interest_model.transfer import trainable_counts
 from ray_jobs.common import run_main, start_job
 
 log = logging.getLogger("interest.pretrain")
-METRIC = "val_ndcg@10"
 
 
 # -- on every worker ---------------------------------------------------------------------------
 
 
 def train_loop_per_worker(config: dict) -> None:
-    """Setup, train, report and checkpoint each epoch, resume from the last checkpoint."""
+    """Setup, resume from the last checkpoint, then the library's epoch loop with a report and a
+    checkpoint after every epoch."""
     import ray
     import ray.train
     import ray.train.torch
     import torch
 
     from interest_model.training.deepspeed_strategy import DeepSpeedStrategy
-    from interest_model.training.loop import evaluate, to_device
+    from interest_model.training.loop import FitState, fit
+    from interest_model.training.optim import schedule_steps
 
     cfg = config["cfg"]  # PretrainConfig or TransferConfig: both have train/deepspeed/scaling
     ctx = ray.train.get_context()
@@ -53,69 +54,41 @@ def train_loop_per_worker(config: dict) -> None:
         torch.set_num_threads(cfg.scaling.torch_threads)
     device = torch.device("cuda", ray.train.torch.get_device().index or 0) if cfg.scaling.use_gpu else torch.device("cpu")
     model = ray.get(config["builder"])()
-    steps_per_epoch = config["steps_per_epoch"]
-    total = steps_per_epoch * cfg.train.epochs // cfg.deepspeed.gradient_accumulation_steps
+    total, warmup = schedule_steps(config["steps_per_epoch"], cfg.train.epochs, cfg.train.max_steps,
+                                   cfg.deepspeed.gradient_accumulation_steps, cfg.train.warmup_ratio)
     strategy = DeepSpeedStrategy(cfg.deepspeed, cfg.train.batch_size, cfg.scaling.use_gpu)
-    engine = strategy.setup(model.to(device), cfg.train.lr, cfg.train.weight_decay, max(1, total),
-                            int(cfg.train.warmup_ratio * total), encoder_lr=cfg.train.encoder_lr)
+    strategy.setup(model.to(device), cfg.train.lr, cfg.train.weight_decay, total, warmup,
+                   encoder_lr=cfg.train.encoder_lr, schedule=cfg.train.schedule)
 
-    start_epoch, step, best, history, last = 0, 0, -math.inf, [], {}
+    state = FitState()
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as d:
-            state = strategy.load(d)
-        start_epoch, step, best, history, last = (state["epoch"] + 1, state["step"], state["best"],
-                                                  state["history"], state["metrics"])
+            state = FitState.from_dict(strategy.load(d)["state"])
         if rank == 0:
-            log.info("resumed from epoch %d, step %d", state["epoch"], step)
-    start_step = step
+            log.info("resumed from epoch %d, step %d", state.epoch, state.step)
 
-    if start_epoch >= cfg.train.epochs and last:
+    def report(state: FitState, metrics: dict) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            strategy.save(tmp, {"state": state.to_dict()})
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+    if state.finished(cfg.train) and state.metrics:
         # Already complete (a rerun of a finished run): report the final state again so the
         # run's result and best checkpoint stay defined.
-        last = {**last, "start_step": step, "steps_this_run": 0}
-        with tempfile.TemporaryDirectory() as tmp:
-            strategy.save(tmp, {"epoch": start_epoch - 1, "step": step, "best": best, "history": history,
-                                "metrics": last})
-            ray.train.report(last, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        report(state, {**state.metrics, "start_step": state.step, "steps_this_run": 0})
         return
 
     train_shard = ray.train.get_dataset_shard("train")
     valid = ray.train.get_dataset_shard("valid")
-    for epoch in range(start_epoch, cfg.train.epochs):
-        t0, seen, loss_sum, n = time.perf_counter(), 0, 0.0, 0
-        engine.train()
-        for raw in train_shard.iter_batches(batch_size=cfg.train.batch_size, batch_format="numpy",
-                                            local_shuffle_buffer_size=cfg.train.shuffle_buffer,
-                                            local_shuffle_seed=cfg.train.seed + epoch):
-            if cfg.train.max_steps is not None and step >= cfg.train.max_steps:
-                break
-            b = to_device(raw, device)
-            loss = engine(b["items"], b["events"], b["scenario"], b["targets"])
-            strategy.backward_and_step(loss)
-            step += 1
-            loss_sum, n, seen = loss_sum + float(loss.detach()), n + 1, seen + len(b["items"])
-            _fail_once(cfg, rank, step, config["fail_marker"])
-            if rank == 0 and step % cfg.train.log_every == 0:
-                log.info("epoch %d step %d loss %.4f (%.0f samples/s/worker)", epoch, step, loss_sum / n,
-                         seen / (time.perf_counter() - t0))
-        sums = evaluate(engine.module, valid.iter_batches(batch_size=cfg.train.eval_batch_size, batch_format="numpy"),
-                        device, cfg.train.exclude_history)
-        val = {f"val_{k}": v for k, v in finalize(sums).items()}
-        best = max(best, val[METRIC])
-        metrics = {"epoch": epoch, "step": step, "start_step": start_step, "steps_this_run": step - start_step,
-                   "train_loss": loss_sum / max(n, 1), "epoch_time_s": time.perf_counter() - t0,
-                   "samples_per_s": seen * world / max(time.perf_counter() - t0, 1e-9), "best_" + METRIC: best, **val}
-        history = history + [{k: metrics[k] for k in ("epoch", "step", "train_loss", METRIC, "val_recall@10")}]
-        metrics["history"] = history  # every epoch so far, across restarts (kept in the checkpoint)
-        with tempfile.TemporaryDirectory() as tmp:
-            strategy.save(tmp, {"epoch": epoch, "step": step, "best": best, "history": history, "metrics": metrics})
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
-        if rank == 0:
-            log.info("epoch %d done: loss %.4f, %s %.4f, recall@10 %.4f", epoch, metrics["train_loss"], METRIC,
-                     val[METRIC], val["val_recall@10"])
-        if cfg.train.max_steps is not None and step >= cfg.train.max_steps:
-            break
+    fit(strategy, cfg.train,
+        train_batches=lambda epoch: train_shard.iter_batches(
+            batch_size=cfg.train.batch_size, batch_format="numpy", local_shuffle_buffer_size=cfg.train.shuffle_buffer,
+            local_shuffle_seed=cfg.train.seed + epoch),
+        valid_batches=lambda: valid.iter_batches(batch_size=cfg.train.eval_batch_size, batch_format="numpy"),
+        device=device, state=state, on_epoch=lambda s: report(s, s.metrics),
+        after_step=lambda step: _fail_once(cfg, rank, step, config["fail_marker"]), world_size=world,
+        verbose=rank == 0)
 
 
 def _fail_once(cfg: PretrainConfig, rank: int, step: int, marker: str) -> None:
@@ -230,7 +203,9 @@ def fit_and_export(cfg, builder, catalog: Catalog, train_ds, valid_ds, manifest:
         datasets={"train": train_ds, "valid": valid_ds},
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
     )
+    t0 = time.perf_counter()
     result = trainer.fit()
+    train_seconds = time.perf_counter() - t0
     best_ckpt = result.get_best_checkpoint(METRIC, "max")
     if best_ckpt is None:
         raise RuntimeError("training reported no checkpoint")
@@ -244,8 +219,13 @@ def fit_and_export(cfg, builder, catalog: Catalog, train_ds, valid_ds, manifest:
     summary = {k: best_metrics[k] for k in ("epoch", "step", METRIC, "val_recall@10", "val_ndcg@20", "val_recall@20",
                                             "val_mrr", "val_count") if k in best_metrics}
     history = result.metrics.get("history", [])
+    # A rerun of a finished run trains for no time: keep the first run's figure.
+    if result.metrics.get("steps_this_run") == 0 and io.exists(io.join(cfg.export_dir, "config.json")):
+        train_seconds = io.read_json(io.join(cfg.export_dir, "config.json")).get("training", {}).get(
+            "train_seconds", train_seconds)
     extra = {**extra, "training": {"trainable_parameters": trainable_counts(model), **extra.get("training", {}),
                                    **provenance(cfg, manifest), "best": summary, "history": history,
+                                   "stopped": result.metrics.get("stopped"), "train_seconds": round(train_seconds, 1),
                                    "checkpoint": best_ckpt.path}}
     export(cfg.export_dir, model, catalog, extra, encoder_dir)
     return {"best": summary, "last": result.metrics, "checkpoint": best_ckpt.path, "export_dir": cfg.export_dir,

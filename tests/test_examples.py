@@ -32,7 +32,9 @@ def test_training_windows_cover_the_prefix_once_and_never_the_held_out_events():
     assert sorted(targets.tolist()) == list(range(2, 9))  # every prefix event but the first, once
     assert 9 not in ex["items"] and 10 not in ex["items"] and 9 not in targets  # valid/test unseen
     assert (ex["scenario"] == 0).all() and "seen" not in ex
-    one = make_examples(_seqs(), vocab=VOCAB, scenarios={"s": 0}, scheme="loo", part="train", max_len=3)
+    every = make_examples(_seqs(), vocab=VOCAB, scenarios={"s": 0}, scheme="loo", part="train", max_len=3)
+    assert every["items"].tolist() == ex["items"].tolist()  # by default: the whole history
+    one = make_examples(_seqs(), vocab=VOCAB, scenarios={"s": 0}, scheme="loo", part="train", max_len=3, windows=1)
     assert one["items"].tolist() == [[5, 6, 7]]
 
 

@@ -223,7 +223,8 @@ def test_user_encoders_are_causal_and_ignore_padding(kind):
 
 
 def test_deepspeed_config_and_schedule():
-    from interest_model.training.deepspeed_strategy import DeepSpeedConfig, DeepSpeedStrategy, warmup_cosine
+    from interest_model.training.deepspeed_strategy import DeepSpeedConfig, DeepSpeedStrategy
+    from interest_model.training.optim import schedule_steps, warmup_constant, warmup_cosine
 
     s = DeepSpeedStrategy(DeepSpeedConfig(zero_stage=3, gradient_accumulation_steps=4), micro_batch_size=8,
                           use_gpu=False)
@@ -234,6 +235,10 @@ def test_deepspeed_config_and_schedule():
     lrs = [warmup_cosine(i, total=100, warmup=10) for i in range(100)]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[-1] == pytest.approx(0.1, abs=0.01)
+    assert [warmup_constant(i, 100, 4) for i in (0, 3, 50, 99)] == [0.25, 1.0, 1.0, 1.0]
+    # The schedule spans the steps the run can take: max_steps when fewer, over accumulation.
+    assert schedule_steps(10, epochs=5, max_steps=None, accumulation=2, warmup_ratio=0.1) == (25, 2)
+    assert schedule_steps(10, epochs=5, max_steps=12, accumulation=1, warmup_ratio=0.5) == (12, 6)
 
 
 def test_id_only_model_config_is_checked():

@@ -27,12 +27,13 @@ def _pad(rows: list[list[int]], max_len: int) -> np.ndarray:
 
 
 def make_examples(batch: pd.DataFrame, *, vocab: dict[str, int], scenarios: dict[str, int], scheme: str,
-                  part: str, max_len: int, windows: int = 1, max_seen: int = 1024,
+                  part: str, max_len: int, windows: int | None = None, max_seen: int = 1024,
                   keys: bool = False) -> dict[str, np.ndarray]:
     """Sequence rows -> {"items", "events", "targets" [B, max_len], "target", "scenario" [B]}.
 
-    A training prefix longer than ``max_len + 1`` gives up to ``windows`` examples: consecutive,
-    non-overlapping windows taken from its end. Evaluation rows also carry ``seen`` [B, max_seen]:
+    A training prefix longer than ``max_len + 1`` gives several examples: windows of ``max_len + 1``
+    events tiled from its end, each starting where the next one's first input is a target, so
+    every training event is a target exactly once; ``windows`` keeps only the last that many. Evaluation rows also carry ``seen`` [B, max_seen]:
     the whole history (its last ``max_seen`` items), to exclude from the ranking. Rows with
     nothing to learn or predict in ``part`` are dropped (e.g. a user without a validation event).
     ``keys`` adds ``user_id`` and ``target_item`` (strings) to evaluation rows."""
@@ -49,8 +50,8 @@ def make_examples(batch: pd.DataFrame, *, vocab: dict[str, int], scenarios: dict
         ids = [vocab.get(i, 0) for i in rec.item_ids]
         evs = [EVENT_INDEX.get(e, 0) for e in rec.event_types]
         if part == "train":
-            end = train_end
-            for _ in range(windows):
+            end, first = train_end, len(targets)
+            while windows is None or len(targets) - first < windows:
                 start = max(0, end - (max_len + 1))
                 seq, ev = ids[start:end], evs[start:end]
                 if len(seq) < 2:
@@ -60,6 +61,8 @@ def make_examples(batch: pd.DataFrame, *, vocab: dict[str, int], scenarios: dict
                 targets.append(seq[1:])
                 target.append(0)
                 scen.append(scenarios[rec.scenario])
+                if start == 0:
+                    break
                 end = start + 1  # the next window ends where this one's first input is a target
             continue
         else:

@@ -10,6 +10,7 @@ from interest_model.config import Frozen, JobConfig
 from interest_model.models.item_encoder import ItemEncoderConfig
 from interest_model.models.model import ModelConfig
 from interest_model.training.deepspeed_strategy import DeepSpeedConfig
+from interest_model.training.optim import Schedule
 from interest_model.transfer import Strategy, TransferSpec
 
 
@@ -24,14 +25,22 @@ class DataConfig(Frozen):
 
 
 class TrainConfig(Frozen):
-    epochs: int = Field(5, ge=1)
+    # Runs train to convergence: ``epochs`` is a cap, early stopping ends a run after ``patience``
+    # epochs without a validation NDCG@10 better than the best by ``min_delta`` (None: never),
+    # and the best epoch's checkpoint is the one exported.
+    epochs: int = Field(30, ge=1)
+    patience: int | None = Field(3, ge=1)
+    min_delta: float = Field(0.0, ge=0)
     batch_size: int = Field(128, ge=1)  # per worker and micro-step
-    windows_per_user: int = Field(1, ge=1)  # training windows of max_len events taken from each history
+    # Training windows of max_len + 1 events tiled over each training history from its end; None:
+    # all of them (every position of every history is a target once an epoch), N: the last N.
+    windows_per_user: int | None = Field(None, ge=1)
     lr: float = 1e-3
     encoder_lr: float | None = None  # learning rate of a trainable text encoder (default: lr)
     weight_decay: float = 0.01
-    warmup_ratio: float = Field(0.05, ge=0, lt=1)
-    max_steps: int | None = None  # stop early after this many optimizer micro-steps in total
+    warmup_ratio: float = Field(0.05, ge=0, lt=1)  # of the optimizer steps the run can take (its cap)
+    schedule: Schedule = "cosine"  # after warmup: cosine decay to 10 % at the cap, or constant
+    max_steps: int | None = Field(None, ge=1)  # a cap on optimizer micro-steps in total
     seed: int = 0
     eval_batch_size: int = 512
     exclude_history: bool = True  # rank unseen items only at validation
@@ -128,14 +137,17 @@ class SasrecConfig(Frozen):
 
 
 class BenchmarkConfig(JobConfig):
-    """The ``benchmark`` job: pretrain, transfers at each target fraction, SASRec-CE baselines and
-    one evaluation of them all."""
+    """The ``benchmark`` job, in one of two forms. Transfer (``transfer`` given): pretrain on the
+    source, transfers at each target fraction, SASRec-CE baselines, one evaluation of them all.
+    In-domain (``models`` given): each model trained and evaluated on ``data.scenarios`` (the
+    pretrain config with its overrides: text-only, text + ID, ID-only), the same budget for all."""
 
     HASH_EXCLUDE: ClassVar[tuple[str, ...]] = ("out_dir",)
 
     data: DataConfig  # the prepared data every stage reads (scenarios: their roles in it)
     pretrain: StageConfig
-    transfer: StageConfig  # its train section is the budget of every target training
+    transfer: StageConfig | None = None  # its train section is the budget of every target training
+    models: dict[str, list[str]] = Field(default_factory=dict)  # in-domain: name -> pretrain overrides
     evaluate: StageConfig
     strategies: list[Strategy] = Field(default_factory=lambda: ["zero_shot", "adapter"])
     fractions: list[Annotated[float, Field(gt=0, le=1)]] = Field(default_factory=lambda: [1.0])  # shares of target users
@@ -143,6 +155,18 @@ class BenchmarkConfig(JobConfig):
     out_dir: str = "outputs/benchmark"  # models/<name>, evaluation/, ray_results/
     storage_path: str | None = None  # Ray Train storage (default <out_dir>/ray_results)
     run_prefix: str = "benchmark"
+
+    @model_validator(mode="after")
+    def _one_form(self):
+        if (self.transfer is None) == (not self.models):
+            raise ValueError("give either transfer (a transfer benchmark) or models (an in-domain one)")
+        if self.models and not self.data.scenarios:
+            raise ValueError("an in-domain benchmark needs data.scenarios (where its models train and are evaluated)")
+        return self
+
+    @property
+    def in_domain(self) -> bool:
+        return self.transfer is None
 
 
 class ParamSpec(Frozen):

@@ -7,13 +7,14 @@ gloo and a plain torch AdamW (DeepSpeed's fused/CPU Adam would JIT-compile first
 
 from __future__ import annotations
 
-import math
 import os
 from typing import Any, Literal
 
 import torch
 
 from interest_model.config import Frozen
+from interest_model.training.loop import batch_loss
+from interest_model.training.optim import Schedule, make_optimizer, make_scheduler
 
 
 class DeepSpeedConfig(Frozen):
@@ -22,14 +23,6 @@ class DeepSpeedConfig(Frozen):
     gradient_accumulation_steps: int = 1
     gradient_clipping: float = 1.0
     offload_optimizer: bool = False  # ZeRO-Offload to CPU (GPU runs; compiles DeepSpeedCPUAdam)
-
-
-def warmup_cosine(step: int, total: int, warmup: int, min_ratio: float = 0.1) -> float:
-    """LR multiplier: linear warmup, then cosine decay to ``min_ratio``."""
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 class DeepSpeedStrategy:
@@ -64,7 +57,7 @@ class DeepSpeedStrategy:
         }
 
     def setup(self, model: torch.nn.Module, lr: float, weight_decay: float, total_steps: int,
-              warmup_steps: int, encoder_lr: float | None = None):
+              warmup_steps: int, encoder_lr: float | None = None, schedule: Schedule = "cosine"):
         """Wrap the model: returns the DeepSpeed engine (call it like the model). Parameters of
         ``model.item_encoder`` train at ``encoder_lr`` (a pretrained LLM wants a smaller one)."""
         os.environ.setdefault("DS_ACCELERATOR", "cuda" if self.use_gpu else "cpu")
@@ -74,22 +67,26 @@ class DeepSpeedStrategy:
         world = dist.get_world_size() if dist.is_initialized() else 1
         if not dist.is_initialized():
             deepspeed.init_distributed(dist_backend="nccl" if self.use_gpu else "gloo")
-        groups = []
-        for is_encoder in (False, True):
-            params = [p for n, p in model.named_parameters()
-                      if p.requires_grad and n.startswith("item_encoder.") == is_encoder]
-            group_lr = (encoder_lr or lr) if is_encoder else lr
-            for decay in (True, False):
-                chosen = [p for p in params if (p.ndim >= 2) == decay]
-                if chosen:
-                    groups.append({"params": chosen, "lr": group_lr, "weight_decay": weight_decay if decay else 0.0})
-        fused = self.use_gpu and torch.cuda.is_available()
-        optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98), fused=fused)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: warmup_cosine(s, total_steps, warmup_steps))
+        optimizer = make_optimizer(model, lr, weight_decay, encoder_lr, fused=self.use_gpu and torch.cuda.is_available())
+        scheduler = make_scheduler(optimizer, total_steps, warmup_steps, schedule)
         self.engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
                                                     config=self.ds_config(world))
         return self.engine
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The wrapped module (what validation runs)."""
+        return self.engine.module
+
+    def train_step(self, batch: dict[str, torch.Tensor]) -> float:
+        """Forward, backward and (at accumulation boundaries) an optimizer step; the loss."""
+        self.engine.train()
+        loss = batch_loss(self.engine, batch)
+        self.backward_and_step(loss)
+        return float(loss.detach())
+
+    def lr(self) -> float:
+        return self.engine.get_lr()[0]
 
     def backward_and_step(self, loss: torch.Tensor) -> bool:
         """Backward plus (at accumulation boundaries) clip, step and schedule. True when the

@@ -1,0 +1,56 @@
+"""The library's epoch loop without a launcher: early stopping, caps, resumed state."""
+
+import numpy as np
+import pytest
+import torch
+
+from interest_model.catalog import Catalog
+from interest_model.data.examples import make_examples
+from interest_model.data.synthetic import walk_sequences
+from interest_model.models.model import ModelConfig
+from interest_model.models.user_encoder import UserEncoderConfig
+from interest_model.training.config import TrainConfig
+from interest_model.training.loop import FitState, TorchStepper, array_batches, build_model, fit
+
+
+@pytest.fixture(scope="module")
+def rows():
+    seqs = walk_sequences(n_items=20, n_users=32, length=10, seed=1)
+    ids = [f"w{i:03d}" for i in range(20)]
+    member = np.ones((1, 21), dtype=bool)
+    member[0, 0] = False
+    catalog = Catalog(ids, ids, ids, [[] for _ in ids], ["walk"], member)
+    kw = {"vocab": catalog.vocab, "scenarios": {"walk": 0}, "scheme": "loo", "max_len": 8}
+    return catalog, make_examples(seqs, part="train", **kw), make_examples(seqs, part="valid", **kw)
+
+
+def _run(rows, state=None, **train):
+    catalog, train_rows, valid_rows = rows
+    torch.manual_seed(0)
+    cfg = ModelConfig(user_encoder=UserEncoderConfig(dim=16, layers=1, max_len=8), use_text=False, use_item_ids=True)
+    model = build_model(cfg, catalog)
+    tc = TrainConfig(**{"batch_size": 16, "log_every": 10**9, "exclude_history": False, **train})
+    stepper = TorchStepper(model, tc, total_steps=100, warmup_steps=0)
+    seen = []
+    out = fit(stepper, tc, lambda e: array_batches(train_rows, tc.batch_size, seed=e), lambda: array_batches(valid_rows, 64),
+              "cpu", state=state, on_epoch=lambda s: seen.append(s.epoch), verbose=False)
+    return out, seen
+
+
+def test_a_run_that_stops_improving_stops_after_patience_epochs(rows):
+    state, seen = _run(rows, epochs=20, patience=2, lr=0.0)  # lr 0: validation never moves
+    assert state.stopped == "early_stopping" and state.best_epoch == 0
+    assert seen == [0, 1, 2] and len(state.history) == 3  # the best epoch, then `patience` more
+    assert state.metrics["stopped"] == "early_stopping" and state.metrics["best_epoch"] == 0
+
+
+def test_caps_end_a_run_and_a_resumed_run_continues_its_curve(rows):
+    first, _ = _run(rows, epochs=2, patience=None, lr=3e-3)
+    assert first.stopped == "epochs" and [h["epoch"] for h in first.history] == [0, 1]
+    resumed, seen = _run(rows, state=FitState.from_dict(first.to_dict()), epochs=4, patience=None, lr=3e-3)
+    assert seen == [2, 3] and resumed.step == 2 * first.step  # same steps per epoch, counted on
+    assert [h["epoch"] for h in resumed.history] == [0, 1, 2, 3] and resumed.metrics["start_step"] == first.step
+    assert resumed.best >= first.best
+    capped, _ = _run(rows, epochs=50, patience=None, max_steps=5)
+    assert capped.stopped == "max_steps" and capped.step == 5 and capped.epoch == 2  # 2 steps an epoch
+    assert FitState.from_dict(capped.to_dict()).finished(TrainConfig(epochs=50, patience=None, max_steps=5))
