@@ -76,3 +76,33 @@ def write_synthetic(data_dir: str | Path, seed: int = 0, users_a: int = 40, user
                 f.write(f"{user}\t{id_of[i]}\t{rating:g}\t{t}\n")
         counts[platform] = {"interactions": len(rows), "items": len(catalog), "users": n_users}
     return counts
+
+
+def walk_sequences(n_items: int = 40, n_users: int = 128, length: int = 14, jump: float = 0.05, seed: int = 0,
+                   scenario: str = "walk"):
+    """Prepared sequences (the ``sequences`` table's columns) with one rule to learn: each user
+    walks the catalog item ``i`` -> ``i + 1`` (wrapping around), jumping to a random item with
+    probability ``jump``. The held-out events (validation: the second to last, test: the last)
+    never jump, so a model that learned the rule ranks them first. Items are ``w000``.. with the
+    titles of :func:`walk_titles`. A learnability check, not a benchmark."""
+    import pandas as pd
+
+    if n_items > len(_ADJ) * len(_NOUN):
+        raise ValueError(f"at most {len(_ADJ) * len(_NOUN)} walk items")
+    rng = random.Random(seed)
+    rows = []
+    for u in range(n_users):
+        walk = [rng.randrange(n_items)]
+        for t in range(1, length):
+            held_out = t >= length - 2
+            walk.append(rng.randrange(n_items) if not held_out and rng.random() < jump else (walk[-1] + 1) % n_items)
+        rows.append({"scenario": scenario, "user_id": f"u{u}", "item_ids": [f"w{i:03d}" for i in walk],
+                     "timestamps": list(range(length)), "event_types": ["view"] * length, "values": [1.0] * length,
+                     "length": length, "n_scenarios": 1, "loo_train_end": length - 2, "loo_valid_end": length - 1,
+                     "time_train_end": None, "time_valid_end": None})
+    return pd.DataFrame(rows)
+
+
+def walk_titles(n_items: int = 40) -> list[str]:
+    """Distinct titles of the walk items, in id order (their text for a text model)."""
+    return [f"{a} {b}" for a in _ADJ for b in _NOUN][:n_items]

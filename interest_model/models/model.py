@@ -64,7 +64,10 @@ class InterestModel(nn.Module):
         self.text_proj = nn.Sequential(nn.Linear(text_dim, d), nn.LayerNorm(d)) if cfg.use_text else None
         self.item_ids = nn.Embedding(num_items, d, padding_idx=0) if cfg.use_item_ids else None
         if self.item_ids is not None:
-            nn.init.normal_(self.item_ids.weight, std=0.02)
+            # ID-only: small random directions (they are normalized). Text + ID: zeros, so the text
+            # places every item at the start and the ids learn each item's correction from there
+            # (random ids would blur the text's neighbourhoods until trained away).
+            nn.init.normal_(self.item_ids.weight, std=0.02) if not cfg.use_text else nn.init.zeros_(self.item_ids.weight)
         self.user = UserEncoder(cfg.user_encoder, num_scenarios, len(EVENT_TYPES))
 
     # -- catalog --------------------------------------------------------------------------------
@@ -109,7 +112,10 @@ class InterestModel(nn.Module):
             vec = vec + self.adaptor(feats)
         vec = norm(vec)
         if self.item_ids is not None and ids is not None:
-            vec = vec + self.item_ids(ids)
+            # Text + ID: the id embedding is a residual on the unit text vector; at that scale the
+            # ids move an item within a few hundred steps, against the LayerNorm's output (norm
+            # sqrt(dim)) they would need thousands to matter.
+            vec = F.normalize(vec, dim=-1) + self.item_ids(ids)
         return F.normalize(vec, dim=-1)
 
     def user_vectors(self, items: torch.Tensor, events: torch.Tensor, scenario: torch.Tensor,
