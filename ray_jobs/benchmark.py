@@ -1,10 +1,14 @@
-"""``interest benchmark``: one transfer benchmark end to end on prepared data, in one Ray session:
-pretrain on the source scenarios, transfer to the target with each strategy and target fraction,
-train the SASRec-CE baselines with the same budget (target only, and source -> target through
-shared item ids), then evaluate everything on the same test rows with the popularity and text
-similarity baselines, and write one report with a summary table.
+"""``interest benchmark``: one benchmark end to end on prepared data, in one Ray session, written
+as one report with a summary table and every trained model's learning curve.
+
+Transfer form: pretrain on the source scenarios, transfer to the target with each strategy and
+target fraction, train the SASRec-CE baselines with the same budget (target only, and source ->
+target through shared item ids), then evaluate everything on the same test rows with the
+popularity and text similarity baselines. In-domain form (``models``): each item representation
+(text-only, text + ID, ID-only = SASRec-CE) trained and evaluated on the same scenarios.
 
     python -m ray_jobs.benchmark --config ray_jobs/configs/benchmark_demo.yaml
+    python -m ray_jobs.benchmark --config ray_jobs/configs/benchmark_ml1m.yaml
 
 Finished stages are kept: a rerun (after an interruption, or with more fractions) trains only
 what is missing or whose config changed.
@@ -36,16 +40,14 @@ def model_name(base: str, fraction: float) -> str:
 
 def plan(cfg: BenchmarkConfig) -> tuple[list[tuple[str, str, JobConfig]], EvaluateConfig]:
     """Every stage's validated config, in order: [(name, job, config)], and the evaluation."""
-    storage = cfg.storage_path or io.join(cfg.out_dir, "ray_results")
+    if cfg.in_domain:
+        return _plan_in_domain(cfg)
 
     def model_dir(name: str) -> str:
-        return io.join(cfg.out_dir, f"models/{name}")
+        return _model_dir(cfg, name)
 
     def common(name: str, fraction: float = 1.0) -> list[str]:
-        """What the benchmark fixes in every stage: data, share of users, where results go."""
-        return [f"data.prepared={cfg.data.prepared}", f"data.scheme={cfg.data.scheme}",
-                f"data.user_fraction={fraction}", f"data.fraction_seed={cfg.data.fraction_seed}",
-                f"export_dir={model_dir(name)}", f"run.name={cfg.run_prefix}-{name}", f"run.storage_path={storage}"]
+        return _common(cfg, name, fraction)
 
     stages: list[tuple[str, str, JobConfig]] = []
     pretrain = PretrainConfig.load(cfg.pretrain.config, [*cfg.pretrain.set, *common("pretrained")])
@@ -74,11 +76,41 @@ def plan(cfg: BenchmarkConfig) -> tuple[list[tuple[str, str, JobConfig]], Evalua
                 *cfg.transfer.set, *common(name, fraction), f"transfer.init_from={model_dir(source)}",
                 "transfer.strategy=full"])))
     evaluated = {name: model_dir(name) for name, _, _ in stages if name not in ("pretrained", f"{SASREC}_source")}
+    return stages, _evaluation(cfg, evaluated, [SASREC] if cfg.sasrec.target_only else [])
+
+
+def _common(cfg: BenchmarkConfig, name: str, fraction: float = 1.0) -> list[str]:
+    """What the benchmark fixes in every stage: data, share of users, where results go."""
+    storage = cfg.storage_path or io.join(cfg.out_dir, "ray_results")
+    return [f"data.prepared={cfg.data.prepared}", f"data.scheme={cfg.data.scheme}",
+            f"data.user_fraction={fraction}", f"data.fraction_seed={cfg.data.fraction_seed}",
+            f"export_dir={_model_dir(cfg, name)}", f"run.name={cfg.run_prefix}-{name}", f"run.storage_path={storage}"]
+
+
+def _model_dir(cfg: BenchmarkConfig, name: str) -> str:
+    return io.join(cfg.out_dir, f"models/{name}")
+
+
+def _evaluation(cfg: BenchmarkConfig, models: dict[str, str], references: list[str],
+                scenarios: list[str] | None = None) -> EvaluateConfig:
     evaluate = EvaluateConfig.load(cfg.evaluate.config, [
         *cfg.evaluate.set, f"data.prepared={cfg.data.prepared}", f"data.scheme={cfg.data.scheme}",
         f"out_dir={io.join(cfg.out_dir, 'evaluation')}"])
-    references = list(dict.fromkeys([*evaluate.references, *([SASREC] if cfg.sasrec.target_only else [])]))
-    evaluate = evaluate.model_copy(update={"models": evaluated, "references": references})
+    data = evaluate.data.model_copy(update={"scenarios": scenarios}) if scenarios else evaluate.data
+    references = list(dict.fromkeys([*evaluate.references, *references]))
+    return evaluate.model_copy(update={"models": models, "references": references, "data": data})
+
+
+def _plan_in_domain(cfg: BenchmarkConfig) -> tuple[list[tuple[str, str, JobConfig]], EvaluateConfig]:
+    """One pretraining per model on ``data.scenarios`` (same config and budget, its own item
+    representation), evaluated on the same scenarios' test rows."""
+    stages = []
+    for name, overrides in cfg.models.items():
+        stage = PretrainConfig.load(cfg.pretrain.config, [*cfg.pretrain.set, *overrides, *_common(cfg, name)])
+        stages.append((name, "pretrain", stage.model_copy(
+            update={"data": stage.data.model_copy(update={"scenarios": cfg.data.scenarios})})))
+    sasrec = [name for name, _, stage in stages if not stage.model.use_text]
+    evaluate = _evaluation(cfg, {name: _model_dir(cfg, name) for name in cfg.models}, sasrec[:1], cfg.data.scenarios)
     return stages, evaluate
 
 
@@ -99,21 +131,25 @@ def is_done(cfg: JobConfig) -> bool:
     return io.exists(path) and io.read_json(path).get("training", {}).get("config_hash") == cfg.config_hash()
 
 
+def _ndcg(results: dict, name: str | None) -> str:
+    if not name or name not in results:
+        return "n/a"
+    e = results[name]["all"]["ndcg@10"]
+    return f"{e['value']:.4f} [{e['ci95'][0]:.4f}, {e['ci95'][1]:.4f}]"
+
+
+def _ratio(results: dict, a: str | None, b: str | None) -> str:
+    if not a or not b or a not in results or b not in results or not results[b]["all"]["ndcg@10"]["value"]:
+        return "n/a"
+    return f"{results[a]['all']['ndcg@10']['value'] / results[b]['all']['ndcg@10']['value']:.2f}x"
+
+
 def summary(results: dict, info: dict, cfg: BenchmarkConfig) -> str:
-    """The benchmark's headline table: per target fraction, the transfer strategy chosen on
-    validation NDCG@10 against SASRec-CE (test NDCG@10); zero-shot against popularity."""
-
-    def ndcg(name: str | None) -> str:
-        if not name or name not in results:
-            return "n/a"
-        e = results[name]["all"]["ndcg@10"]
-        return f"{e['value']:.4f} [{e['ci95'][0]:.4f}, {e['ci95'][1]:.4f}]"
-
-    def ratio(a: str | None, b: str | None) -> str:
-        if not a or not b or a not in results or b not in results or not results[b]["all"]["ndcg@10"]["value"]:
-            return "n/a"
-        return f"{results[a]['all']['ndcg@10']['value'] / results[b]['all']['ndcg@10']['value']:.2f}x"
-
+    """The benchmark's headline table. Transfer: per target fraction, the transfer strategy
+    chosen on validation NDCG@10 against SASRec-CE (test NDCG@10); zero-shot against popularity.
+    In-domain: every model against SASRec-CE and popularity, with its training time and epochs."""
+    if cfg.in_domain:
+        return _summary_in_domain(results, info)
     head = ["target users", "best transfer (chosen on validation)", "NDCG@10", "SASRec-CE target only",
             "SASRec-CE source -> target", "best / SASRec-CE"]
     lines = ["## Summary", "", "Test NDCG@10 with 95 % bootstrap intervals; the transfer strategy is chosen on",
@@ -125,11 +161,32 @@ def summary(results: dict, info: dict, cfg: BenchmarkConfig) -> str:
         best = max(trained, key=lambda m: info[m]["val_ndcg@10"], default=None)
         sasrec = model_name(SASREC, fraction)
         lines.append("| " + " | ".join([
-            f"{fraction:.0%}", best or "n/a", ndcg(best), ndcg(sasrec),
-            ndcg(model_name(SASREC_TRANSFER, fraction)), ratio(best, sasrec)]) + " |")
+            f"{fraction:.0%}", best or "n/a", _ndcg(results, best), _ndcg(results, sasrec),
+            _ndcg(results, model_name(SASREC_TRANSFER, fraction)), _ratio(results, best, sasrec)]) + " |")
     if "zero_shot" in results:
         lines += ["", "| no target training | NDCG@10 | popularity | zero-shot / popularity |", "|---|---|---|---|",
-                  f"| zero-shot | {ndcg('zero_shot')} | {ndcg('popularity')} | {ratio('zero_shot', 'popularity')} |"]
+                  f"| zero-shot | {_ndcg(results, 'zero_shot')} | {_ndcg(results, 'popularity')} | "
+                  f"{_ratio(results, 'zero_shot', 'popularity')} |"]
+    return "\n".join(lines) + "\n"
+
+
+def _summary_in_domain(results: dict, info: dict) -> str:
+    sasrec = next((m for m, i in info.items() if i.get("kind", "").startswith("ID-only")), None)
+    head = ["model", "items", "epochs (best)", "training", "val NDCG@10", "test NDCG@10", "Recall@10",
+            "/ SASRec-CE", "/ popularity"]
+    lines = ["## Summary", "", "Test NDCG@10 with 95 % bootstrap intervals, full ranking; every model trained with the",
+             "same budget (epochs cap, early stopping on validation NDCG@10, best epoch exported).", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for model, i in info.items():
+        if i.get("kind") == "baseline":
+            continue
+        epochs = f"{i['epochs']} ({i['best_epoch'] + 1})" if i.get("epochs") is not None else "n/a"
+        seconds = f"{i['train_seconds'] / 60:.1f} min" if i.get("train_seconds") is not None else "n/a"
+        val = i.get("val_ndcg@10")
+        lines.append("| " + " | ".join([
+            model, i.get("kind", ""), epochs, seconds, "n/a" if val is None else f"{val:.4f}", _ndcg(results, model),
+            f"{results[model]['all']['recall@10']['value']:.4f}", _ratio(results, model, sasrec),
+            _ratio(results, model, "popularity")]) + " |")
     return "\n".join(lines) + "\n"
 
 

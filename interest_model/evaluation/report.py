@@ -113,6 +113,8 @@ def plot_metric(results: dict[str, dict], path: Path, metric: str = "ndcg@10") -
 
 
 def plot_curves(curves: dict[str, list[dict]], path: Path, keys=("train_loss", "val_ndcg@10")) -> Path:
+    """Learning curves: each trained model's training loss and validation NDCG@10 per epoch, its
+    best validation epoch (the exported one) marked."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -120,13 +122,18 @@ def plot_curves(curves: dict[str, list[dict]], path: Path, keys=("train_loss", "
 
     fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.5))
     for ax, key in zip(axes if len(keys) > 1 else [axes], keys):
-        for model, history in curves.items():
-            pts = [(h["epoch"], h[key]) for h in history if key in h]
-            if pts:
-                ax.plot(*zip(*pts), marker="o", label=model)
+        for i, (model, history) in enumerate(curves.items()):
+            pts = [(h["epoch"], h[key]) for h in history if key in h and h[key] == h[key]]
+            if not pts:
+                continue
+            ax.plot(*zip(*pts), marker="o", markersize=3, color=f"C{i % 10}", label=model)
+            if key.startswith("val_"):
+                best = max(pts, key=lambda p: p[1])
+                ax.plot(*best, marker="*", markersize=12, color=f"C{i % 10}")
         ax.set_xlabel("epoch")
         ax.set_ylabel(key)
         ax.legend(fontsize=8)
+    fig.suptitle("Learning curves (star: best validation epoch, the exported one)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -186,7 +193,8 @@ def write_report(out_dir: str | Path, results: dict[str, dict], title: str = "Ev
 def _write_report(out: Path, results, title, curves, extra, info, references, preface) -> dict[str, Path]:
     paths = {"metrics": out / "metrics.json", "report": out / "report.md",
              "ndcg_plot": out / "ndcg10_by_model.png"}
-    payload = {"results": results, "models": info or {}, "references": list(references), **(extra or {})}
+    payload = {"results": results, "models": info or {}, "references": list(references),
+               "curves": curves or {}, **(extra or {})}  # curves: every trained model's per-epoch history
     paths["metrics"].write_text(json.dumps(payload, indent=2, sort_keys=True))
     text = markdown(results, title, references, info=info)
     if preface:
