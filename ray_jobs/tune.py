@@ -167,7 +167,7 @@ def _finished(grid, cfg: TuneConfig, experiment_dir: str):
     return grid
 
 
-def trials_table(grid, experiment_dir: str, epochs: int) -> list[dict]:
+def trials_table(grid, experiment_dir: str) -> list[dict]:
     """One row per trial: parameters, best validation NDCG@10, epochs run, stopped early or not,
     and its exported model (trials stopped by ASHA export none)."""
     rows = []
@@ -183,7 +183,8 @@ def trials_table(grid, experiment_dir: str, epochs: int) -> list[dict]:
         done = io.exists(io.join(model, "config.json"))
         ran = int(df["training_iteration"].max())
         rows.append({"trial": trial_id, "params": result.config, "best": float(df[METRIC].max()), "epochs": ran,
-                     "status": "completed" if done else ("error" if result.error or ran >= epochs else "stopped"),
+                     # No model and no error: ASHA stopped it at a rung (the last epoch can be one).
+                     "status": "completed" if done else ("error" if result.error else "stopped"),
                      "model": model if done else None,
                      "error": str(result.error).strip().splitlines()[-1] if result.error else None})
     return sorted(rows, key=lambda r: -r["best"] if r["best"] == r["best"] else math.inf)
@@ -260,8 +261,7 @@ def run_tune(cfg: TuneConfig) -> dict:
     for arm in arms:
         grid = search(cfg, arm)
         experiment_dir = io.join(storage, f"{cfg.name}-{arm}")
-        epochs = probe_config(cfg, arm).train.epochs
-        rows_by_arm[arm] = trials_table(grid, experiment_dir, epochs)
+        rows_by_arm[arm] = trials_table(grid, experiment_dir)
         winners[arm] = chosen(arm, rows_by_arm[arm])
         log.info("%s: chose trial %s (validation NDCG@10 %.4f) %s", arm, winners[arm]["trial"],
                  winners[arm]["best"], winners[arm]["params"])
