@@ -3,10 +3,15 @@ filesystems understand (s3://, gs://, hdfs://, file://)."""
 
 from __future__ import annotations
 
+import bz2
 import contextlib
 import fnmatch
+import gzip
 import json
+import lzma
+import os
 import posixpath
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -64,16 +69,46 @@ def expand(root: str, patterns: list[str]) -> tuple[pafs.FileSystem | None, list
     return fs_, sorted(dict.fromkeys(found))
 
 
-def read_first_line(fs: pafs.FileSystem, path: str, limit: int = 1 << 20) -> bytes | None:
-    with fs.open_input_stream(path) as f:
-        head = f.read(limit)
-    if not head:
-        return None
-    return head.split(b"\n", 1)[0]
+# Compressed text input, by file name suffix (Python's own codecs: they notice a truncated file).
+COMPRESSION = {".gz": gzip, ".bz2": bz2, ".xz": lzma}
+
+
+def compression(path: str):
+    """The codec module of a compressed input file by its suffix (``events.csv.gz``), else None."""
+    return next((codec for suffix, codec in COMPRESSION.items() if path.lower().endswith(suffix)), None)
+
+
+def _unreadable(path: str, codec, exc: Exception) -> ValueError:
+    return ValueError(f"{path}: not readable as {codec.__name__} data ({exc}); is the file complete?")
+
+
+def decompress(data: bytes, path: str) -> bytes:
+    """A file's bytes, decompressed when its name says so; unreadable or truncated data is a
+    ValueError naming the file."""
+    codec = compression(path)
+    if codec is None:
+        return data
+    try:
+        return codec.decompress(data)
+    except (OSError, EOFError, ValueError, lzma.LZMAError) as exc:
+        raise _unreadable(path, codec, exc) from None
+
+
+def read_head(fs: pafs.FileSystem, path: str, limit: int = 1 << 20) -> bytes:
+    """Up to ``limit`` bytes from the start of a file, decompressed."""
+    codec = compression(path)
+    with fs.open_input_stream(path, compression=None) as f:  # raw bytes: we decompress
+        if codec is None:
+            return f.read(limit)
+        try:
+            with codec.open(f, "rb") as g:
+                return g.read(limit)
+        except (OSError, EOFError, ValueError, lzma.LZMAError) as exc:
+            raise _unreadable(path, codec, exc) from None
 
 
 def read_bytes(fs: pafs.FileSystem, path: str) -> bytes:
-    with fs.open_input_stream(path) as f:
+    with fs.open_input_stream(path, compression=None) as f:  # raw bytes: we decompress
         return f.read()
 
 
@@ -121,6 +156,45 @@ def split_lines(data: bytes, path: str, first_line: int, lines_per_block: int):
             block_lines, block_nos = [], []
     if block_lines:
         yield {"path": [path] * len(block_lines), "line_no": block_nos, "line": block_lines}
+
+
+STAGING = ".staging-"
+
+
+def begin_staged_dir(uri: str) -> str:
+    """Where a job writes an output folder that must never look complete before it is.
+
+    Local: a fresh sibling ``<name>.staging-<id>`` (left-overs of crashed runs are removed),
+    moved over ``uri`` by :func:`finish_staged_dir` in two renames. Remote object stores have no
+    rename: the job writes into ``uri`` itself after deleting its ``manifest.json``, which it
+    writes last, so a folder without one is incomplete."""
+    if is_remote(uri):
+        remove(join(uri, "manifest.json"))
+        return uri
+    final = Path(uri).resolve()
+    final.parent.mkdir(parents=True, exist_ok=True)
+    for stale in final.parent.glob(f"{final.name}{STAGING}*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    staged = tempfile.mkdtemp(prefix=f"{final.name}{STAGING}", dir=final.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staged, 0o777 & ~umask)  # as a plain mkdir would make it (mkdtemp's is private)
+    return staged
+
+
+def finish_staged_dir(staged: str, uri: str) -> None:
+    """Swap a finished staging folder in for ``uri`` (a no-op for remote URIs)."""
+    if is_remote(uri):
+        return
+    final = Path(uri).resolve()
+    old = None
+    if final.exists():
+        old = Path(tempfile.mkdtemp(prefix=f"{final.name}{STAGING}old-", dir=final.parent))
+        old.rmdir()
+        final.rename(old)
+    Path(staged).rename(final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def is_remote(uri: str | Path) -> bool:

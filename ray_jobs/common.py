@@ -67,5 +67,8 @@ def run_main(fn, argv: Sequence[str] | None) -> int:
     try:
         return fn(argv)
     except (ConfigError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        # Raised inside a Ray task, the error arrives wrapped with the task's traceback in its
+        # text: print the original message, one line.
+        cause = getattr(exc, "cause", None)
+        print(f"error: {cause if isinstance(cause, Exception) else exc}", file=sys.stderr)
         return 2

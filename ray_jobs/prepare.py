@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 
 from interest_model import io
 from interest_model.data.config import PrepareConfig
-from interest_model.data.pipeline import run_prepare, summary, to_arrow
+from interest_model.data.pipeline import read_file_bytes, run_prepare, summary, to_arrow
 from ray_jobs.common import run_main, start_job
 
 log = logging.getLogger("interest.prepare")
@@ -66,7 +66,11 @@ class RayDataEngine:
         self.buckets = buckets or max(8, 4 * cpus)
 
     def read_files(self, fs, paths):
-        return self._ray.data.read_binary_files(paths, filesystem=fs, include_paths=True)
+        # One task per file reading its raw bytes, as the pandas engine does (read_binary_files
+        # would decompress by suffix, silently accepting a truncated .gz): the pipeline
+        # decompresses and names a damaged file itself.
+        files = self._ray.data.from_items([{"path": p} for p in paths], override_num_blocks=len(paths))
+        return files.map_batches(read_file_bytes, batch_size=1, batch_format="pandas", fn_kwargs={"fs": fs})
 
     def map(self, d, fn, **kwargs):
         return d.map_batches(fn, batch_format="pandas", batch_size=None, fn_kwargs=kwargs)

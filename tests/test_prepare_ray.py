@@ -2,13 +2,22 @@
 any pyarrow URI for outputs."""
 
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from interest_model.data.pipeline import PandasEngine, run_prepare
+from interest_model.data.validate import validate_block
 from ray_jobs import prepare as prepare_job
 from tests.conftest import CONFIGS, tiny_config
+from tests.test_bad_input import (CORRUPTIONS, GENERIC_EXPECTED, corrupted_movielens_config,
+                                  generic_config)
 from tests.test_rejects import corrupted_config
 
 pytestmark = pytest.mark.ray
@@ -73,3 +82,78 @@ def test_parsing_runs_block_parallel(ray_cluster, tiny_data):
                                                           lines_per_block=50, parquet=False), 50))
     assert blocks.num_blocks() >= 8  # ~411 lines in blocks of 50: one task each downstream
     assert blocks.count() == sum(1 for _ in open(paths[0])) - 1
+
+
+# -- bad input on Ray Data: the same rejects and outputs as the reference, never a failed job -----
+
+
+def _on_both_engines(cfg, tmp_path, engine=None):
+    m_ref = run_prepare(cfg, PandasEngine())
+    ray_cfg = cfg.model_copy(update={"output_dir": str(tmp_path / "ray")})
+    m_ray = run_prepare(ray_cfg, engine or prepare_job.RayDataEngine())
+    for key in COMPARED:
+        assert m_ray[key] == m_ref[key], key
+    _same_outputs(Path(cfg.output_dir), tmp_path / "ray")
+    return m_ray
+
+
+def test_generic_csv_with_broken_lines_on_ray(ray_cluster, tmp_path):
+    # The report's file: integer ratings, lines with too few and too many fields, an open quote
+    # and invalid UTF-8 (each once failed the whole job on Ray Data's Arrow-backed columns).
+    m = _on_both_engines(generic_config(tmp_path, name="ev.csv.gz"), tmp_path)
+    assert m["rejected_rows"] == len(GENERIC_EXPECTED)
+
+
+@pytest.mark.network
+@pytest.mark.parametrize("kind", ["csv.gz", "jsonl.gz"])
+def test_corrupted_movielens_same_on_both_engines(ray_cluster, movielens_dir, tmp_path, kind):
+    cfg, n_lines = corrupted_movielens_config(movielens_dir, tmp_path, kind)
+    m = _on_both_engines(cfg.model_copy(update={"lines_per_block": 400}), tmp_path)  # 8 blocks: some all good
+    assert m["input_rows"] == n_lines and m["rejected_rows"] == len(CORRUPTIONS)
+
+
+def test_unreadable_input_is_one_line_without_a_ray_trace(ray_cluster, tiny_data, tmp_path):
+    root = tmp_path / "in"
+    shutil.copytree(tiny_data, root)
+    inter = root / "shop-a" / "shop-a.inter"
+    header = inter.read_bytes().split(b"\n", 1)[0]
+    inter.write_bytes(header + b"\n" + b"this is not a ratings file\n" * 40)
+    # `interest prepare` as a user runs it, a driver of its own joining the session's cluster.
+    env = {**os.environ, "RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address, "RAY_AUTH_MODE": "disabled"}
+    done = subprocess.run([sys.executable, "-m", "ray_jobs.prepare", "--config", str(CONFIGS / "tiny.yaml"),
+                           "--set", f"input.root={root}", "--set", f"output_dir={tmp_path}/out"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr and "RayTaskError" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "shop-a.inter:2" in errors[0] and "check the source's format" in errors[0]
+    assert not (tmp_path / "out").exists()
+
+
+def _validate_killing_once(batch, *, marker: str, **kwargs):
+    """validate_block, except that the first call kills its own Ray worker process."""
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return validate_block(batch, **kwargs)
+
+
+class WorkerKillingEngine(prepare_job.RayDataEngine):
+    def __init__(self, marker: str):
+        super().__init__()
+        self.marker = marker
+
+    def map(self, d, fn, **kwargs):
+        if fn is validate_block:
+            fn, kwargs = _validate_killing_once, {**kwargs, "marker": self.marker}
+        return super().map(d, fn, **kwargs)
+
+
+def test_prepare_survives_a_killed_worker(ray_cluster, tiny_data, tmp_path):
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # ship the killer by value
+    marker = tmp_path / "killed"
+    cfg = tiny_config(tiny_data, tmp_path / "ref", "lines_per_block=100")
+    _on_both_engines(cfg, tmp_path, engine=WorkerKillingEngine(str(marker)))
+    assert marker.exists()  # a worker did die mid-way, and Ray Data ran its task again

@@ -21,7 +21,7 @@ from interest_model import io
 from interest_model.data import schema, transforms
 from interest_model.data.config import PrepareConfig, to_epoch
 from interest_model.data.items import build_items
-from interest_model.data.readers import Reader, make_reader
+from interest_model.data.readers import Reader, ReaderError, make_reader
 from interest_model.data.validate import Pseudonymizer, SourceRules, split_rejects, validate_block
 
 log = logging.getLogger("interest.prepare")
@@ -62,6 +62,12 @@ class Engine(Protocol):
 # Block functions (module level so an engine can ship them to workers).
 
 
+def read_file_bytes(batch: pd.DataFrame, *, fs) -> pd.DataFrame:
+    """File paths -> (path, bytes): each file's raw bytes (``chunk_files`` decompresses)."""
+    paths = batch["path"].tolist()
+    return pd.DataFrame({"path": paths, "bytes": [io.read_bytes(fs, p) for p in paths]})
+
+
 def chunk_files(batch: pd.DataFrame, *, reader: Reader, lines_per_block: int,
                 parquet: bool) -> Iterator[pd.DataFrame]:
     """Whole files -> blocks of records: (path, line_no, line) or Parquet row slices."""
@@ -75,7 +81,7 @@ def chunk_files(batch: pd.DataFrame, *, reader: Reader, lines_per_block: int,
                 yield frame
         else:
             first = 2 if reader.has_header else 1
-            for block in io.split_lines(data, path, first, lines_per_block):
+            for block in io.split_lines(io.decompress(data, path), path, first, lines_per_block):
                 yield pd.DataFrame(block)
 
 
@@ -138,12 +144,34 @@ def _read_source(engine: Engine, cfg: PrepareConfig, src, kind: str):
     patterns = src.items if kind == "items" else src.interactions
     fs, paths = io.expand(cfg.input.root, patterns)
     parquet = src.file_type == "parquet"
-    headers = {p: reader.header_index(io.read_first_line(fs, p), kind, p) for p in paths} if reader.has_header else {}
+    headers = _check_files(reader, fs, paths, kind, parquet)
     files = engine.read_files(fs, paths)
     blocks = engine.rebatch(engine.map(files, chunk_files, reader=reader, lines_per_block=cfg.lines_per_block,
                                        parquet=parquet), cfg.lines_per_block)
     parsed = engine.map(blocks, parse_block, reader=reader, headers=headers, kind=kind, parquet=parquet)
     return engine.map(parsed, add_column, name="source", value=src.name), paths
+
+
+def _check_files(reader: Reader, fs, paths: list[str], kind: str, parquet: bool) -> dict[str, dict[str, int]]:
+    """On the driver, before any task: every file's header (header formats) and a sample of its
+    first records, so a file of the wrong format or without a required column stops the job
+    with one line naming it, instead of ending up as a file's worth of rejects."""
+    headers = {}
+    for p in paths:
+        if parquet:
+            with fs.open_input_file(p) as f:
+                try:
+                    names = pq.read_schema(f).names
+                except (OSError, pa.ArrowException) as exc:
+                    raise ReaderError(f"{p}: not a readable Parquet file ({exc})") from None
+            reader.check_parquet_columns(names, p, kind)
+            continue
+        head = io.read_head(fs, p)
+        header = reader.header_index(head.split(b"\n", 1)[0] if head else None, kind, p) if reader.has_header else {}
+        if reader.has_header:
+            headers[p] = header
+        reader.check_readable(head, p, kind, header)
+    return headers
 
 
 def run_prepare(cfg: PrepareConfig, engine: Engine) -> dict:
@@ -231,10 +259,11 @@ def run_prepare(cfg: PrepareConfig, engine: Engine) -> dict:
     segments = transforms.item_segments(items.items, counts, schemes)
     t = tick("sequences", t)
 
-    # 7. Write (manifest last: its presence marks a complete output).
-    io.remove(io.join(out, "manifest.json"))
-    for name in OUTPUT_TABLES:
-        io.remove(io.join(out, name))
+    # 7. Write into a staging folder, manifest last, then swap it in (io.begin_staged_dir).
+    final_out, out = out, io.begin_staged_dir(out)
+    if out == final_out:  # written in place (object stores): the previous run's tables go first
+        for name in OUTPUT_TABLES:
+            io.remove(io.join(out, name))
     item_rejects = to_arrow(_item_rejects(items.rejects, cfg.keep_raw_rejects), schema.REJECTS)
     all_rejects = engine.union([engine.from_arrow(item_rejects), rejects])
     for name, d in (("interactions", inter), ("items", engine.from_pandas(items.items)), ("sequences", seqs),
@@ -253,7 +282,8 @@ def run_prepare(cfg: PrepareConfig, engine: Engine) -> dict:
     manifest["timings_s"] = {**timings, "total": round(time.perf_counter() - t0, 3)}
     check_manifest(manifest)
     io.write_json(io.join(out, "manifest.json"), manifest)
-    log.info("prepare: wrote %s in %.1fs", out, time.perf_counter() - t0)
+    io.finish_staged_dir(out, final_out)
+    log.info("prepare: wrote %s in %.1fs", final_out, time.perf_counter() - t0)
     return manifest
 
 
@@ -395,7 +425,7 @@ class PandasEngine:
     name = "pandas"
 
     def read_files(self, fs, paths):
-        return pd.DataFrame({"path": paths, "bytes": [io.read_bytes(fs, p) for p in paths]})
+        return read_file_bytes(pd.DataFrame({"path": paths}), fs=fs)
 
     def map(self, d, fn, **kwargs):
         out = fn(d, **kwargs)

@@ -16,6 +16,7 @@ Formats:
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
 import re
@@ -31,6 +32,9 @@ RAW_INTERACTION_FIELDS = ("user_id", "item_id", "timestamp", "value", "event_typ
 # Raw item fields every reader fills.
 RAW_ITEM_FIELDS = ("item_id", "title", "description", "categories", "year", "attributes", "scenario_hint")
 BOOKKEEPING = ("path", "line_no", "reason", "raw")
+# Fields without which no record of a kind is usable; a file that never has one is refused.
+REQUIRED = {"interactions": ("user_id", "item_id", "timestamp"), "items": ("item_id",)}
+SAMPLE_RECORDS = 20  # records of each file parsed on the driver before the job starts
 
 ML_100K_GENRES = (
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
@@ -53,10 +57,28 @@ def split_title_year(title: str | None) -> tuple[str | None, str | None]:
 
 
 def decode(line: bytes, encoding: str) -> str | None:
+    """A line as text; None when it is not valid in ``encoding``. A byte-order mark (a file's
+    first bytes, written by some editors and exporters) is not part of the record."""
+    if line.startswith(codecs.BOM_UTF8):
+        line = line[len(codecs.BOM_UTF8):]
     try:
         return line.decode(encoding)
     except UnicodeDecodeError:
         return None
+
+
+def _encodable(record: dict) -> bool:
+    """Every text field is real Unicode (JSON can spell lone surrogates such as "\\udcff", which
+    no UTF-8 output can hold)."""
+    for value in record.values():
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+        elif isinstance(value, list) and not _encodable(dict(enumerate(value))):
+            return False
+    return True
 
 
 def _blank(value: Any) -> bool:
@@ -64,8 +86,12 @@ def _blank(value: Any) -> bool:
 
 
 def _clean(value: Any) -> str | None:
-    if value is None:
+    """A field as stripped text; None when missing. Numbers from typed input (JSON, Parquet) read
+    as written: NaN is missing, 42.0 in a float column of ids is "42"."""
+    if value is None or value is pd.NA or (isinstance(value, float) and value != value):
         return None
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
+        value = int(value)
     text = str(value).strip()
     return text or None
 
@@ -134,8 +160,7 @@ class Reader:
             raise ReaderError(f"{where}: header line cannot be parsed")
         header = {c.split(":", 1)[0].strip(): i for i, c in enumerate(cells)}
         cols = self.interaction_columns if kind == "interactions" else self.item_columns
-        required = ("user_id", "item_id", "timestamp") if kind == "interactions" else ("item_id",)
-        for name in required:
+        for name in REQUIRED[kind]:
             candidates = _names(getattr(cols, name))
             if not any(c in header for c in candidates):
                 raise ReaderError(f"{where}: header has no column for {name} (looked for "
@@ -147,13 +172,66 @@ class Reader:
         if delimiter is None:
             try:
                 obj = json.loads(text)
-            except ValueError:
+            except (ValueError, RecursionError):  # bad JSON, or nested deeper than Python recurses
                 return None
             return obj if isinstance(obj, dict) else None
         if delimiter == ",":
-            rows = list(csv.reader([text]))
+            # One physical line is one record: a quote left open at its end (a field with a
+            # newline inside, or a broken line) makes it malformed, not a merge with the next.
+            try:
+                rows = list(csv.reader([text], strict=True))
+            except csv.Error:
+                return None
             return rows[0] if len(rows) == 1 else None
         return text.split(delimiter)
+
+    # -- a whole file that cannot be this format ------------------------------------------
+    def describe(self, kind: str = "interactions") -> str:
+        delimiter = self.delimiter if kind == "interactions" or self.item_delimiter == "same" else self.item_delimiter
+        layout = "JSON lines" if delimiter is None else f"fields separated by {delimiter!r}"
+        return f"{self.format} ({layout}, {self.encoding})"
+
+    def check_readable(self, head: bytes, path: str, kind: str, header: dict[str, int],
+                       sample_size: int = SAMPLE_RECORDS) -> None:
+        """Refuse a file none of whose first records parse (wrong format, delimiter or encoding)
+        or whose records never carry a required field, in one line that names the file, the line
+        and the fix. A file with some good records goes on: its bad lines become rejects."""
+        lines = head.split(b"\n")
+        if len(lines) > 1:
+            lines = lines[:-1]  # the last piece of a head may be a cut line
+        first = 2 if self.has_header else 1
+        sample = [(i, line) for i, line in enumerate(lines, start=1) if i >= first and line.strip()][:sample_size]
+        if not sample:
+            return
+        parse = self.parse_items if kind == "items" else self.parse_interactions
+        rows = parse([line for _, line in sample], [path] * len(sample), [i for i, _ in sample], {path: header})
+        line_no, line = sample[0]
+        shown = line[:80].decode(self.encoding, errors="backslashreplace")
+        if rows["reason"].notna().all():
+            raise ReaderError(f"{path}:{line_no}: not readable as {self.describe(kind)}: all of the first {len(sample)} "
+                              f"records are {rows['reason'].iloc[0]} (line {line_no}: {shown!r}); check the source's "
+                              f"format, file_type and encoding")
+        cols = self.item_columns if kind == "items" else self.interaction_columns
+        good = rows[rows["reason"].isna()]
+        for name in REQUIRED[kind]:
+            if good[name].isna().all():
+                seen = ""
+                if self.delimiter is None:
+                    obj = json.loads(decode(sample[0][1], self.encoding) or "{}")
+                    seen = f" (keys of line {line_no}: {', '.join(map(str, obj)) or 'none'})"
+                raise ReaderError(f"{path}:{line_no}: no {name} in any of the first {len(good)} readable records, looked for "
+                                  f"{', '.join(_names(getattr(cols, name))) or 'nothing'}{seen}; map it with "
+                                  f"{'item' if kind == 'items' else 'interaction'}_columns in the source config")
+
+    def check_parquet_columns(self, columns: Sequence[str], path: str, kind: str) -> None:
+        """A Parquet file must have a column for every required field."""
+        cols = self.item_columns if kind == "items" else self.interaction_columns
+        for name in REQUIRED[kind]:
+            candidates = _names(getattr(cols, name))
+            if not any(c in columns for c in candidates):
+                raise ReaderError(f"{path}: no column for {name} (looked for {', '.join(candidates) or 'nothing'}; "
+                                  f"columns: {', '.join(columns)}); map it with "
+                                  f"{'item' if kind == 'items' else 'interaction'}_columns in the source config")
 
     # -- batches --------------------------------------------------------------------------
     def parse_interactions(self, lines: Sequence[bytes], paths: Sequence[str], line_nos: Sequence[int],
@@ -187,6 +265,8 @@ class Reader:
                     except (IndexError, KeyError, TypeError, ValueError, AttributeError):
                         reason = schema.MALFORMED_RECORD
                         record = {}
+                    if reason is None and not _encodable(record):
+                        reason, record = schema.INVALID_UTF8, {}
             for name in fields:
                 rows[name].append(record.get(name))
             rows["path"].append(path)

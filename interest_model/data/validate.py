@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from interest_model.data import schema
-from interest_model.data.items import ItemLookup
+from interest_model.data.items import ItemLookup, normalize_frame
 
 # Columns of a validated block: the canonical interaction fields plus bookkeeping.
 VALIDATED_COLUMNS = ("user_id", "item_id", "scenario", "event_type", "timestamp", "value",
@@ -49,8 +49,12 @@ class SourceRules:
 def validate_block(raw: pd.DataFrame, source: SourceRules, lookup: ItemLookup,
                    pseudonymize: Pseudonymizer, ts_min: int, ts_max: int) -> pd.DataFrame:
     """Reader output -> validated rows (``reason`` is null for rows that are kept)."""
+    # Plain columns whatever the engine handed over (numpy, pandas extension or Arrow-backed
+    # dtypes): the checks then see the same values on every engine, and a missing value never
+    # meets a typed column (an Arrow-backed int64 column cannot hold the NaN a check fills in).
+    raw = normalize_frame(raw)
     n = len(raw)
-    reason = raw["reason"].astype(object).where(raw["reason"].notna(), None).to_numpy(copy=True)
+    reason = raw["reason"].to_numpy(copy=True)
 
     def mark(mask, why: str) -> None:
         mask = np.asarray(mask, dtype=bool) & pd.isna(reason)
@@ -72,12 +76,12 @@ def validate_block(raw: pd.DataFrame, source: SourceRules, lookup: ItemLookup,
     ev = ev_raw.map(lambda v: source.event_type_map.get(v, source.event_type_map.get(str(v).lower(), str(v).lower())))
     mark(~ev.isin(schema.EVENT_TYPES), schema.UNKNOWN_EVENT_TYPE)
 
-    val = pd.to_numeric(raw["value"], errors="coerce")
-    mark(raw["value"].notna() & ~np.isfinite(val.fillna(np.inf).to_numpy()), schema.BAD_VALUE)
+    val = _numbers(raw["value"])
+    mark(raw["value"].notna() & ~np.isfinite(val.to_numpy()), schema.BAD_VALUE)
 
     item_ids = np.empty(n, dtype=object)
     scenarios = np.empty(n, dtype=object)
-    hints = raw["scenario_hint"].astype(object).where(raw["scenario_hint"].notna(), None).to_numpy()
+    hints = raw["scenario_hint"].to_numpy()
     value_rules = lookup.value_rules.get(source.name)
     for i, raw_item in enumerate(item.to_numpy()):
         if reason[i] is not None:
@@ -118,9 +122,14 @@ def validate_block(raw: pd.DataFrame, source: SourceRules, lookup: ItemLookup,
     return out
 
 
+def _numbers(values: pd.Series) -> pd.Series:
+    """Text or numbers -> float64, NaN where missing or not a number (inf stays inf)."""
+    return pd.to_numeric(values.astype(object), errors="coerce").astype("float64")
+
+
 def _parse_timestamps(values: pd.Series, unit: str) -> pd.Series:
     """Numeric seconds (or ms) or ISO-8601 text -> float seconds; NaN where unparseable."""
-    num = pd.to_numeric(values, errors="coerce")
+    num = _numbers(values)
     if unit == "ms":
         num = num / 1000.0
     num = num.where(np.isfinite(num))
