@@ -49,6 +49,9 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_train_step.py
 	# needs `make demo` first (the registered model and the prepared data)
 	$(PY) benchmarks/bench_serve.py --prepared $(OUT_DIR)/demo/prepared --out $(OUT_DIR)/bench/serve.json
+	$(PY) benchmarks/bench_faults.py --prepared $(OUT_DIR)/demo/prepared --out $(OUT_DIR)/bench/faults.json
+	$(PY) benchmarks/bench_faults.py --prepared $(OUT_DIR)/demo/prepared --max-replicas 1 \
+		--out $(OUT_DIR)/bench/faults_one_replica.json
 
 # Regenerate serving/serve_config.yaml from the app's defaults (serving/config.py).
 serve-config: $(STAMP)

@@ -19,9 +19,12 @@ import time
 from types import SimpleNamespace
 
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from ray import serve
+from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve import metrics
+from ray.serve.exceptions import DeploymentUnavailableError, ReplicaUnavailableError
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -177,17 +180,62 @@ def request_id(request: Request) -> str:
     return request.headers.get("x-request-id", "")
 
 
+MAX_ERROR_TEXT = 200  # characters of any one string in an error body
+MAX_ERROR_ITEMS = 10  # entries of any one list in an error body (so a body stays a few KB)
+
+
+def bounded(value):
+    """An error body that cannot grow with the request: strings clipped, lists cut, and no
+    text a JSON encoder could choke on (lone surrogates are replaced)."""
+    if isinstance(value, str):
+        text = value if len(value) <= MAX_ERROR_TEXT else value[:MAX_ERROR_TEXT] + f"... ({len(value):,} chars)"
+        return text.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, (list, tuple)):
+        items = [bounded(v) for v in value[:MAX_ERROR_ITEMS]]
+        return items + ([f"... and {len(value) - MAX_ERROR_ITEMS} more"] if len(value) > MAX_ERROR_ITEMS else [])
+    if isinstance(value, dict):
+        return {bounded(str(k)): bounded(v) for k, v in list(value.items())[:MAX_ERROR_ITEMS]}
+    return value if value is None or isinstance(value, (bool, int, float)) else bounded(str(value))
+
+
+@api.exception_handler(RequestValidationError)
+async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """422 naming each problem (where, what, which rule) without echoing the input back."""
+    errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()]
+    return JSONResponse({"detail": bounded(errors)}, status_code=422)
+
+
 def answer(result: dict) -> dict:
     """A model answer, or its client error as an HTTP error."""
     if "error" in result:
         err = dict(result["error"])
         status = err.pop("status", 422)
-        return JSONResponse(err, status_code=status)
+        return JSONResponse(bounded(err), status_code=status)
     return result
 
 
 ERRORS = {401: {"model": schemas.ErrorResponse}, 413: {"model": schemas.ErrorResponse},
-          422: {"model": schemas.ErrorResponse}}
+          422: {"model": schemas.ErrorResponse}, 503: {"model": schemas.ErrorResponse}}
+
+# A model replica that dies (killed, out of memory, its node lost) fails the requests it holds;
+# Serve starts another. Every model call is safe to repeat (recommend and interests read, adding
+# items is an upsert by id), so the ingress repeats it until a replica answers, within a bound.
+REPLICA_LOST = (RayActorError, ActorUnavailableError, ReplicaUnavailableError, DeploymentUnavailableError)
+REPLICA_WAIT_S = 60.0
+
+
+async def call_model(method, *args):
+    """``await method.remote(*args)``, repeated while the model replica is being replaced."""
+    deadline, pause = time.monotonic() + REPLICA_WAIT_S, 0.1
+    while True:
+        try:
+            return await method.remote(*args)
+        except REPLICA_LOST as exc:
+            if time.monotonic() + pause > deadline:
+                raise HTTPException(503, "the model is restarting; retry shortly", headers={"Retry-After": "5"}) from exc
+            log.warning("model replica unavailable (%s); retrying in %.1fs", type(exc).__name__, pause)
+            await asyncio.sleep(pause)
+            pause = min(2.0, pause * 2)
 
 
 @serve.deployment
@@ -217,13 +265,13 @@ class Api:
 
     @api.get("/v1/model", tags=["ops"], dependencies=[Depends(authorized)], responses=ERRORS)
     async def model_info(self) -> dict:
-        return await self.model.info.remote()
+        return await call_model(self.model.info)
 
     @api.post("/v1/recommend", response_model=schemas.RecommendResponse, responses=ERRORS,
               dependencies=[Depends(authorized)], tags=["recommend"])
     async def recommend(self, body: schemas.RecommendRequest, request: Request):
         self._log(request, "recommend", body, f"k={body.k}")
-        result = await self.model.recommend.remote(body.model_dump())
+        result = await call_model(self.model.recommend, body.model_dump())
         out = answer(result)
         if isinstance(out, JSONResponse):
             return out
@@ -235,7 +283,7 @@ class Api:
               dependencies=[Depends(authorized)], tags=["recommend"])
     async def interests(self, body: schemas.InterestsRequest, request: Request):
         self._log(request, "interests", body)
-        out = answer(await self.model.interests.remote(body.model_dump()))
+        out = answer(await call_model(self.model.interests, body.model_dump()))
         if isinstance(out, JSONResponse):
             return out
         return {**out, "request_id": request_id(request)}
@@ -244,7 +292,7 @@ class Api:
               dependencies=[Depends(authorized)], tags=["catalog"])
     async def add_items(self, body: schemas.ItemsRequest, request: Request):
         log.info("items request_id=%s count=%d", request_id(request), len(body.items))
-        out = answer(await self.model.add_items.remote([it.model_dump() for it in body.items]))
+        out = answer(await call_model(self.model.add_items, [it.model_dump() for it in body.items]))
         if isinstance(out, JSONResponse):
             return out
         return {**out, "request_id": request_id(request)}

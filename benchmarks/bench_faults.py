@@ -1,0 +1,167 @@
+"""Faults under load, bounded and on loopback: the endpoint with ``--clients`` closed-loop clients
+for ``--duration`` seconds while one more client adds items by text, and the model replica's
+process killed once (SIGKILL) at ``--kill-at`` seconds. Reports every request, every failure (and
+how many after recovery), the recovery time, and whether every acknowledged item survived.
+
+    python benchmarks/bench_faults.py --model ml100k-transfer --prepared outputs/demo/prepared \\
+        --scenario ml-100k            # after `make demo`; about 4 minutes
+
+Recovery time: from the kill to the end of the last request that failed or took longer than
+``--slow-s`` (the requests held while Serve replaces the replica).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import requests
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def model_replica_pid() -> int:
+    from ray.util.state import list_actors
+
+    alive = [a for a in list_actors(filters=[("state", "=", "ALIVE")], detail=True)
+             if "ModelServer" in (a.get("class_name") or "")]
+    if len(alive) != 1:
+        raise RuntimeError(f"expected one live ModelServer replica, found {len(alive)}")
+    return int(alive[0]["pid"])
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--registry", default="registry")
+    p.add_argument("--model", default="ml100k-transfer")
+    p.add_argument("--prepared", default="outputs/demo/prepared")
+    p.add_argument("--scenario", default="ml-100k")
+    p.add_argument("--clients", type=int, default=32)
+    p.add_argument("--duration", type=float, default=180.0)
+    p.add_argument("--kill-at", type=float, default=60.0)
+    p.add_argument("--slow-s", type=float, default=2.0)
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-replicas", type=int, default=None,
+                   help="ModelServer autoscaling max_replicas (default: serving/serve_config.yaml's)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], help="ServeConfig override")
+    p.add_argument("--out", default="outputs/bench/faults.json")
+    args = p.parse_args()
+
+    from ray_jobs.common import init_ray, setup_logging
+    from ray_jobs.serve import DEFAULT_CONFIG, deploy, deploy_config, wait_running
+    from serving.client import sample_histories
+
+    setup_logging("WARNING")
+    histories = sample_histories(args.prepared, args.scenario, n=200)
+    bodies = [{"history": h, "scenario": args.scenario, "k": 10, "user_id": u} for u, h in histories]
+    token = os.environ.get("INTEREST_API_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    os.environ.setdefault("INTEREST_PSEUDONYM_KEY", "bench-only-key")
+    work = Path(tempfile.mkdtemp(prefix="bench-faults-"))
+    sets = [f"registry={Path(args.registry).resolve()}", f"model={args.model}", f"item_store={work / 'items'}",
+            *args.overrides]
+    init_ray(None, None)
+    from ray import serve
+
+    url = f"http://127.0.0.1:{args.port}"
+    config = deploy_config(str(DEFAULT_CONFIG), sets, "127.0.0.1", args.port)
+    if args.max_replicas is not None:  # the YAML's deployment values win over ServeConfig's: edit them
+        for dep in config["applications"][0]["deployments"]:
+            if dep["name"] == "ModelServer":
+                dep["autoscaling_config"]["max_replicas"] = args.max_replicas
+    deploy(config)
+    log: list[tuple[float, float, int, str]] = []  # (start, end, status, route) since t0
+    added: list[str] = []
+    lock = threading.Lock()
+    try:
+        wait_running(["interest"], timeout=300)
+        t0 = time.monotonic()
+        stop = t0 + args.duration
+
+        def record(start: float, status: int, route: str) -> None:
+            with lock:
+                log.append((start - t0, time.monotonic() - t0, status, route))
+
+        def client(i: int) -> None:
+            s = requests.Session()
+            n = i
+            while time.monotonic() < stop:
+                start = time.monotonic()
+                try:
+                    status = s.post(url + "/v1/recommend", json=bodies[n % len(bodies)], headers=headers, timeout=120).status_code
+                except requests.RequestException:
+                    status = 0
+                record(start, status, "recommend")
+                n += args.clients
+
+        def adder() -> None:
+            s, n = requests.Session(), 0
+            while time.monotonic() < stop:
+                item = f"fault-test-item-{n}"
+                start = time.monotonic()
+                try:
+                    r = s.post(url + "/v1/items", headers=headers, timeout=120, json={"items": [
+                        {"item_id": item, "text": f"Title: Fault Test {n}; Year: 2026; Genres: Drama", "title": f"Fault Test {n}"}]})
+                    status = r.status_code
+                except requests.RequestException:
+                    status = 0
+                record(start, status, "items")
+                if status == 200:
+                    added.append(item)
+                n += 1
+                time.sleep(0.5)
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(args.clients)] + [threading.Thread(target=adder)]
+        for t in threads:
+            t.start()
+        time.sleep(args.kill_at)
+        pid = model_replica_pid()
+        killed_at = time.monotonic() - t0
+        os.kill(pid, signal.SIGKILL)
+        print(f"killed the ModelServer replica (pid {pid}) at {killed_at:.1f}s", flush=True)
+        for t in threads:
+            t.join()
+
+        # Every acknowledged item must still be known: a history of it is a valid request.
+        lost = [item for item in added if requests.post(url + "/v1/recommend", headers=headers, timeout=60, json={
+            "history": [{"item_id": item}], "scenario": args.scenario, "k": 1}).status_code != 200]
+    finally:
+        serve.shutdown()
+
+    arr = np.array([(a, b, c) for a, b, c, _ in log])
+    failed = arr[arr[:, 2] != 200]
+    disturbed = arr[(arr[:, 1] >= killed_at) & ((arr[:, 2] != 200) | (arr[:, 1] - arr[:, 0] > args.slow_s))]
+    recovered = float(disturbed[:, 1].max()) if len(disturbed) else killed_at
+    after = failed[failed[:, 0] > recovered]
+    lat = (arr[:, 1] - arr[:, 0]) * 1000
+    result = {
+        "clients": args.clients, "duration_s": args.duration, "max_replicas": args.max_replicas, "killed_at_s": round(killed_at, 1),
+        "requests": int(len(arr)), "failed": int(len(failed)), "failed_after_recovery": int(len(after)),
+        "failed_by_status": {str(int(k)): int(v) for k, v in zip(*np.unique(failed[:, 2], return_counts=True))} if len(failed) else {},
+        "recovery_s": round(recovered - killed_at, 1), "p50_ms": float(np.percentile(lat, 50)),
+        "p99_ms": float(np.percentile(lat, 99)), "max_ms": float(lat.max()),
+        "items_added": len(added), "items_lost": len(lost),
+    }
+    print(json.dumps(result, indent=2))
+    print(f"\n| clients | duration | requests | failed | failed after recovery | recovery | p50 / p99 / max ms | items added | items lost |\n"
+          f"|---|---|---|---|---|---|---|---|---|\n"
+          f"| {args.clients} | {args.duration:.0f} s | {result['requests']:,} | {result['failed']} | {result['failed_after_recovery']} "
+          f"| {result['recovery_s']} s | {result['p50_ms']:.0f} / {result['p99_ms']:.0f} / {result['max_ms']:.0f} "
+          f"| {result['items_added']} | {result['items_lost']} |")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    print(f"written {args.out}")
+    return 0 if result["failed_after_recovery"] == 0 and not lost else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
