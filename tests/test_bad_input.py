@@ -74,16 +74,16 @@ def test_generic_csv_broken_lines_become_rejects(tmp_path, name):
 # -- property: every reader, arbitrary lines ----------------------------------------------------
 
 
+JSON_KEYS = {"jsonl": ("uid", "sku", "ts", "stars", "action"), "amazon": ("user_id", "parent_asin", "timestamp", "rating")}
+SEPARATORS = {"csv": b",", "recbole": b"\t", "ml-1m": b"::", "ml-100k": b"\t"}  # the others are JSON lines
+LATIN1 = ("ml-1m", "ml-100k")  # these decode any byte
+
+
 def _line(fmt: str, user: str, item: str, ts: int | str, value: str, event: str = "buy") -> bytes:
-    if fmt == "csv":
-        return f"{user},{item},{ts},{value},{event}".encode()
-    if fmt == "jsonl":
-        return json.dumps({"uid": user, "sku": item, "ts": ts, "stars": value, "action": event}).encode()
-    if fmt == "recbole":
-        return f"{user}\t{item}\t{value}\t{ts}".encode()
-    if fmt == "ml-1m":
-        return f"{user}::{item}::{value}::{ts}".encode()
-    raise ValueError(fmt)
+    if fmt in JSON_KEYS:
+        return json.dumps(dict(zip(JSON_KEYS[fmt], (user, item, ts, value, event)))).encode()
+    fields = [user, item, str(ts), value, event] if fmt == "csv" else [user, item, value, str(ts)]
+    return SEPARATORS[fmt].join(f.encode() for f in fields)
 
 
 def _source(fmt: str, name: str) -> tuple[dict, bytes, bytes]:
@@ -104,6 +104,14 @@ def _source(fmt: str, name: str) -> tuple[dict, bytes, bytes]:
     if fmt == "ml-1m":
         items = b"".join(f"{i}::Item {i} (1999)::Drama\n".encode() for i in ITEM_IDS)
         return {"format": "ml-1m"}, b"", items
+    if fmt == "ml-100k":
+        flags = "|".join(["0"] * 8 + ["1"] + ["0"] * 10)  # Drama
+        items = b"".join(f"{i}|Item {i} (1999)|01-Jan-1999||http://x|{flags}\n".encode() for i in ITEM_IDS)
+        return {"format": "ml-100k"}, b"", items
+    if fmt == "amazon":
+        items = b"".join(json.dumps({"parent_asin": i, "title": f"Item {i}", "main_category": "Books"}).encode() + b"\n"
+                         for i in ITEM_IDS)
+        return {"format": "amazon"}, b"", items
     raise ValueError(fmt)
 
 
@@ -112,9 +120,9 @@ VALUE_KINDS = {"int": lambda r: str(r.randint(1, 5)), "float": lambda r: f"{r.un
 
 # A line with a known defect -> (line, the reason it must be rejected with; None: accounted only).
 def _defect(kind: str, fmt: str, good: bytes) -> tuple[bytes, str | None]:
-    sep = {"csv": b",", "recbole": b"\t", "ml-1m": b"::"}.get(fmt)
-    if kind == "invalid_utf8":  # latin-1 (ml-1m) can decode any byte
-        return good[:3] + b"\xff\xfe" + good[3:], None if fmt == "ml-1m" else schema.INVALID_UTF8
+    sep = SEPARATORS.get(fmt)
+    if kind == "invalid_utf8":
+        return good[:3] + b"\xff\xfe" + good[3:], None if fmt in LATIN1 else schema.INVALID_UTF8
     if kind == "too_few":
         return (b'{"uid": "u0"' if sep is None else b"u0" + sep + b"i0"), schema.MALFORMED_RECORD
     if kind == "too_many":
@@ -129,7 +137,7 @@ def _defect(kind: str, fmt: str, good: bytes) -> tuple[bytes, str | None]:
         return good[:4] + b'"' + good[4:], None
     if kind == "lone_surrogate":  # JSON can spell one; no UTF-8 output can hold it
         if sep is None:
-            return b'{"uid": "\\udcff", "sku": "i0", "ts": 1704164645, "action": "buy"}', schema.INVALID_UTF8
+            return _line(fmt, "u0", "i0", TS0, "3").replace(b'"u0"', b'"\\udcff"'), schema.INVALID_UTF8
         return good, None
     raise ValueError(kind)
 
@@ -204,7 +212,7 @@ def _check_invariants(fmt: str, data: bytes, suffix: str, lines, value_kind: str
                 assert line_no[i] in reason, line  # arbitrary bytes are not a record
 
 
-@pytest.mark.parametrize("fmt", ["csv", "jsonl", "recbole", "ml-1m"])
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "recbole", "ml-1m", "ml-100k", "amazon"])
 def test_every_reader_accounts_for_every_line(fmt):
     @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
     @given(input_files(fmt))
@@ -212,6 +220,43 @@ def test_every_reader_accounts_for_every_line(fmt):
         _check_invariants(fmt, *case)
 
     check()
+
+
+@settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_parquet_of_any_column_types_accounts_for_every_row(data):
+    """Typed input: each column one Arrow type (ints, floats, strings, all null), with nulls."""
+    n = data.draw(st.integers(1, 10))
+
+    def column(kinds):
+        kind = data.draw(st.sampled_from(kinds))
+        values = {"int": st.integers(0, 2 * TS0), "float": st.one_of(st.floats(0, 2 * TS0), st.just(float("nan"))),
+                  "str": st.sampled_from(["u0", "i1", "5", str(TS0), "2024-01-02T00:00:00Z", "", " x "]),
+                  "item": st.sampled_from(ITEM_IDS), "null": st.none()}[kind]
+        return data.draw(st.lists(st.one_of(values, st.none()) if kind != "null" else values, min_size=n, max_size=n))
+
+    frame = pd.DataFrame({"uid": column(["str", "int", "null"]), "sku": column(["item", "str", "null"]),
+                          "ts": column(["int", "float", "str", "null"]), "stars": column(["int", "float", "str", "null"])})
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "in").mkdir()
+        frame.to_parquet(root / "in" / "ev.parquet")
+        pd.DataFrame({"sku": list(ITEM_IDS), "name": [f"Item {i}" for i in ITEM_IDS]}).to_parquet(root / "in" / "it.parquet")
+        cfg = config(root / "in", root / "out", [
+            {"name": "pq", "format": "generic", "file_type": "parquet", "interactions": "ev.parquet", "items": "it.parquet",
+             "interaction_columns": {"user_id": "uid", "item_id": "sku", "timestamp": "ts", "value": "stars"},
+             "item_columns": {"item_id": "sku", "title": "name"}}],
+            validation={"timestamp_min": "1990-01-01", "timestamp_max": "2030-01-01"})
+        try:
+            m = run_prepare(cfg, PandasEngine())
+        except ValueError as exc:  # nothing usable at all: a clear error, not a crash
+            assert "nothing left" in str(exc)
+            return
+        check_manifest(m)
+        assert m["input_rows"] == n
+        rejects = table(root / "out", "rejects")
+        assert set(rejects["reason"]) <= set(schema.INTERACTION_REASONS)
+        assert set(rejects.loc[rejects["kind"] == "interaction", "line_no"]) <= set(range(1, n + 1))
 
 
 # -- property: validation of any column type mix ----------------------------------------------
@@ -387,7 +432,7 @@ def test_parquet_without_a_required_column(tmp_path):
         {"name": "pq", "format": "generic", "file_type": "parquet", "interactions": "ev.parquet", "items": "it.parquet",
          "interaction_columns": {"user_id": "uid", "item_id": "sku", "timestamp": "ts"},
          "item_columns": {"item_id": "sku", "title": "name"}}])
-    with pytest.raises(ReaderError, match=r"ev.parquet: no column for timestamp \(looked for ts; columns: uid, sku\)"):
+    with pytest.raises(ReaderError, match=r"ev.parquet has no column for timestamp \(looked for ts; columns: uid, sku\)"):
         run(cfg)
 
 

@@ -168,7 +168,7 @@ def test_any_unicode_anywhere_is_a_bounded_4xx_or_an_answer(endpoint):
         "items": lambda s: ("/v1/items", {"items": [{"item_id": "fuzz-" + s[:50], "text": s, "categories": [s[:20]]}]}),
     }
 
-    @settings(max_examples=120, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
     @given(st.sampled_from(sorted(bodies)), wild)
     def check(where, text):
         path, body = bodies[where](text)
@@ -183,8 +183,10 @@ def test_any_unicode_anywhere_is_a_bounded_4xx_or_an_answer(endpoint):
     # The report's case, and an echo that stays bounded (the test endpoint takes 4 KB bodies).
     r = _post(ep, "/v1/recommend", {"history": [{"text": "\udcff broken"}], "k": 5})
     assert r.status_code == 422 and "unicode" in r.text.lower() and len(r.content) <= MAX_ERROR_BODY
-    r = _post(ep, "/v1/recommend", {"history": [{"item_id": "z" * 500}] * 5 + [{"text": "t" * 3000}], "k": 5})
-    assert 400 <= r.status_code < 500 and len(r.content) <= MAX_ERROR_BODY
+    r = _post(ep, "/v1/recommend", {"history": "x" * 3900})  # a 422 used to send the input back whole
+    assert r.status_code == 422 and len(r.content) < 500 and "xxxx" not in r.text, r.text[:200]
+    r = _post(ep, "/v1/recommend", {"history": [{"item_id": "z" * 600}] * 5, "k": 5})
+    assert r.status_code == 422 and len(r.content) < 1500 and "zzzz" not in r.text, len(r.content)
 
 
 def test_schemathesis_finds_no_server_error(endpoint):
@@ -199,7 +201,7 @@ def test_schemathesis_finds_no_server_error(endpoint):
     ops = [result.ok() for result in schema.get_all_operations()]
     cases = st.one_of([op.as_strategy(mode) for op in ops for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)])
 
-    @settings(max_examples=200, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=100, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
     @given(cases)
     def check(case):
         r = case.call(base_url=ep["url"], headers=AUTH, timeout=60)

@@ -164,7 +164,7 @@ def _check_files(reader: Reader, fs, paths: list[str], kind: str, parquet: bool)
                     names = pq.read_schema(f).names
                 except (OSError, pa.ArrowException) as exc:
                     raise ReaderError(f"{p}: not a readable Parquet file ({exc})") from None
-            reader.check_parquet_columns(names, p, kind)
+            reader.require_columns(names, p, kind)
             continue
         head = io.read_head(fs, p)
         header = reader.header_index(head.split(b"\n", 1)[0] if head else None, kind, p) if reader.has_header else {}

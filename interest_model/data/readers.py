@@ -159,14 +159,18 @@ class Reader:
         if not isinstance(cells, list):
             raise ReaderError(f"{where}: header line cannot be parsed")
         header = {c.split(":", 1)[0].strip(): i for i, c in enumerate(cells)}
-        cols = self.interaction_columns if kind == "interactions" else self.item_columns
+        self.require_columns(list(header), f"{where}: header", kind)
+        return header
+
+    def require_columns(self, columns: Sequence[str], where: str, kind: str) -> None:
+        """Refuse a header or Parquet schema without a column for every required field."""
+        cols = self.item_columns if kind == "items" else self.interaction_columns
         for name in REQUIRED[kind]:
             candidates = _names(getattr(cols, name))
-            if not any(c in header for c in candidates):
-                raise ReaderError(f"{where}: header has no column for {name} (looked for "
-                                  f"{', '.join(candidates) or 'nothing'}; columns: {', '.join(header)}); "
-                                  f"map it with {'item' if kind == 'items' else 'interaction'}_columns in the source config")
-        return header
+            if not any(c in columns for c in candidates):
+                raise ReaderError(f"{where} has no column for {name} (looked for {', '.join(candidates) or 'nothing'}; "
+                                  f"columns: {', '.join(columns)}); map it with "
+                                  f"{'item' if kind == 'items' else 'interaction'}_columns in the source config")
 
     def _split(self, text: str, delimiter: str | None) -> list[str] | dict | None:
         if delimiter is None:
@@ -221,16 +225,6 @@ class Reader:
                     seen = f" (keys of line {line_no}: {', '.join(map(str, obj)) or 'none'})"
                 raise ReaderError(f"{path}:{line_no}: no {name} in any of the first {len(good)} readable records, looked for "
                                   f"{', '.join(_names(getattr(cols, name))) or 'nothing'}{seen}; map it with "
-                                  f"{'item' if kind == 'items' else 'interaction'}_columns in the source config")
-
-    def check_parquet_columns(self, columns: Sequence[str], path: str, kind: str) -> None:
-        """A Parquet file must have a column for every required field."""
-        cols = self.item_columns if kind == "items" else self.interaction_columns
-        for name in REQUIRED[kind]:
-            candidates = _names(getattr(cols, name))
-            if not any(c in columns for c in candidates):
-                raise ReaderError(f"{path}: no column for {name} (looked for {', '.join(candidates) or 'nothing'}; "
-                                  f"columns: {', '.join(columns)}); map it with "
                                   f"{'item' if kind == 'items' else 'interaction'}_columns in the source config")
 
     # -- batches --------------------------------------------------------------------------
