@@ -9,6 +9,7 @@ import argparse
 import logging
 import os
 import sys
+import traceback
 from typing import Sequence
 
 from interest_model.config import ConfigError
@@ -57,6 +58,11 @@ def start_job(argv: Sequence[str] | None, prog: str, description: str, config_cl
     work), connect to Ray. Returns the config."""
     args = job_parser(prog, description).parse_args(argv)
     setup_logging(args.log_level)
+    # transformers resolves Path("src") against the working directory when first imported. A job
+    # submitted with a working_dir runs in Ray's copy of it, which was seen removed under a running
+    # driver when two consecutive jobs shipped the same package (the README's multi-node block):
+    # import it while the directory is certainly there.
+    import transformers  # noqa: F401
     cfg = config_cls.load(args.config, args.overrides)
     init_ray(args.address, args.num_cpus)
     return cfg
@@ -70,5 +76,7 @@ def run_main(fn, argv: Sequence[str] | None) -> int:
         # Raised inside a Ray task, the error arrives wrapped with the task's traceback in its
         # text: print the original message, one line.
         cause = getattr(exc, "cause", None)
+        if os.environ.get("INTEREST_TRACEBACK", "0") not in ("0", ""):  # for a bug report
+            traceback.print_exc()
         print(f"error: {cause if isinstance(cause, Exception) else exc}", file=sys.stderr)
         return 2

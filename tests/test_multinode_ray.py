@@ -54,6 +54,7 @@ def shell_env(tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env["SHARED"] = str(tmp_path_factory.mktemp("shared"))
+    env["INTEREST_TRACEBACK"] = "1"  # the nodes' environment: a failing job's log shows where
     yield env
     subprocess.run([str(BIN / "ray"), "stop", "--force"], capture_output=True, timeout=120, env=env)
 
