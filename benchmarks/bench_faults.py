@@ -17,7 +17,6 @@ import json
 import os
 import signal
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -27,6 +26,8 @@ import requests
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from bench_serve import add_endpoint_args, endpoint_setup  # noqa: E402  (benchmarks/ is the script's folder)
 
 
 def model_replica_pid() -> int:
@@ -41,35 +42,19 @@ def model_replica_pid() -> int:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--registry", default="registry")
-    p.add_argument("--model", default="ml100k-transfer")
-    p.add_argument("--prepared", default="outputs/demo/prepared")
-    p.add_argument("--scenario", default="ml-100k")
+    add_endpoint_args(p)
     p.add_argument("--clients", type=int, default=32)
     p.add_argument("--duration", type=float, default=180.0)
     p.add_argument("--kill-at", type=float, default=60.0)
     p.add_argument("--slow-s", type=float, default=2.0)
-    p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-replicas", type=int, default=None,
                    help="ModelServer autoscaling max_replicas (default: serving/serve_config.yaml's)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], help="ServeConfig override")
     p.add_argument("--out", default="outputs/bench/faults.json")
     args = p.parse_args()
 
-    from ray_jobs.common import init_ray, setup_logging
     from ray_jobs.serve import DEFAULT_CONFIG, deploy, deploy_config, wait_running
-    from serving.client import sample_histories
 
-    setup_logging("WARNING")
-    histories = sample_histories(args.prepared, args.scenario, n=200)
-    bodies = [{"history": h, "scenario": args.scenario, "k": 10, "user_id": u} for u, h in histories]
-    token = os.environ.get("INTEREST_API_TOKEN")
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    os.environ.setdefault("INTEREST_PSEUDONYM_KEY", "bench-only-key")
-    work = Path(tempfile.mkdtemp(prefix="bench-faults-"))
-    sets = [f"registry={Path(args.registry).resolve()}", f"model={args.model}", f"item_store={work / 'items'}",
-            *args.overrides]
-    init_ray(None, None)
+    bodies, headers, sets, _ = endpoint_setup(args, "bench-faults-")
     from ray import serve
 
     url = f"http://127.0.0.1:{args.port}"

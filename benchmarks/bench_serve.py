@@ -79,25 +79,20 @@ def schemathesis_run(url: str, examples: int, token: str | None, workdir: Path) 
             "exit_code": done.returncode, "summary": [re.sub(r"\x1b\[[0-9;]*m", "", line) for line in tail]}
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_endpoint_args(p: argparse.ArgumentParser) -> None:
+    """The endpoint's arguments, shared by the serving benchmarks."""
     p.add_argument("--registry", default="registry")
     p.add_argument("--model", default="ml100k-transfer")
     p.add_argument("--prepared", default="outputs/demo/prepared")
     p.add_argument("--scenario", default="ml-100k")
-    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
-    p.add_argument("--requests", type=int, default=320, help="requests per level for the endpoint")
-    p.add_argument("--naive-requests", type=int, default=64, help="requests per level for the baseline")
-    p.add_argument("--examples", type=int, default=400, help="schemathesis examples per operation")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--naive-port", type=int, default=8011)
     p.add_argument("--set", dest="overrides", action="append", default=[], help="ServeConfig override")
-    p.add_argument("--out", default="outputs/bench/serve.json")
-    args = p.parse_args()
 
-    from interest_model import registry
+
+def endpoint_setup(args, prefix: str) -> tuple[list[dict], dict, list[str], Path]:
+    """(request bodies from real histories, auth headers, ServeConfig overrides, a work folder);
+    items added during a benchmark go to the work folder, not to the registry's item store."""
     from ray_jobs.common import init_ray, setup_logging
-    from ray_jobs.serve import DEFAULT_CONFIG, deploy, deploy_config, wait_running
     from serving.client import sample_histories
 
     setup_logging("WARNING")
@@ -106,11 +101,30 @@ def main() -> int:
     token = os.environ.get("INTEREST_API_TOKEN")
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     os.environ.setdefault("INTEREST_PSEUDONYM_KEY", "bench-only-key")
-    work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
-    reg = str(Path(args.registry).resolve())
-    # The fuzzer adds items: keep them out of the registry's item store.
-    sets = [f"registry={reg}", f"model={args.model}", f"item_store={work / 'items'}", *args.overrides]
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    sets = [f"registry={Path(args.registry).resolve()}", f"model={args.model}", f"item_store={work / 'items'}",
+            *args.overrides]
     init_ray(None, None)
+    return bodies, headers, sets, work
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_endpoint_args(p)
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    p.add_argument("--requests", type=int, default=320, help="requests per level for the endpoint")
+    p.add_argument("--naive-requests", type=int, default=64, help="requests per level for the baseline")
+    p.add_argument("--examples", type=int, default=400, help="schemathesis examples per operation")
+    p.add_argument("--naive-port", type=int, default=8011)
+    p.add_argument("--out", default="outputs/bench/serve.json")
+    args = p.parse_args()
+
+    from interest_model import registry
+    from ray_jobs.serve import DEFAULT_CONFIG, deploy, deploy_config, wait_running
+
+    bodies, headers, sets, work = endpoint_setup(args, "bench-serve-")  # the fuzzer adds items: into work
+    token = os.environ.get("INTEREST_API_TOKEN")
+    reg = str(Path(args.registry).resolve())
     from ray import serve
 
     deploy(deploy_config(str(DEFAULT_CONFIG), sets, "127.0.0.1", args.port))

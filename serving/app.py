@@ -190,9 +190,8 @@ def bounded(value):
     if isinstance(value, str):
         text = value if len(value) <= MAX_ERROR_TEXT else value[:MAX_ERROR_TEXT] + f"... ({len(value):,} chars)"
         return text.encode("utf-8", "replace").decode("utf-8")
-    if isinstance(value, (list, tuple)):
-        items = [bounded(v) for v in value[:MAX_ERROR_ITEMS]]
-        return items + ([f"... and {len(value) - MAX_ERROR_ITEMS} more"] if len(value) > MAX_ERROR_ITEMS else [])
+    if isinstance(value, (list, tuple)):  # the first entries (e.g. unknown_item_ids: the first 10)
+        return [bounded(v) for v in value[:MAX_ERROR_ITEMS]]
     if isinstance(value, dict):
         return {bounded(str(k)): bounded(v) for k, v in list(value.items())[:MAX_ERROR_ITEMS]}
     return value if value is None or isinstance(value, (bool, int, float)) else bounded(str(value))
