@@ -27,28 +27,36 @@ log = logging.getLogger("interest.evaluate")
 
 
 class _ScoreActor:
-    """Loads one scorer per actor and ranks batches of users."""
+    """Loads every scorer once per actor and ranks each batch of users with all of them: one pass
+    over the rows, the same rows for every model (columns ``rank:<name>``, ``category:<name>``)."""
 
-    def __init__(self, kind: str, item_ids: list[str], scenario_items: np.ndarray, exclude_history: bool,
-                 model_dir: str | None = None, values: np.ndarray | None = None):
+    def __init__(self, specs: dict[str, dict], item_ids: list[str], scenario_items: np.ndarray, exclude_history: bool):
         import torch
 
         from interest_model.evaluation import scoring
 
         self.member = torch.from_numpy(np.array(scenario_items, dtype=bool))  # a writable copy
         self.exclude = exclude_history
-        if kind == "model":
-            from interest_model import load_model
+        self.scorers = {}
+        for name, spec in specs.items():
+            if spec["kind"] == "model":
+                from interest_model import load_model
 
-            self.scorer = scoring.ModelScorer(load_model(model_dir), item_ids)
-        elif kind == "popularity":
-            self.scorer = scoring.PopularityScorer(values)
-        else:
-            self.scorer = scoring.TextSimilarityScorer(values)
+                self.scorers[name] = scoring.ModelScorer(load_model(spec["model_dir"]), item_ids)
+            elif spec["kind"] == "popularity":
+                self.scorers[name] = scoring.PopularityScorer(spec["values"])
+            else:
+                self.scorers[name] = scoring.TextSimilarityScorer(spec["values"])
         self.score_batch = scoring.score_batch
 
     def __call__(self, batch: dict) -> dict:
-        return self.score_batch(self.scorer, batch, self.member, self.exclude)
+        out = {"user_id": batch["user_id"], "target_item": batch["target_item"]}
+        for name, scorer in self.scorers.items():
+            scored = self.score_batch(scorer, batch, self.member, self.exclude)
+            out[f"rank:{name}"] = scored["rank"]
+            if "category" in scored:
+                out[f"category:{name}"] = scored["category"]
+        return out
 
 
 def _segments(cfg: EvaluateConfig, ranked: pd.DataFrame, splits: pd.DataFrame,
@@ -105,18 +113,19 @@ def run_evaluate(cfg: EvaluateConfig, preface: Callable[[dict, dict], str] | Non
         scorers["text_similarity"] = {"kind": "text", "values": item_features(catalog.texts, cfg.text_encoder, cfg.embed)}
 
     results, categories, curves = {}, {}, {}
+    ranked = rows.map_batches(_ScoreActor, batch_size=cfg.batch_size, batch_format="numpy",
+                              fn_constructor_kwargs={"specs": scorers, "item_ids": catalog.item_ids,
+                                                     "scenario_items": catalog.scenario_items,
+                                                     "exclude_history": cfg.exclude_history},
+                              compute=ray.data.ActorPoolStrategy(size=cfg.actors),
+                              num_cpus=cfg.cpus_per_actor).to_pandas()
+    segments = _segments(cfg, ranked, splits, seg_items)
     for name, spec in scorers.items():
-        ranked = rows.map_batches(_ScoreActor, batch_size=cfg.batch_size, batch_format="numpy",
-                                  fn_constructor_kwargs={"item_ids": catalog.item_ids,
-                                                         "scenario_items": catalog.scenario_items,
-                                                         "exclude_history": cfg.exclude_history, **spec},
-                                  compute=ray.data.ActorPoolStrategy(size=cfg.actors),
-                                  num_cpus=cfg.cpus_per_actor).to_pandas()
-        per_user = per_user_metrics(ranked["rank"].to_numpy(), tuple(cfg.ks))
-        results[name] = summarize(per_user, _segments(cfg, ranked, splits, seg_items), cfg.bootstrap, cfg.seed)
-        if "category" in ranked:
+        per_user = per_user_metrics(ranked[f"rank:{name}"].to_numpy(), tuple(cfg.ks))
+        results[name] = summarize(per_user, segments, cfg.bootstrap, cfg.seed)
+        if f"category:{name}" in ranked:
             true = [catalog.categories[catalog.vocab[t] - 1] for t in ranked["target_item"]]
-            categories[name] = category_metrics(ranked["category"].tolist(), true)
+            categories[name] = category_metrics(ranked[f"category:{name}"].tolist(), true)
         if spec["kind"] == "model":
             history = io.read_json(io.join(spec["model_dir"], "config.json")).get("training", {}).get("history")
             if history:
