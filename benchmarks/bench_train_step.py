@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from interest_model.models.item_encoder import ItemEncoder  # noqa: E402
 from interest_model.models.model import InterestModel, ModelConfig  # noqa: E402
 from interest_model.models.user_encoder import UserEncoderConfig  # noqa: E402
-from interest_model.training.deepspeed_strategy import DeepSpeedConfig, DeepSpeedStrategy  # noqa: E402
+from interest_model.training.config import DeepSpeedConfig  # noqa: E402
+from interest_model.training.deepspeed_strategy import DeepSpeedStrategy  # noqa: E402
 
 PRESETS = {
     # name: (architecture, hidden, layers, heads, kv heads, intermediate)

@@ -17,6 +17,7 @@ It loads with torch, transformers and safetensors only (no Ray, no DeepSpeed) an
 from __future__ import annotations
 
 import json
+import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
@@ -33,10 +34,12 @@ FORMAT_VERSION = 1
 
 
 def export_model(directory: str | Path, model: InterestModel, catalog: Catalog, state_dict: dict | None = None,
-                 item_encoder: ItemEncoder | None = None, tokenizer=None, extra: dict | None = None) -> Path:
+                 tokenizer=None, extra: dict | None = None, encoder_dir: str | Path | None = None) -> Path:
     """Write a self-contained model directory. ``state_dict`` (e.g. consolidated from a ZeRO
-    checkpoint) defaults to the model's own; the text encoder defaults to the model's, else is
-    loaded from the config so the directory can always encode new items."""
+    checkpoint) defaults to the model's own. The text encoder is the model's when it trains one;
+    for a frozen one, ``encoder_dir``'s (a model directory whose encoder made the features: its
+    files are copied), else the configured one, so the directory can always encode new items.
+    The tokenizer: ``tokenizer``, else ``encoder_dir``'s, else the configured model's."""
     from safetensors.torch import save_file
 
     directory = Path(directory)
@@ -45,16 +48,22 @@ def export_model(directory: str | Path, model: InterestModel, catalog: Catalog, 
     weights = {k: v.detach().to("cpu").contiguous() for k, v in state.items() if not k.startswith("item_encoder.")}
     save_file(weights, str(directory / "model.safetensors"), metadata={"format": FORMAT})
     enc_cfg = model.cfg.item_encoder
-    encoder = item_encoder or model.item_encoder or ItemEncoder.from_config(enc_cfg)
-    if model.item_encoder is not None and state_dict is not None:
-        encoder.load_state_dict({k[len("item_encoder."):]: v for k, v in state.items()
-                                 if k.startswith("item_encoder.")})
     enc_dir = directory / "item_encoder"
-    encoder.backbone.save_pretrained(enc_dir, safe_serialization=True)
-    if encoder.projection is not None:
-        save_file({k: v.contiguous() for k, v in encoder.projection.state_dict().items()},
-                  str(enc_dir / "projection.safetensors"))
-    (tokenizer or load_tokenizer(resolve_model_path(enc_cfg.model))).save_pretrained(enc_dir)
+    source = None if encoder_dir is None else Path(encoder_dir) / "item_encoder"
+    if model.item_encoder is None and source is not None:
+        shutil.copytree(source, enc_dir, dirs_exist_ok=True)
+    else:
+        encoder = model.item_encoder or ItemEncoder.from_config(enc_cfg)
+        if model.item_encoder is not None and state_dict is not None:
+            encoder.load_state_dict({k[len("item_encoder."):]: v for k, v in state.items()
+                                     if k.startswith("item_encoder.")})
+        encoder.backbone.save_pretrained(enc_dir, safe_serialization=True)
+        if encoder.projection is not None:
+            save_file({k: v.contiguous() for k, v in encoder.projection.state_dict().items()},
+                      str(enc_dir / "projection.safetensors"))
+        if tokenizer is None:
+            tokenizer = load_tokenizer(str(source) if source is not None else resolve_model_path(enc_cfg.model))
+        tokenizer.save_pretrained(enc_dir)
     (directory / "catalog.json").write_text(catalog.to_json(), encoding="utf-8")
     config = {
         "format": FORMAT, "format_version": FORMAT_VERSION,

@@ -202,6 +202,19 @@ def is_remote(uri: str | Path) -> bool:
     return _is_uri(str(uri))
 
 
+def local_path(uri: str | Path) -> str | None:
+    """The absolute local path of a plain path or a file:// URI; None for other URIs."""
+    text = str(uri)
+    if text.startswith("file://"):
+        return filesystem(text)[1]
+    return None if is_remote(text) else str(Path(text).resolve())
+
+
+def absolute(uri: str | Path) -> str:
+    """A URI as given, a local path made absolute (Ray's storage paths, a registry root)."""
+    return str(uri) if is_remote(uri) else str(Path(uri).resolve())
+
+
 @contextlib.contextmanager
 def local_output(uri: str | Path):
     """A local directory to write files into; for a URI (s3://, gs://, file://, ...) they are

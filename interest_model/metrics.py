@@ -11,6 +11,8 @@ import math
 import torch
 
 NEG_INF = float("-inf")
+# What validation selects checkpoints, stops early and tunes on; the key of every report.
+METRIC = "val_ndcg@10"
 
 
 def target_ranks(scores: torch.Tensor, target: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:

@@ -151,8 +151,9 @@ def list_models(root: str) -> list[dict]:
 def local_model_dir(root: str, ref: str, cache_dir: str | None = None) -> str:
     """A local directory holding the version (the registry's own when local, else a copy)."""
     uri, version = resolve(root, ref)
-    if "://" not in uri or uri.startswith("file://"):
-        return io.filesystem(uri)[1]
+    local = io.local_path(uri)
+    if local is not None:
+        return local
     name = parse_ref(ref)[0]
     dest = Path(cache_dir or tempfile.gettempdir()) / "interest-registry" / name / str(version)
     if not (dest / CARD).exists():

@@ -14,14 +14,14 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-import numpy as np
 import torch
 
-from interest_model.catalog import Catalog
-from interest_model.checkpoint import load_item_encoder, read_export
 from pydantic import Field
 
+from interest_model.catalog import Catalog
+from interest_model.checkpoint import read_export
 from interest_model.config import Frozen
+from interest_model.models.build import ItemInputs, build_model
 from interest_model.models.model import InterestModel, ModelConfig
 
 Strategy = Literal["zero_shot", "full", "adapter", "lora"]
@@ -77,17 +77,11 @@ def load_pretrained(spec: TransferSpec):
 
 
 def build_transfer_model(spec: TransferSpec, cfg: ModelConfig, src_catalog: Catalog, weights: dict,
-                         catalog: Catalog, features: np.ndarray | None = None,
-                         tokens: tuple[np.ndarray, np.ndarray] | None = None) -> InterestModel:
+                         catalog: Catalog, inputs: ItemInputs) -> InterestModel:
     """A model over the target ``catalog`` initialized from the pretrained ``weights``, with
-    exactly the strategy's parameters trainable."""
-    from interest_model.training.loop import build_model
-
-    if cfg.item_encoder.freeze or not cfg.use_text:
-        model = build_model(cfg, catalog, features=features)
-    else:
-        encoder, _ = load_item_encoder(spec.init_from, cfg.item_encoder)
-        model = build_model(cfg, catalog, tokens=tokens, encoder=encoder)
+    exactly the strategy's parameters trainable. A trainable text encoder starts from the
+    pretrained model's (``inputs.encoder_dir``: ``spec.init_from``)."""
+    model = build_model(cfg, catalog, inputs)
     load_weights(model, weights, src_catalog, catalog)
     set_trainable(model, spec)
     return model

@@ -21,8 +21,11 @@ import time
 from typing import Sequence
 
 from interest_model import io
-from interest_model.config import JobConfig
-from interest_model.training.config import BenchmarkConfig, EvaluateConfig, PretrainConfig, TransferConfig
+from interest_model.data.prepared import PreparedData
+from interest_model.evaluation.config import EvaluateConfig
+from interest_model.experiments import BenchmarkConfig
+from interest_model.metrics import METRIC
+from interest_model.training.config import PretrainConfig, TrainingJobConfig, TransferConfig
 from ray_jobs.common import run_main, start_job
 from ray_jobs.evaluate import headline, run_evaluate
 from ray_jobs.pretrain import run_pretrain
@@ -38,7 +41,7 @@ def model_name(base: str, fraction: float) -> str:
     return base if fraction == 1 else f"{base}@{fraction:g}"
 
 
-def plan(cfg: BenchmarkConfig) -> tuple[list[tuple[str, str, JobConfig]], EvaluateConfig]:
+def plan(cfg: BenchmarkConfig) -> tuple[list[tuple[str, str, TrainingJobConfig]], EvaluateConfig]:
     """Every stage's validated config, in order: [(name, job, config)], and the evaluation."""
     if cfg.in_domain:
         return _plan_in_domain(cfg)
@@ -49,7 +52,7 @@ def plan(cfg: BenchmarkConfig) -> tuple[list[tuple[str, str, JobConfig]], Evalua
     def common(name: str, fraction: float = 1.0) -> list[str]:
         return _common(cfg, name, fraction)
 
-    stages: list[tuple[str, str, JobConfig]] = []
+    stages: list[tuple[str, str, TrainingJobConfig]] = []
     pretrain = PretrainConfig.load(cfg.pretrain.config, [*cfg.pretrain.set, *common("pretrained")])
     stages.append(("pretrained", "pretrain", pretrain))
     target_budget = TransferConfig.load(cfg.transfer.config, [  # the train section every target training gets
@@ -101,7 +104,7 @@ def _evaluation(cfg: BenchmarkConfig, models: dict[str, str], references: list[s
     return evaluate.model_copy(update={"models": models, "references": references, "data": data})
 
 
-def _plan_in_domain(cfg: BenchmarkConfig) -> tuple[list[tuple[str, str, JobConfig]], EvaluateConfig]:
+def _plan_in_domain(cfg: BenchmarkConfig) -> tuple[list[tuple[str, str, TrainingJobConfig]], EvaluateConfig]:
     """One pretraining per model on ``data.scenarios`` (same config and budget, its own item
     representation), evaluated on the same scenarios' test rows."""
     stages = []
@@ -116,16 +119,12 @@ def _plan_in_domain(cfg: BenchmarkConfig) -> tuple[list[tuple[str, str, JobConfi
 
 def _on_target(cfg: PretrainConfig, transfer: TransferConfig) -> PretrainConfig:
     """A pretrain config that trains on the transfer's target scenarios with its budget."""
-    data = cfg.data.model_copy(update={"scenarios": transfer.data.scenarios or _target_scenarios(cfg.data.prepared)})
+    targets = transfer.data.scenarios or PreparedData(cfg.data.prepared).scenarios_of("target")
+    data = cfg.data.model_copy(update={"scenarios": targets})
     return cfg.model_copy(update={"data": data, "train": transfer.train})
 
 
-def _target_scenarios(prepared: str) -> list[str]:
-    manifest = io.read_json(io.join(prepared, "manifest.json"))
-    return [s for s, v in manifest["scenarios"].items() if v["role"] == "target"]
-
-
-def is_done(cfg: JobConfig) -> bool:
+def is_done(cfg: TrainingJobConfig) -> bool:
     """An export of ``cfg`` exists already (same config hash)."""
     path = io.join(cfg.export_dir, "config.json")
     return io.exists(path) and io.read_json(path).get("training", {}).get("config_hash") == cfg.config_hash()
@@ -157,8 +156,8 @@ def summary(results: dict, info: dict, cfg: BenchmarkConfig) -> str:
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for fraction in cfg.fractions:
         trained = [model_name(s, fraction) for s in cfg.strategies if s != "zero_shot"]
-        trained = [m for m in trained if info.get(m, {}).get("val_ndcg@10") is not None]
-        best = max(trained, key=lambda m: info[m]["val_ndcg@10"], default=None)
+        trained = [m for m in trained if info.get(m, {}).get(METRIC) is not None]
+        best = max(trained, key=lambda m: info[m][METRIC], default=None)
         sasrec = model_name(SASREC, fraction)
         lines.append("| " + " | ".join([
             f"{fraction:.0%}", best or "n/a", _ndcg(results, best), _ndcg(results, sasrec),
@@ -182,7 +181,7 @@ def _summary_in_domain(results: dict, info: dict) -> str:
             continue
         epochs = f"{i['epochs']} ({i['best_epoch'] + 1})" if i.get("epochs") is not None else "n/a"
         seconds = f"{i['train_seconds'] / 60:.1f} min" if i.get("train_seconds") is not None else "n/a"
-        val = i.get("val_ndcg@10")
+        val = i.get(METRIC)
         lines.append("| " + " | ".join([
             model, i.get("kind", ""), epochs, seconds, "n/a" if val is None else f"{val:.4f}", _ndcg(results, model),
             f"{results[model]['all']['recall@10']['value']:.4f}", _ratio(results, model, sasrec),

@@ -14,14 +14,14 @@ import numpy as np
 import pandas as pd
 
 from interest_model import io
-from interest_model.catalog import Catalog
 from interest_model.data.examples import make_examples
 from interest_model.evaluation.ranking import per_user_metrics, summarize
 from interest_model.evaluation.report import write_report
 from interest_model.evaluation.scoring import category_metrics
-from interest_model.training.config import EvaluateConfig
+from interest_model.data.prepared import PreparedData
+from interest_model.evaluation.config import EvaluateConfig
+from interest_model.metrics import METRIC
 from ray_jobs.common import run_main, start_job
-from ray_jobs.pretrain import _read_table, choose_scenarios, load_prepared
 
 log = logging.getLogger("interest.evaluate")
 
@@ -84,10 +84,10 @@ def run_evaluate(cfg: EvaluateConfig, preface: Callable[[dict, dict], str] | Non
     for name, path in cfg.models.items():
         if not io.exists(io.join(path, "config.json")):
             raise FileNotFoundError(f"model {name!r}: no exported model at {path}")
-    manifest, items = load_prepared(cfg.data.prepared)
-    scenarios = choose_scenarios(cfg, manifest, "target")
-    catalog = Catalog.from_items(items, scenarios)
-    fs, seq_path = io.filesystem(io.join(cfg.data.prepared, "sequences"))
+    prepared = PreparedData(cfg.data.prepared)
+    scenarios = prepared.choose(cfg.data, "target")
+    catalog = prepared.catalog(scenarios)
+    fs, seq_path = prepared.dataset_path("sequences")
     rows = ray.data.read_parquet(seq_path, filesystem=fs).map_batches(
         make_examples, batch_format="pandas",
         fn_kwargs={"vocab": catalog.vocab, "scenarios": {s: i for i, s in enumerate(scenarios)},
@@ -95,8 +95,8 @@ def run_evaluate(cfg: EvaluateConfig, preface: Callable[[dict, dict], str] | Non
     log.info("evaluate %s on %d %s rows of %s, %d catalog items", list(cfg.models) + cfg.baselines, rows.count(),
              cfg.part, scenarios, catalog.size - 1)
 
-    seg_items = _read_table(io.join(cfg.data.prepared, "item_segments"))
-    splits = _read_table(io.join(cfg.data.prepared, "splits"))
+    seg_items = prepared.table("item_segments")
+    splits = prepared.table("splits")
     splits = splits[splits["scenario"].isin(scenarios)]
     scorers: dict[str, dict] = {name: {"kind": "model", "model_dir": path} for name, path in cfg.models.items()}
     if "popularity" in cfg.baselines:
@@ -134,7 +134,7 @@ def run_evaluate(cfg: EvaluateConfig, preface: Callable[[dict, dict], str] | Non
                  results[name]["all"]["recall@10"]["value"])
     info = {name: model_info(spec.get("model_dir")) for name, spec in scorers.items()}
     extra = {"interest_categories": categories, "part": cfg.part, "scenarios": scenarios,
-             "data_manifest_hash": manifest["config_hash"], "config": cfg.to_public_dict()}
+             "data_manifest_hash": prepared.config_hash, "config": cfg.to_public_dict()}
     text = preface(results, info) if preface else ""
     paths = write_report(cfg.out_dir, results, f"Evaluation on {', '.join(scenarios)} ({cfg.part})",
                          curves=curves or None, extra=extra, info=info, references=tuple(cfg.references),
@@ -156,7 +156,7 @@ def model_info(model_dir: str | None) -> dict:
             "strategy": strategy,
             "fraction": None if strategy == "zero_shot" else training.get("user_fraction", 1.0),
             "trainable": sum(trainable.values()) if trainable else None,
-            "val_ndcg@10": training.get("best", {}).get("val_ndcg@10"),
+            METRIC: training.get("best", {}).get(METRIC),
             "epochs": len(training["history"]) if training.get("history") else None,
             "best_epoch": training.get("best", {}).get("epoch"), "stopped": training.get("stopped"),
             "train_seconds": training.get("train_seconds")}

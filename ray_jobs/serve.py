@@ -27,6 +27,7 @@ from typing import Sequence
 
 import yaml
 
+from interest_model import io
 from ray_jobs.common import init_ray, run_main, setup_logging
 
 log = logging.getLogger("interest.serve")
@@ -59,7 +60,7 @@ def app_settings(args) -> list[str]:
     from interest_model import registry
     from serving.config import ServeConfig
 
-    reg = args.registry if "://" in args.registry else str(Path(args.registry).resolve())
+    reg = io.absolute(args.registry)
     overrides = [f"registry={reg}", *([f"model={args.model}"] if args.model else []), *args.overrides]
     cfg = ServeConfig.load(None, overrides)
     if cfg.model_dir is None:

@@ -25,6 +25,7 @@ from typing import Sequence
 
 import yaml
 
+from interest_model import io
 from ray_jobs.common import run_main
 
 REPO = Path(__file__).resolve().parent.parent
@@ -57,7 +58,7 @@ def runtime_env(path: str, working_dir: str | None) -> dict:
     if not isinstance(env, dict):
         raise ValueError(f"{path}: a runtime env must be a mapping")
     wd = working_dir or env.get("working_dir")
-    if wd and "://" not in wd:
+    if wd and not io.is_remote(wd):
         resolved = Path(wd).resolve()
         if not resolved.is_dir():
             raise FileNotFoundError(f"working_dir {wd} is not a directory")

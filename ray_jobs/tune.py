@@ -19,7 +19,11 @@ import sys
 from typing import Sequence
 
 from interest_model import io, registry
-from interest_model.training.config import EvaluateConfig, PretrainConfig, TransferConfig, TuneConfig
+from interest_model.data.prepared import PreparedData
+from interest_model.evaluation.config import EvaluateConfig
+from interest_model.experiments import TuneConfig
+from interest_model.metrics import METRIC
+from interest_model.training.config import PretrainConfig, TransferConfig
 from ray_jobs.common import run_main, start_job
 
 log = logging.getLogger("interest.tune")
@@ -32,7 +36,6 @@ class SearchInterrupted(RuntimeError):
 class SearchFailed(RuntimeError):
     """No trial of a family completed: nothing to choose."""
 
-METRIC = "val_ndcg@10"
 OURS, SASREC = "ours", "sasrec"
 
 
@@ -65,7 +68,7 @@ def trial_config(cfg: TuneConfig, arm: str, params: dict, trial_dir: str, run_na
     if arm == OURS:
         return TransferConfig.load(search.config, overrides)
     sasrec = PretrainConfig.load(search.config, overrides)
-    target = cfg.data.scenarios or _target_scenarios(cfg.data.prepared)
+    target = cfg.data.scenarios or PreparedData(cfg.data.prepared).scenarios_of("target")
     return sasrec.model_copy(update={"data": sasrec.data.model_copy(update={"scenarios": target})})
 
 
@@ -74,11 +77,6 @@ def probe_config(cfg: TuneConfig, arm: str):
     before any trial starts."""
     search = cfg.ours if arm == OURS else cfg.sasrec
     return trial_config(cfg, arm, {k: v.example() for k, v in search.space.items()}, "probe", "probe")
-
-
-def _target_scenarios(prepared: str) -> list[str]:
-    manifest = io.read_json(io.join(prepared, "manifest.json"))
-    return [s for s, v in manifest["scenarios"].items() if v["role"] == "target"]
 
 
 # -- one trial (runs as a Tune function trainable) ---------------------------------------------
@@ -120,7 +118,7 @@ def search(cfg: TuneConfig, arm: str):
 
     arm_cfg = cfg.ours if arm == OURS else cfg.sasrec
     name = f"{cfg.name}-{arm}"
-    storage = cfg.storage_path if "://" in cfg.storage_path else str(io.filesystem(cfg.storage_path)[1])
+    storage = io.absolute(cfg.storage_path)
     experiment_dir = io.join(storage, name)
     # Trials keep the job's working directory (relative paths in configs mean what they mean for
     # every other job) instead of Tune's per-trial directory; Tune propagates this to trials.
@@ -256,7 +254,7 @@ def run_tune(cfg: TuneConfig) -> dict:
     from ray_jobs.evaluate import run_evaluate
 
     arms = [OURS] + ([SASREC] if cfg.sasrec else [])
-    storage = cfg.storage_path if "://" in cfg.storage_path else str(io.filesystem(cfg.storage_path)[1])
+    storage = io.absolute(cfg.storage_path)
     rows_by_arm, winners = {}, {}
     for arm in arms:
         grid = search(cfg, arm)
@@ -285,14 +283,13 @@ def run_tune(cfg: TuneConfig) -> dict:
 
     out = run_evaluate(evaluate, preface=preface)
     plot_params(rows_by_arm, io.join(cfg.out_dir, "evaluation"))
-    manifest = io.read_json(io.join(cfg.data.prepared, "manifest.json"))
     win = winners[OURS]
     card = _registered(cfg, win) or registry.register(cfg.registry.root, cfg.registry.name, win["model"], {
         "metrics": {"validation": {METRIC: win["best"]},
                     "test": {k: v["value"] for k, v in out["results"][f"{OURS}_tuned"]["all"].items()
                              if isinstance(v, dict)}},
         "trial_config": win["params"], "trial_id": win["trial"], "experiment": f"{cfg.name}-{OURS}",
-        "data_manifest_hash": manifest["config_hash"], "tune_config": cfg.to_public_dict(),
+        "data_manifest_hash": PreparedData(cfg.data.prepared).config_hash, "tune_config": cfg.to_public_dict(),
         "report": out["paths"]["report"]})
     io.write_json(io.join(cfg.out_dir, "evaluation/trials.json"), rows_by_arm)
     return {**out, "trials": rows_by_arm, "winners": winners, "registered": card}

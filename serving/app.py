@@ -28,6 +28,8 @@ from ray.serve.exceptions import DeploymentUnavailableError, ReplicaUnavailableE
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from interest_model import io
+from interest_model.online.errors import RequestError
 from serving import schemas
 from serving.config import ServeConfig
 
@@ -49,7 +51,7 @@ def resolve_model(cfg: ServeConfig) -> tuple[str, str, str | None]:
     uri, version = registry.resolve(cfg.registry, cfg.model)
     local = registry.local_model_dir(cfg.registry, f"{name}:{version}")
     store = cfg.item_store
-    if store is None and "://" not in cfg.registry:
+    if store is None and not io.is_remote(cfg.registry):
         store = os.path.join(os.path.abspath(cfg.registry), name, "items")
     return local, f"{name}:{version}", store
 
@@ -70,35 +72,34 @@ class ModelServer:
         self.online = OnlineModel(model_dir, item_store=store, label=label, exact_max_items=cfg.exact_search_max_items,
                                   hnsw_m=cfg.hnsw_m, ef_search=cfg.hnsw_ef_search, max_history=cfg.max_history)
         self.store = store
-        self.recommend.set_max_batch_size(cfg.max_batch_size)
-        self.recommend.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
+        self._recommend_batch.set_max_batch_size(cfg.max_batch_size)
+        self._recommend_batch.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
         self.batch_size = metrics.Histogram("interest_batch_size", description="requests per user-encoding batch",
                                             boundaries=BATCH_BOUNDARIES)
         log.info("serving %s from %s: %d items, %s search", label, model_dir, self.online.num_items,
                  self.online.index.kind)
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
-    async def recommend(self, queries: list[dict]) -> list[dict]:
+    async def _recommend_batch(self, queries: list[dict]) -> list:
         self.batch_size.observe(len(queries))
         answers = await asyncio.to_thread(self.online.recommend_batch, queries)
-        return [{**a, "batch_size": len(queries), "model": self.online.label} for a in answers]
+        return [a if isinstance(a, Exception) else {**a, "batch_size": len(queries), "model": self.online.label}
+                for a in answers]
+
+    async def recommend(self, query: dict) -> dict:
+        """One request's answer, encoded in a batch with concurrent ones; a request the model
+        cannot answer raises its RequestError (the ingress turns it into a 4xx)."""
+        out = await self._recommend_batch(query)
+        if isinstance(out, Exception):
+            raise out
+        return out
 
     async def interests(self, query: dict) -> dict:
-        from interest_model.online import RequestError
-
-        try:
-            out = await asyncio.to_thread(self.online.interests, query, query.get("top_categories", 5))
-            return {**out, "model": self.online.label}
-        except RequestError as exc:
-            return exc.as_dict()
+        out = await asyncio.to_thread(self.online.interests, query, query.get("top_categories", 5))
+        return {**out, "model": self.online.label}
 
     async def add_items(self, items: list[dict]) -> dict:
-        from interest_model.online import RequestError
-
-        try:
-            return {"items": await asyncio.to_thread(self.online.add_items, items), "model": self.online.label}
-        except RequestError as exc:
-            return exc.as_dict()
+        return {"items": await asyncio.to_thread(self.online.add_items, items), "model": self.online.label}
 
     async def info(self) -> dict:
         await asyncio.to_thread(self.online.refresh)
@@ -204,13 +205,10 @@ async def invalid_request(request: Request, exc: RequestValidationError) -> JSON
     return JSONResponse({"detail": bounded(errors)}, status_code=422)
 
 
-def answer(result: dict) -> dict:
-    """A model answer, or its client error as an HTTP error."""
-    if "error" in result:
-        err = dict(result["error"])
-        status = err.pop("status", 422)
-        return JSONResponse(bounded(err), status_code=status)
-    return result
+@api.exception_handler(RequestError)
+async def unanswerable(request: Request, exc: RequestError) -> JSONResponse:
+    """A request the model cannot answer (raised in the model replica): its status and detail."""
+    return JSONResponse(bounded(exc.body()), status_code=exc.status)
 
 
 ERRORS = {401: {"model": schemas.ErrorResponse}, 413: {"model": schemas.ErrorResponse},
@@ -270,10 +268,7 @@ class Api:
               dependencies=[Depends(authorized)], tags=["recommend"])
     async def recommend(self, body: schemas.RecommendRequest, request: Request):
         self._log(request, "recommend", body, f"k={body.k}")
-        result = await call_model(self.model.recommend, body.model_dump())
-        out = answer(result)
-        if isinstance(out, JSONResponse):
-            return out
+        out = await call_model(self.model.recommend, body.model_dump())
         body = schemas.RecommendResponse(items=out["items"], fallback=out["fallback"], model=out["model"],
                                          request_id=request_id(request))
         return JSONResponse(body.model_dump(), headers={"x-batch-size": str(out["batch_size"])})
@@ -282,18 +277,14 @@ class Api:
               dependencies=[Depends(authorized)], tags=["recommend"])
     async def interests(self, body: schemas.InterestsRequest, request: Request):
         self._log(request, "interests", body)
-        out = answer(await call_model(self.model.interests, body.model_dump()))
-        if isinstance(out, JSONResponse):
-            return out
+        out = await call_model(self.model.interests, body.model_dump())
         return {**out, "request_id": request_id(request)}
 
     @api.post("/v1/items", response_model=schemas.ItemsResponse, responses={**ERRORS, 409: {"model": schemas.ErrorResponse}},
               dependencies=[Depends(authorized)], tags=["catalog"])
     async def add_items(self, body: schemas.ItemsRequest, request: Request):
         log.info("items request_id=%s count=%d", request_id(request), len(body.items))
-        out = answer(await call_model(self.model.add_items, [it.model_dump() for it in body.items]))
-        if isinstance(out, JSONResponse):
-            return out
+        out = await call_model(self.model.add_items, [it.model_dump() for it in body.items])
         return {**out, "request_id": request_id(request)}
 
 

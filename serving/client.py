@@ -55,14 +55,11 @@ def sample_histories(prepared: str, scenario: str, n: int = 1, max_events: int =
     """Real users' histories in ``scenario`` from prepared data: the events before each user's
     test event (leave-one-out split), as API history events: [(pseudonymous user id, events)]."""
     import numpy as np
-    import pandas as pd
 
-    from interest_model import io
+    from interest_model.data.prepared import PreparedData
 
-    fs, path = io.filesystem(io.join(prepared, "sequences"))
-    seqs = pd.read_parquet(path, filesystem=fs, columns=["scenario", "user_id", "item_ids", "timestamps",
-                                                        "event_types", "loo_valid_end"])
-    seqs = seqs[seqs["scenario"] == scenario]
+    seqs = PreparedData(prepared).sequences(scenario, columns=["user_id", "item_ids", "timestamps", "event_types",
+                                                               "loo_valid_end"])
     if seqs.empty:
         raise ValueError(f"no sequences of scenario {scenario!r} in {prepared}")
     picked = np.random.default_rng(seed).choice(len(seqs), size=min(n, len(seqs)), replace=False)

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from interest_model import load_model
-from interest_model.training.config import BenchmarkConfig
+from interest_model.experiments import BenchmarkConfig
 from ray_jobs.benchmark import is_done, plan, run_benchmark
 from ray_jobs.transfer import run_transfer
 from tests.conftest import CONFIGS, transfer_config

@@ -85,7 +85,8 @@ def test_raycluster_has_a_workless_head_cpu_and_gpu_groups_autoscaling_and_token
 def test_rayjob_runs_a_valid_job_config_and_cleans_up(job):
     from ray.runtime_env import RuntimeEnv
 
-    from interest_model.training.config import PretrainConfig, TransferConfig, TuneConfig
+    from interest_model.experiments import TuneConfig
+    from interest_model.training.config import PretrainConfig, TransferConfig
 
     doc = _load(CLUSTER / "kuberay" / f"rayjob-{job}.yaml")
     assert doc["kind"] == "RayJob" and doc["apiVersion"] == "ray.io/v1"

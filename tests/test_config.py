@@ -6,8 +6,9 @@ from tests.conftest import CONFIGS
 
 
 def test_every_shipped_config_loads():
-    from interest_model.training.config import (BenchmarkConfig, EvaluateConfig, PretrainConfig, TransferConfig,
-                                                TuneConfig)
+    from interest_model.evaluation.config import EvaluateConfig
+    from interest_model.experiments import BenchmarkConfig, TuneConfig
+    from interest_model.training.config import PretrainConfig, TransferConfig
 
     jobs = {"pretrain": PretrainConfig, "transfer": TransferConfig, "evaluate": EvaluateConfig,
             "benchmark": BenchmarkConfig, "tune": TuneConfig}

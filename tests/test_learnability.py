@@ -19,7 +19,8 @@ from interest_model.metrics import finalize
 from interest_model.models.model import ModelConfig
 from interest_model.models.user_encoder import UserEncoderConfig
 from interest_model.training.config import TrainConfig
-from interest_model.training.loop import FitState, TorchStepper, array_batches, build_model, evaluate, fit
+from interest_model.models.build import ItemInputs, build_model
+from interest_model.training.loop import FitState, TorchStepper, array_batches, evaluate, fit
 from interest_model.training.optim import schedule_steps
 from tests.models import tiny_model_dir
 
@@ -70,7 +71,7 @@ def train_on_walks(walk_data, features, kind: str, items: str, hf_model: str | N
     user = UserEncoderConfig(kind=kind, dim=dim, layers=layers, heads=2, dropout=dropout, max_len=MAX_LEN,
                              hf_model=hf_model)
     cfg = ModelConfig(user_encoder=user, temperature=0.1, **ITEMS[items])
-    model = build_model(cfg, catalog, features=features)
+    model = build_model(cfg, catalog, ItemInputs(features=features))
     train = TrainConfig(epochs=epochs, patience=3, batch_size=32, lr=3e-3, warmup_ratio=0.05, weight_decay=0.0,
                         exclude_history=False, log_every=10**9)
     steps = -(-len(train_rows["scenario"]) // train.batch_size)

@@ -223,7 +223,8 @@ def test_user_encoders_are_causal_and_ignore_padding(kind):
 
 
 def test_deepspeed_config_and_schedule():
-    from interest_model.training.deepspeed_strategy import DeepSpeedConfig, DeepSpeedStrategy
+    from interest_model.training.config import DeepSpeedConfig
+    from interest_model.training.deepspeed_strategy import DeepSpeedStrategy
     from interest_model.training.optim import schedule_steps, warmup_constant, warmup_cosine
 
     s = DeepSpeedStrategy(DeepSpeedConfig(zero_stage=3, gradient_accumulation_steps=4), micro_batch_size=8,
@@ -255,7 +256,7 @@ def test_feature_cache_key_follows_the_model_files_not_the_path_spelling(tmp_pat
     import shutil
 
     from interest_model.models.item_encoder import ItemEncoderConfig
-    from ray_jobs.embed import cache_key
+    from interest_model.models.features import cache_key
 
     model = shutil.copytree(tiny_model_dir(tmp_path, "bert"), tmp_path / "enc")
     monkeypatch.chdir(tmp_path)

@@ -27,9 +27,10 @@ def test_batch_answers_each_request_on_its_own(export_dir, tmp_path):
                                   {"history": [{"text": "Title: i5"}, {"item_id": "i2"}], "scenario": "a", "k": 8}])
     assert [it["item_id"] not in ("i1", "i2") for it in out[0]["items"]] == [True] * 3
     assert out[0]["fallback"] is None
-    assert out[1]["error"]["status"] == 422 and out[1]["error"]["unknown_item_ids"] == ["nope", "zzz"]
+    assert isinstance(out[1], RequestError) and out[1].status == 422
+    assert out[1].extra["unknown_item_ids"] == ["nope", "zzz"]
     assert out[2]["fallback"] == "catalog_order" and len(out[2]["items"]) == 3
-    assert "unknown scenario" in out[3]["error"]["detail"]
+    assert "unknown scenario" in out[3].detail
     assert len(out[4]["items"]) == 7 and "i2" not in [it["item_id"] for it in out[4]["items"]]
     # the same request alone or in a batch gets the same answer
     alone = online.recommend_batch([_q("i1", "i2")])[0]["items"]
@@ -44,7 +45,7 @@ def test_batch_answers_each_request_on_its_own(export_dir, tmp_path):
 def test_popular_fallback_uses_training_popularity(export_dir):
     online = OnlineModel(str(export_dir))
     counts = pd.DataFrame({"scenario": ["a"] * 3, "item_id": ["i6", "i2", "i4"], "count": [50, 30, 10]})
-    online.popularity = online.rec.catalog.with_popularity(counts).popularity
+    online.catalog.popularity = online.rec.catalog.with_popularity(counts).popularity
     out = online.recommend_batch([_q(k=2), _q(k=2, filter={"exclude_categories": []})])
     assert out[0] == out[1] and out[0]["fallback"] == "popular"
     assert [it["item_id"] for it in out[0]["items"]] == ["i6", "i2"]

@@ -76,8 +76,8 @@ def test_item_features_by_batch_inference_are_cached(ray_cluster, tmp_path):
     import numpy as np
 
     from interest_model.models.item_encoder import ItemEncoder, ItemEncoderConfig, load_tokenizer
-    from interest_model.training.config import EmbedConfig
-    from ray_jobs.embed import cache_key, item_features
+    from interest_model.models.features import EmbedConfig, cache_key
+    from ray_jobs.embed import item_features
     from tests.models import tiny_model_dir
 
     path = tiny_model_dir(tmp_path, "bert")

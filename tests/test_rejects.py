@@ -96,10 +96,10 @@ def test_rejects_never_hold_raw_user_ids_unless_asked(tmp_path):
 
 
 def test_outputs_have_their_schema(tmp_path):
-    from interest_model.data.pipeline import OUTPUT_TABLES
+    from interest_model.data.prepared import TABLES
 
     m = run(corrupted_config(tmp_path))
-    for name, arrow_schema in OUTPUT_TABLES.items():
+    for name, arrow_schema in TABLES.items():
         got = pq.read_schema(next((tmp_path / "out" / name).glob("*.parquet")))
         assert got.names == arrow_schema.names, name
         assert [f.type for f in got] == [f.type for f in arrow_schema], name

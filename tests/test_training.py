@@ -10,7 +10,8 @@ from interest_model.data.synthetic import walk_sequences
 from interest_model.models.model import ModelConfig
 from interest_model.models.user_encoder import UserEncoderConfig
 from interest_model.training.config import TrainConfig
-from interest_model.training.loop import FitState, TorchStepper, array_batches, build_model, fit
+from interest_model.models.build import build_model
+from interest_model.training.loop import FitState, TorchStepper, array_batches, fit
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ weights."""
 import pytest
 import torch
 
-from interest_model.training.loop import catalog_tokens
+from interest_model.models.build import ItemInputs, catalog_tokens
 from interest_model.transfer import (TransferSpec, build_transfer_model, load_pretrained,
                                      trainable_counts)
 from tests.models import tiny_catalog, tiny_export
@@ -23,7 +23,7 @@ def test_each_strategy_trains_exactly_its_parameters(pretrained, strategy):
     dst = tiny_catalog(["i2", "i3", "new1", "new2"], "b")  # two shared items, two new ones
     feats = torch.cat([torch.zeros(1, 32), encoder.encode(dst.texts, tok, max_length=12)]).numpy()
     tokens = catalog_tokens(dst, cfg, tokenizer=tok) if not cfg.item_encoder.freeze else None
-    model = build_transfer_model(spec, cfg, src_cat, weights, dst, features=feats, tokens=tokens)
+    model = build_transfer_model(spec, cfg, src_cat, weights, dst, ItemInputs(feats, tokens, encoder_dir=str(out)))
     counts = trainable_counts(model)
     user = sum(p.numel() for p in model.user.parameters())
     if strategy == "zero_shot":
@@ -46,7 +46,7 @@ def test_each_strategy_trains_exactly_its_parameters(pretrained, strategy):
     if strategy == "adapter":  # zero-initialized residual adaptor: same item vectors as before adapting
         plain = build_transfer_model(TransferSpec(init_from=str(out), strategy="zero_shot"),
                                      load_pretrained(TransferSpec(init_from=str(out)))[0].model_copy(
-                                         update={"adaptor_experts": None}), src_cat, weights, dst, features=feats)
+                                         update={"adaptor_experts": None}), src_cat, weights, dst, ItemInputs(features=feats))
         shared = torch.tensor([dst.vocab["i2"], dst.vocab["i3"]])  # new items' id rows start random
         assert torch.allclose(model.eval().item_vectors(shared), plain.eval().item_vectors(shared), atol=1e-6)
 
@@ -57,7 +57,8 @@ def test_transfer_settings_and_frozen_encoder_layers(pretrained):
     cfg, src_cat, weights = load_pretrained(spec)
     assert (cfg.temperature, cfg.user_encoder.dropout, cfg.user_encoder.max_len) == (0.2, 0.3, 4)
     dst = tiny_catalog(["i2", "i3", "new1"], "b")
-    model = build_transfer_model(spec, cfg, src_cat, weights, dst, tokens=catalog_tokens(dst, cfg, tokenizer=tok))
+    model = build_transfer_model(spec, cfg, src_cat, weights, dst,
+                                 ItemInputs(tokens=catalog_tokens(dst, cfg, tokenizer=tok), encoder_dir=str(out)))
     # A shorter history keeps the first pretrained positions.
     assert torch.equal(model.user.position.weight, src_model.user.position.weight[:4])
     frozen = {n for n, p in model.item_encoder.named_parameters() if not p.requires_grad}

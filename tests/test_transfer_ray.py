@@ -56,7 +56,7 @@ def test_few_shot_lora_transfer(tiny_pretrained, tiny_prepared, tmp_path):
 def test_evaluate_models_and_baselines_with_a_report(tiny_pretrained, tiny_prepared, tmp_path):
     import json
 
-    from interest_model.training.config import EvaluateConfig
+    from interest_model.evaluation.config import EvaluateConfig
     from ray_jobs.evaluate import headline, run_evaluate
     from tests.conftest import CONFIGS
 

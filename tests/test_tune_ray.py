@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from interest_model import load_model, registry
-from interest_model.training.config import TuneConfig
+from interest_model.experiments import TuneConfig
 from ray_jobs.tune import run_tune
 from tests.conftest import CONFIGS, REPO
 

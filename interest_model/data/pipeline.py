@@ -21,19 +21,12 @@ from interest_model import io
 from interest_model.data import schema, transforms
 from interest_model.data.config import PrepareConfig, to_epoch
 from interest_model.data.items import build_items
+from interest_model.data.prepared import MANIFEST, TABLES
 from interest_model.data.readers import Reader, ReaderError, make_reader
 from interest_model.data.validate import Pseudonymizer, SourceRules, split_rejects, validate_block
 
 log = logging.getLogger("interest.prepare")
 
-OUTPUT_TABLES = {
-    "interactions": schema.PREPARED_INTERACTIONS,
-    "items": schema.PREPARED_ITEMS,
-    "sequences": schema.SEQUENCES,
-    "splits": schema.SPLIT_ROWS,
-    "item_segments": schema.ITEM_SEGMENTS,
-    "rejects": schema.REJECTS,
-}
 
 
 class Engine(Protocol):
@@ -262,14 +255,14 @@ def run_prepare(cfg: PrepareConfig, engine: Engine) -> dict:
     # 7. Write into a staging folder, manifest last, then swap it in (io.begin_staged_dir).
     final_out, out = out, io.begin_staged_dir(out)
     if out == final_out:  # written in place (object stores): the previous run's tables go first
-        for name in OUTPUT_TABLES:
+        for name in TABLES:
             io.remove(io.join(out, name))
     item_rejects = to_arrow(_item_rejects(items.rejects, cfg.keep_raw_rejects), schema.REJECTS)
     all_rejects = engine.union([engine.from_arrow(item_rejects), rejects])
     for name, d in (("interactions", inter), ("items", engine.from_pandas(items.items)), ("sequences", seqs),
                     ("splits", splits), ("item_segments", engine.from_pandas(segments)),
                     ("rejects", all_rejects)):
-        engine.write_parquet(d, io.join(out, name), OUTPUT_TABLES[name])
+        engine.write_parquet(d, io.join(out, name), TABLES[name])
     t = tick("write", t)
 
     user_flags = engine.sum_by(engine.map(splits, user_split_flags), ["scheme", "scenario"],
@@ -281,7 +274,7 @@ def run_prepare(cfg: PrepareConfig, engine: Engine) -> dict:
     manifest["input_rows_by_source"] = input_rows_by_source
     manifest["timings_s"] = {**timings, "total": round(time.perf_counter() - t0, 3)}
     check_manifest(manifest)
-    io.write_json(io.join(out, "manifest.json"), manifest)
+    io.write_json(io.join(out, MANIFEST), manifest)
     io.finish_staged_dir(out, final_out)
     log.info("prepare: wrote %s in %.1fs", final_out, time.perf_counter() - t0)
     return manifest
@@ -372,7 +365,7 @@ def _manifest(cfg, engine, *, input_rows, valid_rows, deduped_rows, kept_rows, r
             for name, (v, t) in rules.cutoffs.items()},
         "scenarios": scen,
         "splits": splits,
-        "outputs": {name: io.join(cfg.output_dir, name) for name in OUTPUT_TABLES},
+        "outputs": {name: io.join(cfg.output_dir, name) for name in TABLES},
     }
 
 

@@ -60,10 +60,6 @@ def render_text(template: Sequence[str], fields: Mapping[str, Any], separator: s
     return text
 
 
-def template_fields(template: Sequence[str]) -> set[str]:
-    return {name for segment in template for name in _FIELD.findall(segment)}
-
-
 def _as_text(value: Any) -> str:
     if value is None:
         return ""

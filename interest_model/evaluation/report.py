@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 from interest_model import io
+from interest_model.metrics import METRIC
 
 HEADLINE = ("ndcg@10", "recall@10", "mrr")
 
@@ -42,7 +43,7 @@ def models_table(info: dict[str, dict]) -> list[str]:
     head = ["model", "kind", "strategy", "target fraction", "trainable params", "val NDCG@10"]
     lines = ["## Models", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for model, i in info.items():
-        val = i.get("val_ndcg@10")
+        val = i.get(METRIC)
         row = [model, i.get("kind", ""), i.get("strategy", ""),
                "" if i.get("fraction") is None else f"{i['fraction']:g}",
                "" if i.get("trainable") is None else f"{i['trainable']:,}",
@@ -112,7 +113,7 @@ def plot_metric(results: dict[str, dict], path: Path, metric: str = "ndcg@10") -
     return path
 
 
-def plot_curves(curves: dict[str, list[dict]], path: Path, keys=("train_loss", "val_ndcg@10")) -> Path:
+def plot_curves(curves: dict[str, list[dict]], path: Path, keys=("train_loss", METRIC)) -> Path:
     """Learning curves: each trained model's training loss and validation NDCG@10 per epoch, its
     best validation epoch (the exported one) marked."""
     import matplotlib

@@ -128,16 +128,22 @@ class InterestModel(nn.Module):
 
     def user_vectors(self, items: torch.Tensor, events: torch.Tensor, scenario: torch.Tensor,
                      catalog: torch.Tensor | None = None) -> torch.Tensor:
-        """items, events [B, L] (right-padded, 0 = pad), scenario [B] -> [B, L, D] normalized.
-        ``catalog``: every item's vector [N, D], when already computed."""
+        """Interest vectors [B, L, D] (normalized) at every position of right-padded histories:
+        items, events [B, L] (0 = pad); scenario [B] (each row's, as training batches have it)
+        or [B, L] (each event's: a history that spans scenarios, as the endpoint gets it).
+        ``catalog``: the vectors ``items`` index [M, D] when already computed (the whole
+        catalog for a training step; the live catalog and texts for the endpoint). Training,
+        evaluation and serving all encode users through this one function."""
         mask = items != 0
-        scen = scenario.unsqueeze(1).expand_as(items)
+        scen = scenario.unsqueeze(1).expand_as(items) if scenario.dim() == 1 else scenario
         vecs = catalog[items] if catalog is not None else self.item_vectors(items)
-        h = self.user(vecs, mask, scen, events)
+        h = self.user(vecs.to(self.user.position.weight.dtype), mask, scen, events)
         return F.normalize(h, dim=-1)
 
-    def last_user_vector(self, items: torch.Tensor, events: torch.Tensor, scenario: torch.Tensor) -> torch.Tensor:
-        h = self.user_vectors(items, events, scenario)
+    def last_user_vector(self, items: torch.Tensor, events: torch.Tensor, scenario: torch.Tensor,
+                         catalog: torch.Tensor | None = None) -> torch.Tensor:
+        """The current interest [B, D]: ``user_vectors`` at each history's last event."""
+        h = self.user_vectors(items, events, scenario, catalog)
         last = (items != 0).sum(1).clamp(min=1) - 1
         return h[torch.arange(h.shape[0], device=h.device), last]
 

@@ -8,21 +8,13 @@ gloo and a plain torch AdamW (DeepSpeed's fused/CPU Adam would JIT-compile first
 from __future__ import annotations
 
 import os
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
-from interest_model.config import Frozen
+from interest_model.training.config import DeepSpeedConfig
 from interest_model.training.loop import batch_loss
 from interest_model.training.optim import Schedule, make_optimizer, make_scheduler
-
-
-class DeepSpeedConfig(Frozen):
-    zero_stage: Literal[0, 1, 2, 3] = 0
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
-    gradient_accumulation_steps: int = 1
-    gradient_clipping: float = 1.0
-    offload_optimizer: bool = False  # ZeRO-Offload to CPU (GPU runs; compiles DeepSpeedCPUAdam)
 
 
 class DeepSpeedStrategy:

@@ -1,5 +1,5 @@
-"""Training without a launcher: build the model for a catalog, move a batch, the epoch loop with
-full-ranking validation, early stopping and the state a checkpoint keeps. Ray Train runs
+"""Training without a launcher: move a batch, the epoch loop with full-ranking validation,
+early stopping and the state a checkpoint keeps. Ray Train runs
 :func:`fit` on every worker with a DeepSpeed stepper; tests and notebooks run it in-process with
 :class:`TorchStepper`.
 """
@@ -10,58 +10,20 @@ import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterable, Protocol
+from typing import Callable, Iterable, Protocol
 
 import numpy as np
 import torch
 
 from interest_model import metrics
 from interest_model.evaluation.scoring import ranks_for
-from interest_model.catalog import Catalog
-from interest_model.models.item_encoder import ItemEncoder, load_tokenizer, resolve_model_path
-from interest_model.models.model import InterestModel, ModelConfig
-
-if TYPE_CHECKING:  # config.py imports the DeepSpeed strategy, which imports this module
-    from interest_model.training.config import TrainConfig
+from interest_model.models.model import InterestModel
+from interest_model.metrics import METRIC
+from interest_model.training.config import TrainConfig
+from interest_model.training.optim import make_optimizer, make_scheduler
 
 BATCH_KEYS = ("items", "events", "targets", "target", "scenario")
-METRIC = "val_ndcg@10"  # what validation selects checkpoints, stops early and tunes on
 log = logging.getLogger("interest.train")
-
-
-def catalog_tokens(catalog: Catalog, cfg: ModelConfig, tokenizer=None) -> tuple[np.ndarray, np.ndarray]:
-    """Token ids and mask of every catalog text (row 0 = padding), for a trainable encoder."""
-    enc = cfg.item_encoder
-    tok = tokenizer or load_tokenizer(resolve_model_path(enc.model), enc.padding_side)
-    out = tok(catalog.texts, padding="max_length", truncation=True, max_length=enc.max_length, return_tensors="np")
-    ids = np.zeros((catalog.size, enc.max_length), dtype=np.int64)
-    mask = np.zeros_like(ids)
-    ids[1:], mask[1:] = out["input_ids"], out["attention_mask"]
-    mask[0, 0] = 1  # keep the padding row well-defined for the encoder
-    return ids, mask
-
-
-def build_model(cfg: ModelConfig, catalog: Catalog, features: np.ndarray | None = None,
-                tokens: tuple[np.ndarray, np.ndarray] | None = None, encoder: ItemEncoder | None = None) -> InterestModel:
-    """Frozen text encoder: ``features`` [N+1, text_dim] from the cache. Trainable: ``tokens``
-    (and ``encoder``, default: loaded from the config)."""
-    if not cfg.use_text:  # ID-only: no text features at all
-        features = np.zeros((catalog.size, 1), dtype=np.float32)
-    if cfg.item_encoder.freeze or not cfg.use_text:
-        if features is None:
-            raise ValueError("a frozen text encoder needs the cached item features")
-        model = InterestModel(cfg, catalog.size, len(catalog.scenarios), features.shape[1])
-        model.set_catalog(torch.from_numpy(catalog.scenario_items), item_text=torch.from_numpy(features))
-        return model
-    if encoder is None:
-        encoder = ItemEncoder.from_config(cfg.item_encoder)
-    else:
-        encoder.configure(cfg.item_encoder)
-    model = InterestModel(cfg, catalog.size, len(catalog.scenarios), encoder.output_dim, item_encoder=encoder)
-    ids, mask = tokens if tokens is not None else catalog_tokens(catalog, cfg)
-    model.set_catalog(torch.from_numpy(catalog.scenario_items), item_tokens=torch.from_numpy(ids),
-                      item_token_mask=torch.from_numpy(mask))
-    return model
 
 
 def to_device(batch: dict, device) -> dict[str, torch.Tensor]:
@@ -120,9 +82,7 @@ class TorchStepper:
     """Plain PyTorch: AdamW, warmup + schedule, gradient clipping (what DeepSpeed does for us
     under Ray Train, without a process group)."""
 
-    def __init__(self, model: torch.nn.Module, train: "TrainConfig", total_steps: int, warmup_steps: int, clip: float = 1.0):
-        from interest_model.training.optim import make_optimizer, make_scheduler
-
+    def __init__(self, model: torch.nn.Module, train: TrainConfig, total_steps: int, warmup_steps: int, clip: float = 1.0):
         self.model = model
         self.clip = clip
         self.optimizer = make_optimizer(model, train.lr, train.weight_decay, train.encoder_lr)
@@ -164,7 +124,7 @@ class FitState:
         known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
         return cls(**known)
 
-    def finished(self, train: "TrainConfig") -> bool:
+    def finished(self, train: TrainConfig) -> bool:
         """Nothing left to do under ``train`` (a rerun with a higher cap continues)."""
         if self.epoch + 1 >= train.epochs or (train.max_steps is not None and self.step >= train.max_steps):
             return True
@@ -174,7 +134,7 @@ class FitState:
 HISTORY_KEYS = ("epoch", "step", "train_loss", METRIC, "val_recall@10", "lr")
 
 
-def fit(stepper: Stepper, train: "TrainConfig", train_batches: Callable[[int], Iterable[dict]],
+def fit(stepper: Stepper, train: TrainConfig, train_batches: Callable[[int], Iterable[dict]],
         valid_batches: Callable[[], Iterable[dict]], device, state: FitState | None = None,
         on_epoch: Callable[[FitState], None] | None = None, after_step: Callable[[int], None] | None = None,
         world_size: int = 1, verbose: bool = True) -> FitState:

@@ -1,0 +1,53 @@
+"""Why a user gets what they get: the categories their interest vector favours, and how much
+each history event contributed to the top-k (occlusion: the drop in the recommendations' scores
+when the event's item is blanked, every other event in place)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from interest_model.online.catalog import LiveCatalog
+from interest_model.online.requests import Resolved
+
+EXPLAIN_POOL = 100  # items whose categories make up the interest profile
+
+
+def explain(encode: Callable[[list[Resolved]], np.ndarray], catalog: LiveCatalog, resolved: Resolved,
+            mask: np.ndarray, k: int, temperature: float, top_categories: int = 5) -> dict:
+    """``encode``: interest vectors [B, D] of resolved histories (the endpoint's user encoding)."""
+    user = encode([resolved])[0]
+    rows, scores = catalog.index.search(user[None], max(k, EXPLAIN_POOL), [mask])[0]
+    weights = _softmax(scores / temperature)
+    cats: dict[str, float] = {}
+    for row, w in zip(rows.tolist(), weights.tolist()):
+        for c in catalog.categories[row]:
+            cats[c] = cats.get(c, 0.0) + w / len(catalog.categories[row])
+    top = sorted(cats.items(), key=lambda kv: -kv[1])[:top_categories]
+    recs = rows[:k]
+    item_vecs = catalog.index.vectors[recs]
+    full = item_vecs @ user
+    events = resolved.events
+    without = encode([resolved.occluded(i) for i in range(len(events))]) @ item_vecs.T
+    delta = (full[None, :] - without) / temperature  # [events, k]
+    pos = np.clip(delta.mean(1), 0, None)
+    share = pos / pos.sum() if pos.sum() > 0 else np.zeros_like(pos)
+    history = [{"position": i, "item_id": h.get("item_id"), "text": None if h.get("item_id") else h["text"],
+                "title": catalog.titles[catalog.rows[h["item_id"]]] if h.get("item_id") else None,
+                "contribution": round(float(delta[i].mean()), 6), "share": round(float(share[i]), 6)}
+               for i, h in enumerate(events)]
+    recommendations = []
+    for j, item in enumerate(catalog.describe(recs, scores[:k] / temperature)):
+        top_event = history[int(np.argmax(delta[:, j]))]
+        recommendations.append({**item, "because": top_event["item_id"] or top_event["text"]})
+    return {"interest_vector": [round(float(x), 6) for x in user],
+            "top_categories": [{"category": c, "weight": round(w, 6)} for c, w in top],
+            "explanation": {"method": "occlusion", "history": history, "recommendations": recommendations}}
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    if len(x) == 0:
+        return x
+    e = np.exp(x - x.max())
+    return e / e.sum()

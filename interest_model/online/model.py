@@ -1,0 +1,194 @@
+"""Online inference over an exported model: the live catalog, user encoding in batches,
+retrieval and explanations. No Ray here: ``serving/`` wraps it in Ray Serve deployments, and it
+runs as well in a notebook or a plain web app.
+
+    online = OnlineModel("registry/ml100k-transfer/3", item_store="registry/ml100k-transfer/items")
+    online.recommend_batch([{"history": [{"item_id": "Heat (1995)"}], "scenario": "ml-100k", "k": 10}])
+
+A request the model cannot answer raises :class:`RequestError` (``recommend_batch`` returns it in
+the request's slot, so the rest of the batch is answered).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import threading
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from interest_model.checkpoint import load_model
+from interest_model.online.catalog import LiveCatalog
+from interest_model.online.explain import explain
+from interest_model.online.errors import RequestError
+from interest_model.online.requests import Resolved, answer_mask, resolve
+from interest_model.online.store import ItemStore
+
+
+class OnlineModel:
+    def __init__(self, model_dir: str, item_store: str | None = None, label: str | None = None,
+                 exact_max_items: int = 50_000, hnsw_m: int = 32, ef_search: int = 128, max_history: int = 1000):
+        self.rec = load_model(model_dir)
+        self.model = self.rec.model
+        self.label = label or str(model_dir)
+        self.max_history = max_history
+        self.temperature = float(self.model.cfg.temperature)
+        self.fingerprint = hashlib.sha256((Path(model_dir) / "config.json").read_bytes()).hexdigest()[:16]
+        with torch.no_grad():
+            vectors = self.model.item_vectors().float().numpy()
+        self.catalog = LiveCatalog(self.rec.catalog, vectors, exact_max_items, hnsw_m, ef_search)
+        self.lock = threading.RLock()
+        self.store = ItemStore(item_store) if item_store else None
+        self.refresh()
+
+    @property
+    def text_tower(self) -> bool:
+        return self.model.text_proj is not None
+
+    @property
+    def num_items(self) -> int:
+        return self.catalog.num_items
+
+    @property
+    def index(self):
+        return self.catalog.index
+
+    # -- items added by text --------------------------------------------------------------------------
+    def refresh(self) -> int:
+        """Apply item records other replicas (or an earlier run) stored. Returns how many."""
+        if self.store is None:
+            return 0
+        with self.lock:
+            records = self.store.read_new()
+            if records:
+                self._apply(records)
+            return len(records)
+
+    def add_items(self, items: list[dict]) -> list[dict]:
+        """Add or update catalog items from text; stored, then applied (searchable at once)."""
+        if not self.text_tower:
+            raise RequestError("this model ranks by item id only (no text tower): it cannot add items from text",
+                               status=409)
+        for it in items:
+            unknown = [s for s in it.get("scenarios") or [] if s not in self.catalog.scenarios]
+            if unknown:
+                raise RequestError(f"unknown scenarios {unknown}; the model knows {self.catalog.scenarios}")
+        with self.lock:
+            features = self.rec.encode_texts([it["text"] for it in items]).float().numpy()
+            now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+            records = [{"item_id": it["item_id"], "text": it["text"], "title": it.get("title"),
+                        "categories": list(it.get("categories") or []),
+                        "scenarios": list(it.get("scenarios") or self.catalog.scenarios),
+                        "fingerprint": self.fingerprint, "features": [round(float(x), 6) for x in f],
+                        "updated_at": now} for it, f in zip(items, features)]
+            before = {r["item_id"]: r["item_id"] in self.catalog.rows for r in records}
+            if self.store is not None:
+                self.store.append(records)
+                self.refresh()
+            else:
+                self._apply(records)
+            return [{"item_id": r["item_id"], "status": "updated" if before[r["item_id"]] else "created",
+                     "scenarios": r["scenarios"]} for r in records]
+
+    def _apply(self, records: list[dict]) -> None:
+        stale = [r for r in records if r.get("fingerprint") != self.fingerprint or "features" not in r]
+        if stale:  # stored under another model version: re-encode with this one's text encoder
+            feats = self.rec.encode_texts([r["text"] for r in stale]).float().numpy()
+            for r, f in zip(stale, feats):
+                r["features"] = f.tolist()
+        rows = self.catalog.place(records)
+        feats = torch.tensor(np.array([r["features"] for r in records]), dtype=torch.float32)
+        rows_t = torch.tensor(rows)
+        with torch.no_grad():
+            # Catalog items keep their id embedding; new items are placed by text alone.
+            base = rows_t < self.catalog.base_size
+            vecs = torch.empty(len(rows), self.catalog.index.vectors.shape[1])
+            if base.any():
+                vecs[base] = self.model.vectors_from_features(feats[base], rows_t[base]).float()
+            if (~base).any():
+                vecs[~base] = self.model.vectors_from_features(feats[~base]).float()
+        self.catalog.set_vectors(rows, vecs.numpy())
+
+    # -- user encoding --------------------------------------------------------------------------------
+    def _resolve(self, query: dict) -> Resolved:
+        return resolve(query, self.catalog, self.model.cfg.user_encoder.max_len, self.max_history, self.text_tower)
+
+    @torch.no_grad()
+    def user_vectors(self, resolved: list[Resolved]) -> np.ndarray:
+        """Current interest vectors [B, D] of resolved non-empty histories, in one forward pass of
+        the model's own user encoding (``InterestModel.last_user_vector``). Events given by text
+        are encoded here; an occluded event is a zero vector in its place."""
+        texts = sorted({h["text"] for r in resolved for h in r.events if h.get("item_id") is None})
+        parts = [torch.from_numpy(self.catalog.index.vectors)]
+        if texts:
+            parts.append(self.model.vectors_from_features(self.rec.encode_texts(texts).float()).float())
+        parts.append(torch.zeros(1, self.catalog.index.vectors.shape[1]))
+        vectors = torch.cat(parts)
+        text_row = {t: self.catalog.index.size + i for i, t in enumerate(texts)}
+        blank = vectors.shape[0] - 1
+        L = max(len(r.events) for r in resolved)
+        items = torch.zeros(len(resolved), L, dtype=torch.long)
+        events = torch.zeros_like(items)
+        scenarios = torch.zeros_like(items)
+        for b, r in enumerate(resolved):
+            n = len(r.events)
+            items[b, :n] = torch.tensor([self.catalog.rows[h["item_id"]] if h.get("item_id") is not None
+                                         else text_row[h["text"]] for h in r.events])
+            if r.occlude is not None:
+                items[b, r.occlude] = blank
+            events[b, :n] = torch.tensor(r.event_types)
+            scenarios[b, :n] = torch.tensor(r.scenarios)
+            scenarios[b, n:] = r.target
+        return self.model.last_user_vector(items, events, scenarios, catalog=vectors).float().numpy()
+
+    # -- requests -------------------------------------------------------------------------------------
+    def recommend_batch(self, queries: list[dict]) -> list[dict | RequestError]:
+        """Top-k items per request, in order; a request that cannot be answered gets its
+        RequestError in its slot."""
+        self.refresh()
+        with self.lock:
+            out: list[dict | RequestError | None] = [None] * len(queries)
+            todo, resolved = [], []
+            for i, q in enumerate(queries):
+                try:
+                    r = self._resolve(q)
+                except RequestError as exc:
+                    out[i] = exc
+                    continue
+                if r.events:
+                    todo.append(i)
+                    resolved.append(r)
+                else:
+                    rows, vals, source = self.catalog.popular(r.target, answer_mask(self.catalog, q, r),
+                                                              int(q.get("k", 10)))
+                    out[i] = {"items": self.catalog.describe(rows, vals), "fallback": source}
+            if todo:
+                users = self.user_vectors(resolved)
+                masks = [answer_mask(self.catalog, queries[i], r) for i, r in zip(todo, resolved)]
+                k_max = max(int(queries[i].get("k", 10)) for i in todo)
+                for j, (rows, scores) in enumerate(self.catalog.index.search(users, k_max, masks)):
+                    k = int(queries[todo[j]].get("k", 10))
+                    out[todo[j]] = {"items": self.catalog.describe(rows[:k], scores[:k] / self.temperature),
+                                    "fallback": None}
+            return out
+
+    def interests(self, query: dict, top_categories: int = 5) -> dict:
+        """The user's interest vector, the categories it favours and each history event's share
+        of the top-k (see ``online/explain.py``)."""
+        self.refresh()
+        with self.lock:
+            r = self._resolve(query)
+            if not r.events:
+                raise RequestError("interests need a non-empty history")
+            return explain(self.user_vectors, self.catalog, r, answer_mask(self.catalog, query, r),
+                           int(query.get("k", 10)), self.temperature, top_categories)
+
+    def info(self) -> dict:
+        cfg = self.rec.config
+        return {"model": self.label, "scenarios": self.catalog.scenarios, "catalog_items": self.catalog.base_size - 1,
+                "added_items": self.catalog.added, "index": self.catalog.index.kind, "text_tower": self.text_tower,
+                "history_length": self.model.cfg.user_encoder.max_len, "created_at": cfg.get("created_at"),
+                "training": {k: v for k, v in cfg.get("training", {}).items() if k in (
+                    "scenarios", "transfer", "user_fraction", "config_hash", "best", "data_manifest_hash")}}

@@ -1,0 +1,55 @@
+"""Requests as the endpoint receives them (plain dicts shaped by ``serving/schemas.py``): their
+client errors, and their histories resolved against the live catalog."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from interest_model.events import EVENT_TYPES
+from interest_model.online.catalog import LiveCatalog
+from interest_model.online.errors import RequestError
+
+
+@dataclass
+class Resolved:
+    """A request's history in model terms, oldest first, cut to the model's history length."""
+
+    target: int  # the scenario to recommend in
+    seen: list[int]  # rows of every catalog item in the history (excluded from answers)
+    events: list[dict]  # the last max_len history events (by item_id or by text)
+    event_types: list[int] = field(default_factory=list)
+    scenarios: list[int] = field(default_factory=list)  # each event's scenario (default: the target)
+    occlude: int | None = None  # an event whose content is blanked (explanations)
+
+    def occluded(self, i: int) -> "Resolved":
+        return replace(self, occlude=i)
+
+
+def resolve(query: dict, catalog: LiveCatalog, max_len: int, max_history: int, text_tower: bool) -> Resolved:
+    history = list(query.get("history") or [])
+    if len(history) > max_history:
+        raise RequestError(f"history has {len(history)} events; at most {max_history} are accepted")
+    if all(h.get("timestamp") is not None for h in history):
+        history = sorted(history, key=lambda h: h["timestamp"])  # stable: ties keep their order
+    unknown = sorted({h["item_id"] for h in history if h.get("item_id") is not None and h["item_id"] not in catalog.rows})
+    if unknown:
+        raise RequestError(f"unknown item ids: {unknown[:20]}", unknown_item_ids=unknown[:100])
+    if any(h.get("item_id") is None for h in history) and not text_tower:
+        raise RequestError("this model ranks by item id only: history items must be given by item_id")
+    try:
+        target = catalog.scenario(query.get("scenario"))
+    except KeyError:
+        raise RequestError(f"unknown scenario {query.get('scenario')!r}; the model knows {catalog.scenarios}") from None
+    seen = [catalog.rows[h["item_id"]] for h in history if h.get("item_id") is not None]
+    tail = history[-max_len:]
+    return Resolved(target, seen, tail,
+                    event_types=[EVENT_TYPES.index(h.get("event_type") or "rate") for h in tail],
+                    scenarios=[catalog.scenarios.index(h["scenario"]) if h.get("scenario") in catalog.scenarios
+                               else target for h in tail])
+
+
+def answer_mask(catalog: LiveCatalog, query: dict, resolved: Resolved):
+    """The rows a request may be answered with (its scenario, filter and seen items)."""
+    flt = query.get("filter") or {}
+    return catalog.mask(resolved.target, resolved.seen, query.get("exclude_seen", True), flt.get("categories"),
+                        flt.get("exclude_categories"))
