@@ -15,7 +15,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 import sys
+import threading
 from typing import Sequence
 
 from interest_model import io, registry
@@ -128,7 +130,7 @@ def search(cfg: TuneConfig, arm: str):
     if ray.tune.Tuner.can_restore(experiment_dir):
         log.info("%s: resuming the experiment at %s", arm, experiment_dir)
         tuner = ray.tune.Tuner.restore(experiment_dir, trainable=trainable, resume_errored=True)
-        return _finished(tuner.fit(), cfg, experiment_dir)
+        return _finished(*_fit(tuner), cfg, experiment_dir)
     probe = probe_config(cfg, arm)  # every searched key must be a field of the job config
     epochs = probe.train.epochs
     # max_t one past the last epoch: ASHA stops a trial that reaches max_t, and a trial that ran
@@ -153,13 +155,30 @@ def search(cfg: TuneConfig, arm: str):
                                         max_concurrent_trials=concurrent if cfg.search.algorithm == "optuna" else None),
         run_config=ray.tune.RunConfig(name=name, storage_path=storage,
                                       failure_config=ray.tune.FailureConfig(max_failures=cfg.search.trial_retries)))
-    return _finished(tuner.fit(), cfg, experiment_dir)
+    return _finished(*_fit(tuner), cfg, experiment_dir)
 
 
-def _finished(grid, cfg: TuneConfig, experiment_dir: str):
-    """The grid, if every trial ended (completed, stopped or failed); else SearchInterrupted."""
+def _fit(tuner):
+    """(``tuner.fit()``'s grid, whether Ctrl+C stopped it). Tune takes the first SIGINT with its own
+    handler (installed by fit, on the main thread), saves the experiment and puts the previous
+    handler back; the trials it was running come back TERMINATED, so the grid alone cannot tell
+    an interrupted search from a finished one. The handler in place afterwards can."""
+    before = signal.getsignal(signal.SIGINT)
+    catching = threading.current_thread() is threading.main_thread() and not int(
+        os.environ.get("TUNE_DISABLE_SIGINT_HANDLER", "0"))
+    try:
+        grid = tuner.fit()
+        return grid, catching and signal.getsignal(signal.SIGINT) is before
+    finally:
+        if catching:
+            signal.signal(signal.SIGINT, before)
+
+
+def _finished(grid, interrupted: bool, cfg: TuneConfig, experiment_dir: str):
+    """The grid, if the search was not interrupted and every trial ended (completed, stopped or
+    failed); else SearchInterrupted."""
     ended = grid.num_terminated + grid.num_errors
-    if len(grid) < cfg.search.num_samples or ended < len(grid):
+    if interrupted or len(grid) < cfg.search.num_samples or ended < len(grid):
         raise SearchInterrupted(f"the search at {experiment_dir} was interrupted ({ended} of "
                                 f"{cfg.search.num_samples} trials ended); rerun the same command to resume it")
     return grid
