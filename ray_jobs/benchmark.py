@@ -23,6 +23,7 @@ from typing import Sequence
 from interest_model import io
 from interest_model.data.prepared import PreparedData
 from interest_model.evaluation.config import EvaluateConfig
+from interest_model.evaluation.report import ratio_text
 from interest_model.experiments import BenchmarkConfig
 from interest_model.metrics import METRIC
 from interest_model.training.config import PretrainConfig, TrainingJobConfig, TransferConfig
@@ -138,8 +139,13 @@ def _ndcg(results: dict, name: str | None) -> str:
 
 
 def _ratio(results: dict, a: str | None, b: str | None) -> str:
+    """NDCG@10 of ``a`` over ``b``'s with its paired interval (evaluate computes it for every
+    model against each reference), else the plain ratio."""
     if not a or not b or a not in results or b not in results or not results[b]["all"]["ndcg@10"]["value"]:
         return "n/a"
+    paired = results[a]["all"].get("ndcg@10_ratio", {}).get(b)
+    if paired is not None:
+        return ratio_text(paired)
     return f"{results[a]['all']['ndcg@10']['value'] / results[b]['all']['ndcg@10']['value']:.2f}x"
 
 
@@ -152,7 +158,8 @@ def summary(results: dict, info: dict, cfg: BenchmarkConfig) -> str:
     head = ["target users", "best transfer (chosen on validation)", "NDCG@10", "SASRec-CE target only",
             "SASRec-CE source -> target", "best / SASRec-CE"]
     lines = ["## Summary", "", "Test NDCG@10 with 95 % bootstrap intervals; the transfer strategy is chosen on",
-             "validation NDCG@10, never on test.", "",
+             "validation NDCG@10, never on test. Ratios: paired bootstrap over the same users, in bold",
+             "where the interval leaves out 1.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for fraction in cfg.fractions:
         trained = [model_name(s, fraction) for s in cfg.strategies if s != "zero_shot"]
@@ -174,7 +181,8 @@ def _summary_in_domain(results: dict, info: dict) -> str:
     head = ["model", "items", "epochs (best)", "training", "val NDCG@10", "test NDCG@10", "Recall@10",
             "/ SASRec-CE", "/ popularity"]
     lines = ["## Summary", "", "Test NDCG@10 with 95 % bootstrap intervals, full ranking; every model trained with the",
-             "same budget (epochs cap, early stopping on validation NDCG@10, best epoch exported).", "",
+             "same budget (epochs cap, early stopping on validation NDCG@10, best epoch exported). Ratios:",
+             "paired bootstrap over the same users, in bold where the interval leaves out 1.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for model, i in info.items():
         if i.get("kind") == "baseline":

@@ -15,8 +15,8 @@ import pandas as pd
 
 from interest_model import io
 from interest_model.data.examples import make_examples
-from interest_model.evaluation.ranking import per_user_metrics, summarize
-from interest_model.evaluation.report import write_report
+from interest_model.evaluation.ranking import paired_ratios, per_user_metrics, summarize
+from interest_model.evaluation.report import reference_for, write_report
 from interest_model.evaluation.scoring import category_metrics
 from interest_model.data.prepared import PreparedData
 from interest_model.evaluation.config import EvaluateConfig
@@ -120,9 +120,9 @@ def run_evaluate(cfg: EvaluateConfig, preface: Callable[[dict, dict], str] | Non
                               compute=ray.data.ActorPoolStrategy(size=cfg.actors),
                               num_cpus=cfg.cpus_per_actor).to_pandas()
     segments = _segments(cfg, ranked, splits, seg_items)
+    per_user = {name: per_user_metrics(ranked[f"rank:{name}"].to_numpy(), tuple(cfg.ks)) for name in scorers}
     for name, spec in scorers.items():
-        per_user = per_user_metrics(ranked[f"rank:{name}"].to_numpy(), tuple(cfg.ks))
-        results[name] = summarize(per_user, segments, cfg.bootstrap, cfg.seed)
+        results[name] = summarize(per_user[name], segments, cfg.bootstrap, cfg.seed)
         if f"category:{name}" in ranked:
             true = [catalog.categories[catalog.vocab[t] - 1] for t in ranked["target_item"]]
             categories[name] = category_metrics(ranked[f"category:{name}"].tolist(), true)
@@ -133,6 +133,13 @@ def run_evaluate(cfg: EvaluateConfig, preface: Callable[[dict, dict], str] | Non
         log.info("%s: NDCG@10 %.4f, Recall@10 %.4f", name, results[name]["all"]["ndcg@10"]["value"],
                  results[name]["all"]["recall@10"]["value"])
     info = {name: model_info(spec.get("model_dir")) for name, spec in scorers.items()}
+    # Every ratio the report shows, with its paired interval: each model against each reference
+    # (matched on the share of target users it trained on), over the same users.
+    pairs = [(m, ref) for m in scorers for r in cfg.references
+             if (ref := reference_for(r, m, info)) is not None and ref != m]
+    for model, by_segment in paired_ratios(per_user, pairs, segments, n_boot=cfg.bootstrap, seed=cfg.seed).items():
+        for seg, ratios in by_segment.items():
+            results[model][seg]["ndcg@10_ratio"] = ratios
     extra = {"interest_categories": categories, "part": cfg.part, "scenarios": scenarios,
              "data_manifest_hash": prepared.config_hash, "config": cfg.to_public_dict()}
     text = preface(results, info) if preface else ""

@@ -306,7 +306,7 @@ def run_tune(cfg: TuneConfig) -> dict:
     card = _registered(cfg, win) or registry.register(cfg.registry.root, cfg.registry.name, win["model"], {
         "metrics": {"validation": {METRIC: win["best"]},
                     "test": {k: v["value"] for k, v in out["results"][f"{OURS}_tuned"]["all"].items()
-                             if isinstance(v, dict)}},
+                             if isinstance(v, dict) and "value" in v}},
         "trial_config": win["params"], "trial_id": win["trial"], "experiment": f"{cfg.name}-{OURS}",
         "data_manifest_hash": PreparedData(cfg.data.prepared).config_hash, "tune_config": cfg.to_public_dict(),
         "report": out["paths"]["report"]})

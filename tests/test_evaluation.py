@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from interest_model.evaluation.ranking import bootstrap_ci, per_user_metrics, summarize
+from interest_model.evaluation.ranking import bootstrap_ci, paired_ratio_ci, paired_ratios, per_user_metrics, summarize
 
 
 def test_per_user_metrics_by_hand():
@@ -24,6 +24,32 @@ def test_bootstrap_contains_the_point_estimate_and_is_seeded():
     assert bootstrap_ci(values, n_boot=500, seed=7) == (lo, hi)
     assert bootstrap_ci(values, n_boot=500, seed=8) != (lo, hi)
     assert bootstrap_ci(np.ones(10)) == (1.0, 1.0)
+
+
+def test_paired_ratio_interval_is_the_ratios_own():
+    # Users differ far more than the two models do: each user's item is easy or hard for both.
+    rng = np.random.default_rng(0)
+    hardness = rng.random(300)
+    ref = hardness
+    better = hardness * 1.03 + rng.normal(0, 0.01, 300).clip(-0.01, 0.01)
+    paired = paired_ratio_ci(better, ref, n_boot=500, seed=1)
+    assert paired["value"] == pytest.approx(better.mean() / ref.mean())
+    assert 1.0 < paired["ci95"][0] <= paired["value"] <= paired["ci95"][1] < 1.1  # the 3 % holds
+    # ... while the two unpaired intervals overlap and could not say so.
+    lo_a, _ = bootstrap_ci(better, n_boot=500, seed=1)
+    _, hi_b = bootstrap_ci(ref, n_boot=500, seed=1)
+    assert lo_a < hi_b
+    same = paired_ratio_ci(ref, ref, n_boot=200)
+    assert same == {"value": 1.0, "ci95": [1.0, 1.0]}
+    assert np.isnan(paired_ratio_ci(ref, np.zeros(300))["value"])
+    out = paired_ratios({"m": {"ndcg@10": better}, "pop": {"ndcg@10": ref}}, [("m", "pop")],
+                        {"half": np.arange(300) < 150}, n_boot=200)
+    assert set(out["m"]) == {"all", "half"} and out["m"]["all"]["pop"]["ci95"][0] > 1
+    # The tables say which differences hold: bold where the interval leaves out 1.
+    from interest_model.evaluation.report import ratio_text
+
+    assert ratio_text(out["m"]["all"]["pop"]).startswith("**1.03x** [1.0")
+    assert ratio_text(same) == "1.00x [1.00, 1.00]" and ratio_text(None) == "n/a"
 
 
 def test_segments_are_summarized_separately():

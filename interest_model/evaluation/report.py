@@ -19,7 +19,21 @@ def _fmt(entry: dict | None) -> str:
     return f"{entry['value']:.4f} [{lo:.4f}, {hi:.4f}]"
 
 
-def _ratio(a: dict | None, b: dict | None) -> str:
+def ratio_text(paired: dict | None) -> str:
+    """A paired ratio as the tables show it: ``1.05x [1.01, 1.09]``, in bold when the interval
+    leaves out 1 (the difference holds on these users at 95 %)."""
+    if not paired or math.isnan(paired["value"]):
+        return "n/a"
+    lo, hi = paired["ci95"]
+    text = f"{paired['value']:.2f}x"
+    if math.isnan(lo):
+        return text
+    return (f"**{text}**" if lo > 1 or hi < 1 else text) + f" [{lo:.2f}, {hi:.2f}]"
+
+
+def _ratio(a: dict | None, b: dict | None, paired: dict | None = None) -> str:
+    if paired is not None:
+        return ratio_text(paired)
     if not a or not b or not b["value"] or math.isnan(b["value"]) or math.isnan(a["value"]):
         return "n/a"
     return f"{a['value'] / b['value']:.2f}x"
@@ -61,7 +75,8 @@ def markdown(results: dict[str, dict], title: str, references: tuple[str, ...] =
     info = {m: info.get(m, {}) for m in results}
     refs = [r for r in references if any(base_name(m) == r for m in results)]
     segments = list(dict.fromkeys(seg for r in results.values() for seg in r))
-    lines = [f"# {title}", "", "Full ranking, one held-out item per user; 95 % bootstrap intervals.", ""]
+    lines = [f"# {title}", "", "Full ranking, one held-out item per user; 95 % bootstrap intervals. Ratios to a",
+             "reference: paired bootstrap over the same users, in bold where the interval leaves out 1.", ""]
     if any(info.values()):
         lines += models_table(info)
     for seg in segments:
@@ -75,7 +90,9 @@ def markdown(results: dict[str, dict], title: str, references: tuple[str, ...] =
             ratios = []
             for r in refs:
                 ref = reference_for(r, model, info)
-                ratios.append(_ratio(entry.get("ndcg@10"), results[ref].get(seg, {}).get("ndcg@10")) if ref else "n/a")
+                paired = entry.get("ndcg@10_ratio", {}).get(ref) if ref else None
+                ratios.append(_ratio(entry.get("ndcg@10"), results[ref].get(seg, {}).get("ndcg@10"), paired)
+                              if ref else "n/a")
             row = [model, str(entry["users"]), *[_fmt(entry.get(m)) for m in metrics], *ratios]
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
