@@ -115,8 +115,12 @@ class Recommender:
         """Top-k items of ``scenario`` (default: the model's first) for a history of item ids."""
         scenario = scenario or self.catalog.scenarios[0]
         user = self.user_vector(history, scenario, events)
+        s_idx = self.catalog.scenario_index(scenario)
         scores = (self.model.item_vectors() @ user) / self.model.cfg.temperature
-        allowed = torch.from_numpy(self.catalog.scenario_items[self.catalog.scenario_index(scenario)]).clone()
+        prior = self.model.prior(torch.tensor([s_idx]))  # zero-shot + target counts
+        if prior is not None:
+            scores = scores + prior[0]
+        allowed = torch.from_numpy(self.catalog.scenario_items[s_idx]).clone()
         if exclude_seen:
             allowed[[self.catalog.vocab[h] for h in history]] = False
         scores = scores.masked_fill(~allowed, float("-inf"))
@@ -148,7 +152,8 @@ def load_model(directory: str | Path) -> Recommender:
     weights = load_file(str(directory / "model.safetensors"))
     _fit_buffers(model, weights)
     missing, unexpected = model.load_state_dict(weights, strict=False)
-    missing = [m for m in missing if not m.startswith("item_encoder.")]
+    # An export from before the popularity prior has none (it stays off).
+    missing = [m for m in missing if not m.startswith("item_encoder.") and m not in ("item_prior", "prior_weight")]
     if missing or unexpected:
         raise ValueError(f"{directory}: weights do not match the model (missing {missing}, unexpected {unexpected})")
     return Recommender(model, catalog, encoder, tokenizer, config)
@@ -185,6 +190,6 @@ def read_export(directory: str | Path) -> tuple[dict, ModelConfig, Catalog, dict
 
 def _fit_buffers(model: InterestModel, weights: dict) -> None:
     """Buffers whose size depends on the catalog take the saved shape before loading."""
-    for name in ("item_text", "item_tokens", "item_token_mask", "scenario_items"):
+    for name in ("item_text", "item_tokens", "item_token_mask", "scenario_items", "item_prior"):
         if name in weights and getattr(model, name).shape != weights[name].shape:
             setattr(model, name, torch.zeros_like(weights[name]))

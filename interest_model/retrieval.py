@@ -81,12 +81,13 @@ class ItemIndex:
         rows are allowed). ``allowed[b]``: bool mask over rows (shorter masks: missing rows allowed
         is False)."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        masks = [self._mask(a) for a in allowed]
+        masks = [self.full_mask(a) for a in allowed]
         if self._hnsw is None:
             return [top_k(s, m, k) for s, m in zip(self.scores(queries), masks)]
         return [self._search_one(q, k, m) for q, m in zip(queries, masks)]
 
-    def _mask(self, allowed: np.ndarray) -> np.ndarray:
+    def full_mask(self, allowed: np.ndarray) -> np.ndarray:
+        """A mask over every row from one that may be shorter (rows past it not allowed)."""
         mask = np.zeros(self.size, dtype=bool)
         n = min(len(allowed), self.size)
         mask[:n] = allowed[:n]

@@ -27,6 +27,7 @@ from interest_model.evaluation.report import ratio_text
 from interest_model.experiments import BenchmarkConfig
 from interest_model.metrics import METRIC
 from interest_model.training.config import PretrainConfig, TrainingJobConfig, TransferConfig
+from interest_model.transfer import TRAINING_FREE
 from ray_jobs.common import run_main, start_job
 from ray_jobs.evaluate import headline, run_evaluate
 from ray_jobs.pretrain import run_pretrain
@@ -59,7 +60,7 @@ def plan(cfg: BenchmarkConfig) -> tuple[list[tuple[str, str, TrainingJobConfig]]
     target_budget = TransferConfig.load(cfg.transfer.config, [  # the train section every target training gets
         *cfg.transfer.set, *common("budget"), f"transfer.init_from={model_dir('pretrained')}"])
     for strategy in cfg.strategies:
-        for fraction in [1.0] if strategy == "zero_shot" else cfg.fractions:
+        for fraction in [1.0] if strategy == "zero_shot" else cfg.fractions:  # zero-shot reads no target user
             name = model_name(strategy, fraction)
             stages.append((name, "transfer", TransferConfig.load(cfg.transfer.config, [
                 *cfg.transfer.set, *common(name, fraction), f"transfer.init_from={model_dir('pretrained')}",
@@ -162,17 +163,21 @@ def summary(results: dict, info: dict, cfg: BenchmarkConfig) -> str:
              "where the interval leaves out 1.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for fraction in cfg.fractions:
-        trained = [model_name(s, fraction) for s in cfg.strategies if s != "zero_shot"]
+        trained = [model_name(s, fraction) for s in cfg.strategies if s not in TRAINING_FREE]
         trained = [m for m in trained if info.get(m, {}).get(METRIC) is not None]
         best = max(trained, key=lambda m: info[m][METRIC], default=None)
         sasrec = model_name(SASREC, fraction)
         lines.append("| " + " | ".join([
             f"{fraction:.0%}", best or "n/a", _ndcg(results, best), _ndcg(results, sasrec),
             _ndcg(results, model_name(SASREC_TRANSFER, fraction)), _ratio(results, best, sasrec)]) + " |")
-    if "zero_shot" in results:
-        lines += ["", "| no target training | NDCG@10 | popularity | zero-shot / popularity |", "|---|---|---|---|",
-                  f"| zero-shot | {_ndcg(results, 'zero_shot')} | {_ndcg(results, 'popularity')} | "
-                  f"{_ratio(results, 'zero_shot', 'popularity')} |"]
+    free = [m for m in results if m == "zero_shot" or m.split("@")[0] == "zero_shot_counts"]
+    if free:
+        lines += ["", "| no target training | what it uses of the target | NDCG@10 | popularity | / popularity |",
+                  "|---|---|---|---|---|"]
+        for m in free:
+            uses = "item texts only" if m == "zero_shot" else "item texts + training item counts (prior weight on validation)"
+            lines.append(f"| {m} | {uses} | {_ndcg(results, m)} | {_ndcg(results, 'popularity')} | "
+                         f"{_ratio(results, m, 'popularity')} |")
     return "\n".join(lines) + "\n"
 
 

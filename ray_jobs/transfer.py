@@ -1,5 +1,6 @@
-"""``interest transfer``: adapt a pretrained model to the target scenarios (zero_shot, full,
-adapter or lora; optionally on a seeded fraction of the target users) on Ray Train, and export it.
+"""``interest transfer``: adapt a pretrained model to the target scenarios (zero_shot,
+zero_shot_counts, full, adapter or lora; optionally on a seeded fraction of the target users) on
+Ray Train, and export it.
 
     python -m ray_jobs.transfer --config ray_jobs/configs/transfer_demo.yaml
 """
@@ -12,7 +13,9 @@ from typing import Sequence
 
 from interest_model.data.prepared import PreparedData
 from interest_model.training.config import TransferConfig
-from interest_model.transfer import build_transfer_model, load_pretrained, trainable_counts
+from interest_model.metrics import METRIC
+from interest_model.transfer import (TRAINING_FREE, build_transfer_model, choose_prior_weight, load_pretrained,
+                                     trainable_counts)
 from ray_jobs import trainer
 from ray_jobs.common import run_main, start_job
 
@@ -25,6 +28,24 @@ def merge_lora(model):
     if hasattr(backbone, "merge_and_unload"):
         model.item_encoder.backbone = backbone.merge_and_unload()
     return model
+
+
+def fit_prior(cfg: TransferConfig, prepared, catalog, scenarios: list[str], model) -> dict:
+    """The popularity prior of zero-shot + target counts: every item's training interactions among
+    the users that train (all target users, or the few-shot share), its weight chosen on validation."""
+    import numpy as np
+    import torch
+
+    train_ds, valid_ds = trainer.datasets(cfg, prepared, catalog, scenarios, model.cfg.user_encoder.max_len)
+    counts = np.zeros((len(scenarios), catalog.size), dtype=np.float64)
+    for batch in train_ds.iter_batches(batch_size=4096, batch_format="numpy"):
+        targets, scen = batch["targets"], np.broadcast_to(batch["scenario"][:, None], batch["targets"].shape)
+        real = targets > 0
+        np.add.at(counts, (scen[real], targets[real]), 1)
+    weight, table = choose_prior_weight(model, torch.from_numpy(counts), valid_ds.iter_batches(
+        batch_size=cfg.train.eval_batch_size, batch_format="numpy"), cfg.train.exclude_history)
+    return {"weight": weight, "best": table[weight], "validation": {f"{w:g}": v for w, v in table.items()},
+            "counted_interactions": int(counts.sum())}
 
 
 def run_transfer(cfg: TransferConfig, callbacks=()) -> dict:
@@ -43,10 +64,16 @@ def run_transfer(cfg: TransferConfig, callbacks=()) -> dict:
              spec.strategy, counts)
     extra = {"training": {"transfer": spec.model_dump(mode="json"), "scenarios": scenarios,
                           "trainable_parameters": counts}}
-    if spec.strategy == "zero_shot":
+    if spec.strategy == "zero_shot_counts":
+        extra["training"]["prior"] = fit_prior(cfg, prepared, catalog, scenarios, model)
+        extra["training"]["best"] = {METRIC: extra["training"]["prior"]["best"]}
+        log.info("zero-shot + target counts: prior weight %g chosen on validation (NDCG@10 %.4f; %.4f without)",
+                 extra["training"]["prior"]["weight"], extra["training"]["prior"]["best"],
+                 extra["training"]["prior"]["validation"]["0"])
+    if spec.strategy in TRAINING_FREE:
         extra["training"].update(trainer.provenance(cfg, prepared))
         trainer.export(cfg.export_dir, model, catalog, extra, encoder_dir=spec.init_from)
-        return {"best": {}, "last": {}, "export_dir": cfg.export_dir, "history": [], "trainable": counts}
+        return {"best": extra["training"].get("best", {}), "last": {}, "export_dir": cfg.export_dir, "history": [], "trainable": counts}
     job = trainer.TrainingJob(cfg, prepared, scenarios, catalog, model_cfg, builder, extra, encoder_dir=spec.init_from,
                               finalize=merge_lora if spec.strategy == "lora" else None)
     return {**trainer.train_and_export(job, model=model, callbacks=callbacks), "trainable": counts}

@@ -66,3 +66,46 @@ def test_transfer_settings_and_frozen_encoder_layers(pretrained):
     assert all(p.requires_grad for n, p in model.item_encoder.named_parameters() if ".layer.1." in n)
     with pytest.raises(ValueError, match="exceeds"):
         load_pretrained(TransferSpec(init_from=str(out), max_len=99))
+
+
+def test_zero_shot_with_target_counts_chooses_its_prior_on_validation(pretrained, tmp_path):
+    import numpy as np
+
+    from interest_model import load_model
+    from interest_model.checkpoint import export_model
+    from interest_model.online import OnlineModel
+    from interest_model.transfer import choose_prior_weight
+
+    out, src_model, encoder, tok = pretrained
+    spec = TransferSpec(init_from=str(out), strategy="zero_shot_counts")
+    cfg, src_cat, weights = load_pretrained(spec)
+    dst = tiny_catalog(["i2", "i3", "new1", "new2"], "b")
+    feats = torch.cat([torch.zeros(1, 32), encoder.encode(dst.texts, tok, max_length=12)]).numpy()
+    model = build_transfer_model(spec, cfg, src_cat, weights, dst, ItemInputs(features=feats))
+    assert trainable_counts(model) == {} and model.prior(torch.tensor([0])) is None  # off until chosen
+    # Every validation user's next item is the new item zero-shot ranks last, and the target's
+    # most bought one.
+    from interest_model.events import EVENT_TYPES
+
+    rate = EVENT_TYPES.index("rate")  # what the model API and the endpoint assume by default
+    rows = {"items": np.array([[1, 2, 0]] * 8), "events": np.array([[rate, rate, 0]] * 8),
+            "scenario": np.zeros(8, dtype=np.int64)}
+    zero = model.eval().scores(*(torch.from_numpy(rows[k]) for k in ("items", "events", "scenario")))[0]
+    last = 3 if zero[3] < zero[4] else 4
+    rows["target"] = np.full(8, last)
+    counts = torch.tensor([[0.0, 1, 1, 0, 0]])
+    counts[0, last] = 50
+    weight, table = choose_prior_weight(model, counts, [rows])
+    assert weight > 0 and table[weight] == pytest.approx(1.0) and table[weight] > table[0.0]
+    assert float(model.prior_weight) == weight
+    # Exported and loaded, the prior is part of every score: the model API and the endpoint agree.
+    export_model(tmp_path / "m", model, dst, encoder_dir=str(out))
+    rec = load_model(tmp_path / "m")
+    ref = rec.recommend(["i2", "i3"], k=3, scenario="b")
+    assert ref[0]["item_id"] == dst.item_ids[last - 1]
+    online = OnlineModel(str(tmp_path / "m"))
+    got = online.recommend_batch([{"history": [{"item_id": "i2"}, {"item_id": "i3"}], "scenario": "b", "k": 3}])[0]
+    assert [it["item_id"] for it in got["items"]] == [r["item_id"] for r in ref]
+    assert np.allclose([it["score"] for it in got["items"]], [r["score"] for r in ref], atol=1e-4)
+    explained = online.interests({"history": [{"item_id": "i2"}, {"item_id": "i3"}], "scenario": "b", "k": 2})
+    assert explained["explanation"]["recommendations"][0]["item_id"] == ref[0]["item_id"]  # the same ranking

@@ -30,6 +30,20 @@ def test_zero_shot_reads_no_target_interaction_and_ranks_new_items(tiny_pretrain
     assert enc_a.keys() == enc_b.keys() and all(torch.equal(enc_a[k], enc_b[k]) for k in enc_a)
 
 
+def test_zero_shot_with_target_counts_uses_only_the_training_users_counts(tiny_pretrained, tiny_prepared, tmp_path):
+    full = run_transfer(transfer_config(tiny_prepared, tiny_pretrained, tmp_path / "all",
+                                        "transfer.strategy=zero_shot_counts"))
+    half = run_transfer(transfer_config(tiny_prepared, tiny_pretrained, tmp_path / "half",
+                                        "transfer.strategy=zero_shot_counts", "data.user_fraction=0.5"))
+    assert full["trainable"] == {} and full["history"] == []  # no gradient step
+    prior = load_model(full["export_dir"]).config["training"]["prior"]
+    assert set(prior["validation"]) == {"0", "0.25", "0.5", "1", "2", "4", "8", "16"}
+    assert prior["best"] == max(prior["validation"].values()) == full["best"]["val_ndcg@10"]
+    few = load_model(half["export_dir"]).config["training"]["prior"]
+    assert 0 < few["counted_interactions"] < prior["counted_interactions"]  # the few-shot share's counts only
+    assert float(load_model(full["export_dir"]).model.prior_weight) == prior["weight"]
+
+
 def test_adapter_transfer_trains_and_exports(tiny_pretrained, tiny_prepared, tmp_path):
     out = run_transfer(transfer_config(tiny_prepared, tiny_pretrained, tmp_path, "transfer.strategy=adapter",
                                        "run.name=adapter"))

@@ -53,7 +53,9 @@ class ModelScorer:
 
     @torch.no_grad()
     def scores(self, b: dict) -> torch.Tensor:
-        return self.user(b) @ self.vectors.T / self.rec.model.cfg.temperature
+        scores = self.user(b) @ self.vectors.T / self.rec.model.cfg.temperature
+        prior = self.rec.model.prior(b["scenario"])  # zero-shot + target counts
+        return scores if prior is None else scores + prior
 
     def centroids(self) -> tuple[list[str], torch.Tensor]:
         """Normalized mean item vector of every category of the catalog."""

@@ -70,6 +70,10 @@ class InterestModel(nn.Module):
         # scenario_items[s, i]: item i belongs to scenario s's catalog
         self.register_buffer("scenario_items", torch.zeros(max(1, num_scenarios), num_items, dtype=torch.bool),
                              persistent=True)
+        # A popularity prior (zero-shot + target counts): prior_weight * log(1 + training count of
+        # the item in the row's scenario) is added to every score; weight 0 (the default) is off.
+        self.register_buffer("item_prior", torch.zeros(max(1, num_scenarios), num_items), persistent=True)
+        self.register_buffer("prior_weight", torch.zeros(()), persistent=True)
         self.adaptor = MoEAdaptor(text_dim, d, cfg.adaptor_experts) if cfg.adaptor_experts else None
         self.text_proj = nn.Sequential(nn.Linear(text_dim, d), nn.LayerNorm(d)) if cfg.use_text else None
         self.item_ids = nn.Embedding(num_items, d, padding_idx=0) if cfg.use_item_ids else None
@@ -88,6 +92,17 @@ class InterestModel(nn.Module):
             self.item_text = item_text.float()
         if item_tokens is not None:
             self.item_tokens, self.item_token_mask = item_tokens.long(), item_token_mask.long()
+
+    def set_prior(self, counts: torch.Tensor, weight: float) -> None:
+        """counts [S, N+1]: each item's training interactions per scenario."""
+        self.item_prior = torch.log1p(counts.float().clamp(min=0)).to(self.item_prior.device)
+        self.prior_weight = torch.tensor(float(weight), device=self.item_prior.device)
+
+    def prior(self, scenario: torch.Tensor) -> torch.Tensor | None:
+        """The prior term [B, N+1] of rows in ``scenario`` [B], None when the prior is off."""
+        if float(self.prior_weight) == 0:
+            return None
+        return self.prior_weight * self.item_prior[scenario]
 
     @property
     def text_trainable(self) -> bool:
@@ -177,4 +192,6 @@ class InterestModel(nn.Module):
         """Scores [B, N] of every catalog item for each user's current interest."""
         user = self.last_user_vector(items, events, scenario)
         vecs = self.item_vectors() if catalog is None else catalog
-        return user @ vecs.T / self.cfg.temperature
+        scores = user @ vecs.T / self.cfg.temperature
+        prior = self.prior(scenario)
+        return scores if prior is None else scores + prior

@@ -14,12 +14,13 @@ from interest_model.online.requests import Resolved
 EXPLAIN_POOL = 100  # items whose categories make up the interest profile
 
 
-def explain(encode: Callable[[list[Resolved]], np.ndarray], catalog: LiveCatalog, resolved: Resolved,
-            mask: np.ndarray, k: int, temperature: float, top_categories: int = 5) -> dict:
-    """``encode``: interest vectors [B, D] of resolved histories (the endpoint's user encoding)."""
+def explain(encode: Callable[[list[Resolved]], np.ndarray], search: Callable, catalog: LiveCatalog,
+            resolved: Resolved, mask: np.ndarray, k: int, temperature: float, top_categories: int = 5) -> dict:
+    """``encode``: interest vectors [B, D] of resolved histories (the endpoint's user encoding);
+    ``search(users, targets, k, masks)``: the endpoint's ranking, [(rows, scores)] per user."""
     user = encode([resolved])[0]
-    rows, scores = catalog.index.search(user[None], max(k, EXPLAIN_POOL), [mask])[0]
-    weights = _softmax(scores / temperature)
+    rows, scores = search(user[None], [resolved.target], max(k, EXPLAIN_POOL), [mask])[0]
+    weights = _softmax(scores)
     cats: dict[str, float] = {}
     for row, w in zip(rows.tolist(), weights.tolist()):
         for c in catalog.categories[row]:
@@ -30,7 +31,7 @@ def explain(encode: Callable[[list[Resolved]], np.ndarray], catalog: LiveCatalog
     full = item_vecs @ user
     events = resolved.events
     without = encode([resolved.occluded(i) for i in range(len(events))]) @ item_vecs.T
-    delta = (full[None, :] - without) / temperature  # [events, k]
+    delta = (full[None, :] - without) / temperature  # [events, k] (a prior on items cancels out)
     pos = np.clip(delta.mean(1), 0, None)
     share = pos / pos.sum() if pos.sum() > 0 else np.zeros_like(pos)
     history = [{"position": i, "item_id": h.get("item_id"), "text": None if h.get("item_id") else h["text"],
@@ -38,7 +39,7 @@ def explain(encode: Callable[[list[Resolved]], np.ndarray], catalog: LiveCatalog
                 "contribution": round(float(delta[i].mean()), 6), "share": round(float(share[i]), 6)}
                for i, h in enumerate(events)]
     recommendations = []
-    for j, item in enumerate(catalog.describe(recs, scores[:k] / temperature)):
+    for j, item in enumerate(catalog.describe(recs, scores[:k])):
         top_event = history[int(np.argmax(delta[:, j]))]
         recommendations.append({**item, "because": top_event["item_id"] or top_event["text"]})
     return {"interest_vector": [round(float(x), 6) for x in user],

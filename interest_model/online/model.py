@@ -25,6 +25,7 @@ from interest_model.online.explain import explain
 from interest_model.online.errors import RequestError
 from interest_model.online.requests import Resolved, answer_mask, resolve
 from interest_model.online.store import ItemStore
+from interest_model.retrieval import top_k
 
 
 class OnlineModel:
@@ -39,6 +40,9 @@ class OnlineModel:
         with torch.no_grad():
             vectors = self.model.item_vectors().float().numpy()
         self.catalog = LiveCatalog(self.rec.catalog, vectors, exact_max_items, hnsw_m, ef_search)
+        # Zero-shot + target counts: a popularity prior added to every score (exact search then).
+        self.prior_weight = float(self.model.prior_weight)
+        self.item_prior = self.model.item_prior.float().numpy() * self.prior_weight
         self.lock = threading.RLock()
         self.store = ItemStore(item_store) if item_store else None
         self.refresh()
@@ -143,6 +147,18 @@ class OnlineModel:
             scenarios[b, n:] = r.target
         return self.model.last_user_vector(items, events, scenarios, catalog=vectors).float().numpy()
 
+    def search(self, users: np.ndarray, targets: list[int], k: int, masks: list[np.ndarray]):
+        """[(rows, scores)] of each user's k best allowed rows; scores are the model's logits
+        (cosine / temperature, plus its popularity prior in the target scenario if it has one:
+        then exactly, over every row; items added by text have no counts)."""
+        if self.prior_weight == 0:
+            return [(rows, scores / self.temperature) for rows, scores in self.catalog.index.search(users, k, masks)]
+        scores = self.catalog.index.scores(users) / self.temperature
+        prior = np.zeros((len(targets), scores.shape[1]), dtype=np.float32)
+        n = min(self.item_prior.shape[1], scores.shape[1])
+        prior[:, :n] = self.item_prior[targets, :n]
+        return [top_k(s, self.catalog.index.full_mask(m), k) for s, m in zip(scores + prior, masks)]
+
     # -- requests -------------------------------------------------------------------------------------
     def recommend_batch(self, queries: list[dict]) -> list[dict | RequestError]:
         """Top-k items per request, in order; a request that cannot be answered gets its
@@ -168,10 +184,9 @@ class OnlineModel:
                 users = self.user_vectors(resolved)
                 masks = [answer_mask(self.catalog, queries[i], r) for i, r in zip(todo, resolved)]
                 k_max = max(int(queries[i].get("k", 10)) for i in todo)
-                for j, (rows, scores) in enumerate(self.catalog.index.search(users, k_max, masks)):
+                for j, (rows, scores) in enumerate(self.search(users, [r.target for r in resolved], k_max, masks)):
                     k = int(queries[todo[j]].get("k", 10))
-                    out[todo[j]] = {"items": self.catalog.describe(rows[:k], scores[:k] / self.temperature),
-                                    "fallback": None}
+                    out[todo[j]] = {"items": self.catalog.describe(rows[:k], scores[:k]), "fallback": None}
             return out
 
     def interests(self, query: dict, top_categories: int = 5) -> dict:
@@ -182,7 +197,7 @@ class OnlineModel:
             r = self._resolve(query)
             if not r.events:
                 raise RequestError("interests need a non-empty history")
-            return explain(self.user_vectors, self.catalog, r, answer_mask(self.catalog, query, r),
+            return explain(self.user_vectors, self.search, self.catalog, r, answer_mask(self.catalog, query, r),
                            int(query.get("k", 10)), self.temperature, top_categories)
 
     def info(self) -> dict:
