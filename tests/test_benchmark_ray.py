@@ -44,7 +44,7 @@ def test_benchmark_trains_every_arm_and_reports_against_sasrec(tiny_prepared, ra
     ratio = res["adapter@0.5"]["all"]["ndcg@10"]["value"] / res["sasrec@0.5"]["all"]["ndcg@10"]["value"]
     row = next(line for line in md.splitlines() if line.startswith("| adapter@0.5 | 20 |"))
     assert f"{ratio:.2f}x" in row
-    assert "## Summary" in md and "| 50% |" in md and "zero-shot / popularity" in md
+    assert "## Summary" in md and "| 50% |" in md and "| zero_shot | item texts only |" in md
     assert "fraction_plot" not in out["paths"]  # one fraction: nothing to plot (see test_evaluation)
     metrics = json.loads(open(out["paths"]["metrics"]).read())
     assert metrics["references"] == ["popularity", "sasrec"] and metrics["models"]["sasrec@0.5"]["fraction"] == 0.5
