@@ -53,9 +53,10 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     log.info("ray: connected (%s), resources %s", address or "local", ray.cluster_resources())
 
 
-def start_job(argv: Sequence[str] | None, prog: str, description: str, config_cls):
+def start_job(argv: Sequence[str] | None, prog: str, description: str, config_cls, check=None):
     """Parse the job's arguments, set up logging, load and validate its config (before any
-    work), connect to Ray. Returns the config."""
+    work), run ``check(cfg)`` (input errors a job can find alone, before the cluster), connect to
+    Ray. Returns the config."""
     args = job_parser(prog, description).parse_args(argv)
     setup_logging(args.log_level)
     # transformers resolves Path("src") against the working directory when first imported. A job
@@ -64,6 +65,8 @@ def start_job(argv: Sequence[str] | None, prog: str, description: str, config_cl
     # import it while the directory is certainly there.
     import transformers  # noqa: F401
     cfg = config_cls.load(args.config, args.overrides)
+    if check is not None:
+        check(cfg)
     init_ray(args.address, args.num_cpus)
     return cfg
 

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 
 from interest_model import io
 from interest_model.data.config import PrepareConfig
-from interest_model.data.pipeline import read_file_bytes, run_prepare, summary, to_arrow
+from interest_model.data.pipeline import check_inputs, read_file_bytes, run_prepare, summary, to_arrow
 from ray_jobs.common import run_main, start_job
 
 log = logging.getLogger("interest.prepare")
@@ -131,7 +131,7 @@ class RayDataEngine:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    cfg = start_job(argv, "interest prepare", __doc__.splitlines()[0], PrepareConfig)
+    cfg = start_job(argv, "interest prepare", __doc__.splitlines()[0], PrepareConfig, check=check_inputs)
     manifest = run_prepare(cfg, RayDataEngine())
     print(summary(manifest))
     print(f"\nmanifest: {io.join(cfg.output_dir, 'manifest.json')}")

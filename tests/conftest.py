@@ -17,10 +17,6 @@ os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("INTEREST_PSEUDONYM_KEY", "")  # tests choose keys explicitly
-# Ray Train's controller polls its workers every 2 s by default, so each run waits up to that long
-# to see its workers up and its training done: with some forty tiny runs in the suite, poll faster
-# (read by the controller actors, which inherit the environment of the cluster started here).
-os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
 
 
 def pytest_collection_modifyitems(config, items):

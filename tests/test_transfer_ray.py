@@ -30,20 +30,6 @@ def test_zero_shot_reads_no_target_interaction_and_ranks_new_items(tiny_pretrain
     assert enc_a.keys() == enc_b.keys() and all(torch.equal(enc_a[k], enc_b[k]) for k in enc_a)
 
 
-def test_zero_shot_with_target_counts_uses_only_the_training_users_counts(tiny_pretrained, tiny_prepared, tmp_path):
-    full = run_transfer(transfer_config(tiny_prepared, tiny_pretrained, tmp_path / "all",
-                                        "transfer.strategy=zero_shot_counts"))
-    half = run_transfer(transfer_config(tiny_prepared, tiny_pretrained, tmp_path / "half",
-                                        "transfer.strategy=zero_shot_counts", "data.user_fraction=0.5"))
-    assert full["trainable"] == {} and full["history"] == []  # no gradient step
-    prior = load_model(full["export_dir"]).config["training"]["prior"]
-    assert set(prior["validation"]) == {"0", "0.25", "0.5", "1", "2", "4", "8", "16"}
-    assert prior["best"] == max(prior["validation"].values()) == full["best"]["val_ndcg@10"]
-    few = load_model(half["export_dir"]).config["training"]["prior"]
-    assert 0 < few["counted_interactions"] < prior["counted_interactions"]  # the few-shot share's counts only
-    assert float(load_model(full["export_dir"]).model.prior_weight) == prior["weight"]
-
-
 def test_adapter_transfer_trains_and_exports(tiny_pretrained, tiny_prepared, tmp_path):
     out = run_transfer(transfer_config(tiny_prepared, tiny_pretrained, tmp_path, "transfer.strategy=adapter",
                                        "run.name=adapter"))
@@ -74,20 +60,33 @@ def test_evaluate_models_and_baselines_with_a_report(tiny_pretrained, tiny_prepa
     from ray_jobs.evaluate import headline, run_evaluate
     from tests.conftest import CONFIGS
 
-    zero = run_transfer(transfer_config(tiny_prepared, tiny_pretrained, tmp_path / "z", "transfer.strategy=zero_shot"))
+    # Zero-shot + target counts of half the target users: no gradient step, the prior's weight
+    # chosen on validation from the grid, the counts those users' training events only.
+    zero = run_transfer(transfer_config(tiny_prepared, tiny_pretrained, tmp_path / "z",
+                                        "transfer.strategy=zero_shot_counts", "data.user_fraction=0.5"))
+    assert zero["trainable"] == {} and zero["history"] == []
+    prior = load_model(zero["export_dir"]).config["training"]["prior"]
+    assert set(prior["validation"]) == {"0", "0.25", "0.5", "1", "2", "4", "8", "16"}
+    assert prior["best"] == max(prior["validation"].values()) == zero["best"]["val_ndcg@10"]
+    manifest = json.loads((tiny_prepared / "manifest.json").read_text())
+    assert 0 < prior["counted_interactions"] < manifest["splits"]["loo"]["shop-b"]["train"]["interactions"]
+    assert float(load_model(zero["export_dir"]).model.prior_weight) == prior["weight"]
+
     cfg = EvaluateConfig.load(CONFIGS / "evaluate_demo.yaml", [
-        f"data.prepared={tiny_prepared}", f"models={{zero_shot: {zero['export_dir']}}}", f"out_dir={tmp_path}/eval",
+        f"data.prepared={tiny_prepared}", f"models={{counts: {zero['export_dir']}}}", f"out_dir={tmp_path}/eval",
         f"embed.cache_dir={tmp_path.parent}/item-features", "bootstrap=200"])
     out = run_evaluate(cfg)
-    assert set(out["results"]) == {"zero_shot", "popularity", "text_similarity"}
+    assert set(out["results"]) == {"counts", "popularity", "text_similarity"}
+    paired = out["results"]["counts"]["all"]["ndcg@10_ratio"]["popularity"]  # its own interval
+    assert paired["ci95"][0] <= paired["value"] <= paired["ci95"][1]
     for name, res in out["results"].items():
         assert res["all"]["users"] == 20  # every target user has a test item
         for seg in ("cold_users", "cold_items", "multi_scenario_users"):
             assert seg in res
         e = res["all"]["ndcg@10"]
         assert e["ci95"][0] <= e["value"] <= e["ci95"][1]
-    assert 0 <= out["categories"]["zero_shot"]["category_accuracy"] <= 1
+    assert 0 <= out["categories"]["counts"]["category_accuracy"] <= 1
     data = json.loads(open(out["paths"]["metrics"]).read())
     assert data["part"] == "test" and data["scenarios"] == ["shop-b"]
     assert "## Segment: cold_users" in open(out["paths"]["report"]).read()
-    assert "zero_shot" in headline(out)
+    assert "counts" in headline(out)

@@ -129,15 +129,30 @@ def to_arrow(frame: pd.DataFrame, arrow_schema: pa.Schema) -> pa.Table:
 # ---------------------------------------------------------------------------------------------
 
 
-def _read_source(engine: Engine, cfg: PrepareConfig, src, kind: str):
-    """Raw rows of one source's item or interaction files (reader output + source column)."""
+def _source_files(cfg: PrepareConfig, src, kind: str):
+    """(reader, filesystem, paths, headers) of one source's item or interaction files, checked on
+    this process: every pattern matches, every file's first records parse."""
     reader = make_reader(src.format, encoding=src.encoding, file_type=src.file_type,
                          interaction_columns=src.interaction_columns, item_columns=src.item_columns,
                          category_separator=src.category_separator, keep_raw=cfg.keep_raw_rejects)
-    patterns = src.items if kind == "items" else src.interactions
-    fs, paths = io.expand(cfg.input.root, patterns)
+    fs, paths = io.expand(cfg.input.root, src.items if kind == "items" else src.interactions)
+    return reader, fs, paths, _check_files(reader, fs, paths, kind, src.file_type == "parquet")
+
+
+def check_inputs(cfg: PrepareConfig) -> None:
+    """The whole-input errors (a missing file, a file none of whose first records parse, a
+    required column never present), raised before any cluster work: the job calls this before it
+    connects to Ray."""
+    for src in cfg.input.sources:
+        for kind in ("items", "interactions"):
+            if kind == "interactions" or src.items:
+                _source_files(cfg, src, kind)
+
+
+def _read_source(engine: Engine, cfg: PrepareConfig, src, kind: str):
+    """Raw rows of one source's item or interaction files (reader output + source column)."""
+    reader, fs, paths, headers = _source_files(cfg, src, kind)
     parquet = src.file_type == "parquet"
-    headers = _check_files(reader, fs, paths, kind, parquet)
     files = engine.read_files(fs, paths)
     blocks = engine.rebatch(engine.map(files, chunk_files, reader=reader, lines_per_block=cfg.lines_per_block,
                                        parquet=parquet), cfg.lines_per_block)
