@@ -27,6 +27,21 @@ class Frozen(BaseModel):
     """Base for every config section: immutable, unknown keys rejected."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+    # Settings added after runs were recorded under a config hash: they enter the hash only when
+    # set to something other than their default, so those runs stay valid (a rerun keeps them).
+    HASH_WHEN_SET: ClassVar[tuple[str, ...]] = ()
+
+
+def _hash_view(section: BaseModel, data: dict) -> dict:
+    """``data`` (the section's dump) less the HASH_WHEN_SET fields at their defaults, recursively."""
+    fields = type(section).model_fields
+    for name, field in fields.items():
+        value = getattr(section, name)
+        if name in getattr(section, "HASH_WHEN_SET", ()) and value == field.default:
+            data.pop(name, None)
+        elif isinstance(value, BaseModel) and isinstance(data.get(name), dict):
+            _hash_view(value, data[name])
+    return data
 
 
 def _parse_scalar(text: str) -> Any:
@@ -121,7 +136,7 @@ class JobConfig(Frozen):
 
     def config_hash(self) -> str:
         """sha256 of the canonical JSON of the redacted config, less HASH_EXCLUDE."""
-        public = {k: v for k, v in self.to_public_dict().items() if k not in self.HASH_EXCLUDE}
+        public = {k: v for k, v in _hash_view(self, self.to_public_dict()).items() if k not in self.HASH_EXCLUDE}
         blob = json.dumps(public, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()
 

@@ -31,6 +31,7 @@ class BenchmarkConfig(JobConfig):
     pretrain config with its overrides: text-only, text + ID, ID-only), the same budget for all."""
 
     HASH_EXCLUDE: ClassVar[tuple[str, ...]] = ("out_dir",)
+    HASH_WHEN_SET: ClassVar[tuple[str, ...]] = ("histories", "text_id")
 
     data: DataSelection  # the prepared data every stage reads (scenarios: their roles in it)
     pretrain: StageConfig
@@ -39,6 +40,13 @@ class BenchmarkConfig(JobConfig):
     evaluate: StageConfig
     strategies: list[Strategy] = Field(default_factory=lambda: ["zero_shot", "adapter"])
     fractions: list[Annotated[float, Field(gt=0, le=1)]] = Field(default_factory=lambda: [1.0])  # shares of target users
+    # The histories every target-side model reads: target-only, and/or merged with the user's
+    # events in the other scenarios (models named <strategy>+merged; pretraining stays on the source).
+    histories: list[Literal["target", "merged"]] = Field(default_factory=lambda: ["target"], min_length=1)
+    # Text + ID fusion: also pretrain a text + ID model and transfer it with every strategy (models
+    # named <strategy>+ids): items linked to the source keep their id embeddings, new ones start
+    # from their text alone.
+    text_id: bool = False
     sasrec: SasrecConfig = SasrecConfig()
     out_dir: str = "outputs/benchmark"  # models/<name>, evaluation/, ray_results/
     storage_path: str | None = None  # Ray Train storage (default <out_dir>/ray_results)

@@ -4,7 +4,8 @@
     zero_shot_counts  zero_shot plus the target's item counts: a popularity prior from the target's
                training interactions, its weight chosen on validation (no gradient step either)
     full       every parameter trains, the text encoder included (its tokens run each step)
-    adapter    text encoder frozen; the user encoder and a MoE adaptor with whitening train
+    adapter    text encoder frozen; the user encoder and a MoE adaptor with whitening train (and
+               the item-id embeddings of a text + ID model)
     lora       LoRA (peft) on the text encoder, plus the user encoder and the item projection
 
 Weights move by name. Scenario embeddings of target scenarios unknown to the pretrained model
@@ -146,8 +147,8 @@ def set_trainable(model: InterestModel, spec: TransferSpec) -> None:
             p.requires_grad_(False)
         elif strategy == "full":
             p.requires_grad_(True)
-        elif strategy == "adapter":
-            p.requires_grad_(name.startswith(("user.", "adaptor.")))
+        elif strategy == "adapter":  # a text + ID model's id embeddings train too
+            p.requires_grad_(name.startswith(("user.", "adaptor.", "item_ids.")))
         elif strategy == "lora":
             p.requires_grad_("lora_" in name or name.startswith(("user.", "text_proj.")))
 
@@ -188,6 +189,8 @@ def choose_prior_weight(model: InterestModel, counts: torch.Tensor, valid_batche
     """The popularity-prior weight with the best validation NDCG@10 (``counts`` [S, N+1]: the
     target's training interactions), set on ``model``; returns (weight, {weight: NDCG@10}). One
     pass over the validation rows: the user scores once per batch, every weight ranked on them."""
+    from interest_model.training.loop import inputs, to_device
+
     model.eval()
     model.set_prior(counts, 0.0)
     prior = model.item_prior
@@ -195,10 +198,11 @@ def choose_prior_weight(model: InterestModel, counts: torch.Tensor, valid_batche
     sums = {w: 0.0 for w in weights}
     n = 0
     for raw in valid_batches:
-        b = {k: torch.as_tensor(raw[k]).long() for k in ("items", "events", "target", "scenario", "seen") if k in raw}
+        b = to_device(raw, "cpu")
         if b["target"].numel() == 0:
             continue
-        base = model.scores(b["items"], b["events"], b["scenario"], catalog=catalog)
+        items, events, scen = inputs(b)
+        base = model.scores(items, events, b["scenario"], catalog=catalog, event_scenarios=scen)
         for w in weights:
             ranks = ranks_for(base + w * prior[b["scenario"]], b, model.scenario_items, exclude_history)
             sums[w] += float(metrics.ndcg_at(ranks, 10).sum())

@@ -36,6 +36,8 @@ from ray_jobs.transfer import run_transfer
 log = logging.getLogger("interest.benchmark")
 SASREC = "sasrec"  # ID-only, trained on the target only: the reference of the report's ratios
 SASREC_TRANSFER = "sasrec_transfer"  # ID-only, pretrained on the source, fully fine-tuned on the target
+SUFFIX = {"target": "", "merged": "+merged"}  # a model that reads merged cross-scenario histories
+IDS = "+ids"  # a transfer of the text + ID pretrained model
 
 
 def model_name(base: str, fraction: float) -> str:
@@ -57,31 +59,43 @@ def plan(cfg: BenchmarkConfig) -> tuple[list[tuple[str, str, TrainingJobConfig]]
     stages: list[tuple[str, str, TrainingJobConfig]] = []
     pretrain = PretrainConfig.load(cfg.pretrain.config, [*cfg.pretrain.set, *common("pretrained")])
     stages.append(("pretrained", "pretrain", pretrain))
+    pretrained = {"": "pretrained"}  # model-name suffix -> the pretrained model its transfers start from
+    if cfg.text_id:
+        pretrained[IDS] = f"pretrained{IDS}"
+        stages.append((pretrained[IDS], "pretrain", PretrainConfig.load(cfg.pretrain.config, [
+            *cfg.pretrain.set, *common(pretrained[IDS]), "model.use_item_ids=true"])))
     target_budget = TransferConfig.load(cfg.transfer.config, [  # the train section every target training gets
         *cfg.transfer.set, *common("budget"), f"transfer.init_from={model_dir('pretrained')}"])
-    for strategy in cfg.strategies:
-        for fraction in [1.0] if strategy == "zero_shot" else cfg.fractions:  # zero-shot reads no target user
-            name = model_name(strategy, fraction)
-            stages.append((name, "transfer", TransferConfig.load(cfg.transfer.config, [
-                *cfg.transfer.set, *common(name, fraction), f"transfer.init_from={model_dir('pretrained')}",
-                f"transfer.strategy={strategy}"])))
-    if cfg.sasrec.target_only:
-        for fraction in cfg.fractions:
-            name = model_name(SASREC, fraction)
-            only = PretrainConfig.load(cfg.pretrain.config, [*cfg.pretrain.set, *cfg.sasrec.set, *common(name, fraction)])
-            # Target scenarios, and the same target training budget as the transfers.
-            stages.append((name, "pretrain", _on_target(only, target_budget)))
+    source = f"{SASREC}_source"
     if cfg.sasrec.transfer:
-        source = f"{SASREC}_source"
         stages.append((source, "pretrain", PretrainConfig.load(
             cfg.pretrain.config, [*cfg.pretrain.set, *cfg.sasrec.set, *common(source)])))
-        for fraction in cfg.fractions:
-            name = model_name(SASREC_TRANSFER, fraction)
-            stages.append((name, "transfer", TransferConfig.load(cfg.transfer.config, [
-                *cfg.transfer.set, *common(name, fraction), f"transfer.init_from={model_dir(source)}",
-                "transfer.strategy=full"])))
-    evaluated = {name: model_dir(name) for name, _, _ in stages if name not in ("pretrained", f"{SASREC}_source")}
-    return stages, _evaluation(cfg, evaluated, [SASREC] if cfg.sasrec.target_only else [])
+    for history in cfg.histories:
+        reads = [f"data.history={history}"]
+        for ids, start in pretrained.items():
+            for strategy in cfg.strategies:
+                for fraction in [1.0] if strategy == "zero_shot" else cfg.fractions:  # zero-shot reads no target user
+                    name = model_name(strategy + ids + SUFFIX[history], fraction)
+                    stages.append((name, "transfer", TransferConfig.load(cfg.transfer.config, [
+                        *cfg.transfer.set, *common(name, fraction), f"transfer.init_from={model_dir(start)}",
+                        f"transfer.strategy={strategy}", *reads])))
+        if cfg.sasrec.target_only:
+            for fraction in cfg.fractions:
+                name = model_name(SASREC + SUFFIX[history], fraction)
+                only = PretrainConfig.load(cfg.pretrain.config, [*cfg.pretrain.set, *cfg.sasrec.set,
+                                                                 *common(name, fraction), *reads])
+                # Target scenarios, and the same target training budget as the transfers.
+                stages.append((name, "pretrain", _on_target(only, target_budget)))
+        if cfg.sasrec.transfer:
+            for fraction in cfg.fractions:
+                name = model_name(SASREC_TRANSFER + SUFFIX[history], fraction)
+                stages.append((name, "transfer", TransferConfig.load(cfg.transfer.config, [
+                    *cfg.transfer.set, *common(name, fraction), f"transfer.init_from={model_dir(source)}",
+                    "transfer.strategy=full", *reads])))
+    evaluated = {name: model_dir(name) for name, _, _ in stages if name not in (*pretrained.values(), source)}
+    references = [m + SUFFIX[h] for h in cfg.histories for m, on in ((SASREC, cfg.sasrec.target_only),
+                                                                     (SASREC_TRANSFER, cfg.sasrec.transfer)) if on]
+    return stages, _evaluation(cfg, evaluated, references)
 
 
 def _common(cfg: BenchmarkConfig, name: str, fraction: float = 1.0) -> list[str]:
@@ -156,26 +170,42 @@ def summary(results: dict, info: dict, cfg: BenchmarkConfig) -> str:
     In-domain: every model against SASRec-CE and popularity, with its training time and epochs."""
     if cfg.in_domain:
         return _summary_in_domain(results, info)
+    merged = "merged" in cfg.histories
     head = ["target users", "best transfer (chosen on validation)", "NDCG@10", "SASRec-CE target only",
-            "SASRec-CE source -> target", "best / SASRec-CE"]
-    lines = ["## Summary", "", "Test NDCG@10 with 95 % bootstrap intervals; the transfer strategy is chosen on",
-             "validation NDCG@10, never on test. Ratios: paired bootstrap over the same users, in bold",
+            "SASRec-CE source -> target", *(["SASRec-CE, merged histories"] if merged else []), "best / SASRec-CE",
+            "best / best SASRec-CE"]
+    lines = ["## Summary", "", "Test NDCG@10 with 95 % bootstrap intervals; the transfer strategy and the best SASRec-CE",
+             "are chosen on validation NDCG@10, never on test. Ratios: paired bootstrap over the same users, in bold",
              "where the interval leaves out 1.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def by_validation(models: list[str]) -> str | None:
+        scored = [m for m in models if info.get(m, {}).get(METRIC) is not None]
+        return max(scored, key=lambda m: info[m][METRIC], default=None)
+
     for fraction in cfg.fractions:
-        trained = [model_name(s, fraction) for s in cfg.strategies if s not in TRAINING_FREE]
-        trained = [m for m in trained if info.get(m, {}).get(METRIC) is not None]
-        best = max(trained, key=lambda m: info[m][METRIC], default=None)
+        best = by_validation([model_name(s + ids + SUFFIX[h], fraction) for h in cfg.histories for s in cfg.strategies
+                              for ids in ("", *([IDS] if cfg.text_id else [])) if s not in TRAINING_FREE])
         sasrec = model_name(SASREC, fraction)
+        sasrecs = [model_name(m + SUFFIX[h], fraction) for h in cfg.histories for m in (SASREC, SASREC_TRANSFER)]
+        best_sasrec = by_validation(sasrecs)
+        merged_sasrec = by_validation([m for m in sasrecs if SUFFIX["merged"] in m])
         lines.append("| " + " | ".join([
             f"{fraction:.0%}", best or "n/a", _ndcg(results, best), _ndcg(results, sasrec),
-            _ndcg(results, model_name(SASREC_TRANSFER, fraction)), _ratio(results, best, sasrec)]) + " |")
-    free = [m for m in results if m == "zero_shot" or m.split("@")[0] == "zero_shot_counts"]
+            _ndcg(results, model_name(SASREC_TRANSFER, fraction)),
+            *([f"{_ndcg(results, merged_sasrec)} ({merged_sasrec})"] if merged else []),
+            _ratio(results, best, sasrec), f"{_ratio(results, best, best_sasrec)} (vs {best_sasrec})"]) + " |")
+    free = [m for m in results if m.split("@")[0].replace(SUFFIX["merged"], "").replace(IDS, "") in TRAINING_FREE]
     if free:
         lines += ["", "| no target training | what it uses of the target | NDCG@10 | popularity | / popularity |",
                   "|---|---|---|---|---|"]
         for m in free:
-            uses = "item texts only" if m == "zero_shot" else "item texts + training item counts (prior weight on validation)"
+            uses = ("item texts only" if m.split("@")[0].startswith("zero_shot+") or m == "zero_shot"
+                    else "item texts + training item counts (prior weight on validation)")
+            if SUFFIX["merged"] in m:
+                uses += "; histories merged with the other scenarios"
+            if IDS in m:
+                uses += "; source item ids of linked items"
             lines.append(f"| {m} | {uses} | {_ndcg(results, m)} | {_ndcg(results, 'popularity')} | "
                          f"{_ratio(results, m, 'popularity')} |")
     return "\n".join(lines) + "\n"

@@ -22,6 +22,7 @@ from interest_model.data.prepared import PreparedData
 from interest_model.evaluation.config import EvaluateConfig
 from interest_model.metrics import METRIC
 from ray_jobs.common import run_main, start_job
+from ray_jobs.rows import sequence_rows
 
 log = logging.getLogger("interest.evaluate")
 
@@ -30,19 +31,20 @@ class _ScoreActor:
     """Loads every scorer once per actor and ranks each batch of users with all of them: one pass
     over the rows, the same rows for every model (columns ``rank:<name>``, ``category:<name>``)."""
 
-    def __init__(self, specs: dict[str, dict], item_ids: list[str], scenario_items: np.ndarray, exclude_history: bool):
+    def __init__(self, specs: dict[str, dict], catalog, targets: list[str], exclude_history: bool):
         import torch
 
         from interest_model.evaluation import scoring
 
-        self.member = torch.from_numpy(np.array(scenario_items, dtype=bool))  # a writable copy
+        self.member = torch.from_numpy(np.array(catalog.scenario_items, dtype=bool))  # a writable copy
         self.exclude = exclude_history
         self.scorers = {}
         for name, spec in specs.items():
             if spec["kind"] == "model":
                 from interest_model import load_model
 
-                self.scorers[name] = scoring.ModelScorer(load_model(spec["model_dir"]), item_ids)
+                self.scorers[name] = scoring.ModelScorer(load_model(spec["model_dir"]), catalog, targets,
+                                                         merged=spec["merged"])
             elif spec["kind"] == "popularity":
                 self.scorers[name] = scoring.PopularityScorer(spec["values"])
             else:
@@ -59,14 +61,19 @@ class _ScoreActor:
         return out
 
 
-def _segments(cfg: EvaluateConfig, ranked: pd.DataFrame, splits: pd.DataFrame,
-              seg_items: pd.DataFrame) -> dict[str, np.ndarray]:
+def _segments(cfg: EvaluateConfig, ranked: pd.DataFrame, splits: pd.DataFrame, seg_items: pd.DataFrame,
+              prepared: PreparedData, scenarios: list[str]) -> dict[str, np.ndarray]:
+    """Masks over the ranked rows: cold users (few training events), cold items (none in the
+    target's training), new items (in no other scenario's catalog: no source saw them, so an ID
+    model transferred from a source has nothing for them), users of several scenarios."""
     users = splits[splits["scheme"] == cfg.data.scheme].drop_duplicates("user_id").set_index("user_id")
-    items = seg_items[seg_items["scheme"] == cfg.data.scheme]
+    items = seg_items[(seg_items["scheme"] == cfg.data.scheme) & seg_items["scenario"].isin(scenarios)]
     cold_items = set(items.loc[items["cold_item"], "item_id"])
+    elsewhere = set(prepared.items.loc[~prepared.items["scenario"].isin(scenarios), "item_id"])
     return {
         "cold_users": ranked["user_id"].map(users["cold_user"]).fillna(False).to_numpy(bool),
         "cold_items": ranked["target_item"].isin(cold_items).to_numpy(bool),
+        "new_items": (~ranked["target_item"].isin(elsewhere)).to_numpy(bool),
         "multi_scenario_users": ranked["user_id"].map(users["multi_scenario_user"]).fillna(False).to_numpy(bool),
     }
 
@@ -86,19 +93,25 @@ def run_evaluate(cfg: EvaluateConfig, preface: Callable[[dict, dict], str] | Non
             raise FileNotFoundError(f"model {name!r}: no exported model at {path}")
     prepared = PreparedData(cfg.data.prepared)
     scenarios = prepared.choose(cfg.data, "target")
-    catalog = prepared.catalog(scenarios)
-    fs, seq_path = prepared.dataset_path("sequences")
-    rows = ray.data.read_parquet(seq_path, filesystem=fs).map_batches(
+    trained = {name: io.read_json(io.join(path, "config.json")).get("training", {}) for name, path in cfg.models.items()}
+    # The rows carry merged histories when any model reads them: over every context its models
+    # were trained with (and the config's own), each model reading what it knows.
+    contexts = list(dict.fromkeys([*prepared.context_of(cfg.data, scenarios),
+                                   *(s for t in trained.values() if t.get("histories") == "merged" for s in t["context"])]))
+    catalog = prepared.catalog([*scenarios, *contexts])
+    rows = sequence_rows(prepared, scenarios, contexts).map_batches(
         make_examples, batch_format="pandas",
-        fn_kwargs={"vocab": catalog.vocab, "scenarios": {s: i for i, s in enumerate(scenarios)},
-                   "scheme": cfg.data.scheme, "part": cfg.part, "max_len": _max_len(cfg), "keys": True}).materialize()
-    log.info("evaluate %s on %d %s rows of %s, %d catalog items", list(cfg.models) + cfg.baselines, rows.count(),
-             cfg.part, scenarios, catalog.size - 1)
+        fn_kwargs={"vocab": catalog.vocab, "scenarios": {s: i for i, s in enumerate(catalog.scenarios)},
+                   "scheme": cfg.data.scheme, "part": cfg.part, "max_len": _max_len(cfg), "keys": True,
+                   "merged": bool(contexts)}).materialize()
+    log.info("evaluate %s on %d %s rows of %s%s, %d catalog items", list(cfg.models) + cfg.baselines, rows.count(),
+             cfg.part, scenarios, f" (histories merged with {contexts})" if contexts else "", catalog.size - 1)
 
     seg_items = prepared.table("item_segments")
     splits = prepared.table("splits")
     splits = splits[splits["scenario"].isin(scenarios)]
-    scorers: dict[str, dict] = {name: {"kind": "model", "model_dir": path} for name, path in cfg.models.items()}
+    scorers: dict[str, dict] = {name: {"kind": "model", "model_dir": path, "merged": trained[name].get("histories") == "merged"}
+                                for name, path in cfg.models.items()}
     if "popularity" in cfg.baselines:
         seen = seg_items[(seg_items["scheme"] == cfg.data.scheme) & seg_items["scenario"].isin(scenarios)]
         counts = seen.groupby("item_id")[["train_count", "valid_count"]].sum()
@@ -114,12 +127,11 @@ def run_evaluate(cfg: EvaluateConfig, preface: Callable[[dict, dict], str] | Non
 
     results, categories, curves = {}, {}, {}
     ranked = rows.map_batches(_ScoreActor, batch_size=cfg.batch_size, batch_format="numpy",
-                              fn_constructor_kwargs={"specs": scorers, "item_ids": catalog.item_ids,
-                                                     "scenario_items": catalog.scenario_items,
+                              fn_constructor_kwargs={"specs": scorers, "catalog": catalog, "targets": scenarios,
                                                      "exclude_history": cfg.exclude_history},
                               compute=ray.data.ActorPoolStrategy(size=cfg.actors),
                               num_cpus=cfg.cpus_per_actor).to_pandas()
-    segments = _segments(cfg, ranked, splits, seg_items)
+    segments = _segments(cfg, ranked, splits, seg_items, prepared, scenarios)
     per_user = {name: per_user_metrics(ranked[f"rank:{name}"].to_numpy(), tuple(cfg.ks)) for name in scorers}
     for name, spec in scorers.items():
         results[name] = summarize(per_user[name], segments, cfg.bootstrap, cfg.seed)
@@ -160,7 +172,7 @@ def model_info(model_dir: str | None) -> dict:
     trainable = training.get("trainable_parameters")
     use_text, use_ids = config["model"].get("use_text", True), config["model"].get("use_item_ids", False)
     return {"kind": "ID-only (SASRec-CE)" if not use_text else "text + item ids" if use_ids else "text",
-            "strategy": strategy,
+            "strategy": strategy, "histories": training.get("histories", "target"),
             "fraction": None if strategy == "zero_shot" else training.get("user_fraction", 1.0),
             "trainable": sum(trainable.values()) if trainable else None,
             METRIC: training.get("best", {}).get(METRIC),

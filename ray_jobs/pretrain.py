@@ -25,8 +25,7 @@ log = logging.getLogger("interest.pretrain")
 
 def run_pretrain(cfg: PretrainConfig, callbacks=()) -> dict:
     prepared = PreparedData(cfg.data.prepared)
-    scenarios = prepared.choose(cfg.data, cfg.ROLE)
-    catalog = prepared.catalog(scenarios, cfg.data.scheme)
+    scenarios, catalog = trainer.job_catalog(cfg, prepared)
     inputs = trainer.item_inputs(cfg.model, catalog, cfg.embed)
     log.info("pretrain on %s", scenarios)
     job = trainer.TrainingJob(cfg, prepared, scenarios, catalog, cfg.model, partial(build_model, cfg.model, catalog, inputs),

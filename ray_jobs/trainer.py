@@ -34,6 +34,7 @@ from interest_model.models.features import EmbedConfig
 from interest_model.training.config import TrainingJobConfig
 from interest_model.training.loop import FitState
 from interest_model.transfer import trainable_counts
+from ray_jobs.rows import sequence_rows
 
 log = logging.getLogger("interest.train")
 
@@ -63,29 +64,36 @@ def item_inputs(cfg: ModelConfig, catalog: Catalog, embed: EmbedConfig, encoder_
 
 
 def datasets(cfg: TrainingJobConfig, prepared: PreparedData, catalog: Catalog, scenarios: list[str], max_len: int):
-    """(train, valid) Ray Datasets of model inputs for the scenarios. With ``data.user_fraction``
-    below 1 only a seeded share of the scenarios' users trains (few-shot); validation keeps every
-    user."""
+    """(train, valid) Ray Datasets of model inputs for the scenarios (with ``data.history:
+    merged``, over the user's events in the catalog's other scenarios too). With
+    ``data.user_fraction`` below 1 only a seeded share of the scenarios' users trains
+    (few-shot); validation keeps every user."""
     import ray.data
-    from ray.data.expressions import col
 
     # Workers read their shards every epoch; their progress is the training log, not Data bars.
     ray.data.DataContext.get_current().enable_progress_bars = False
-    fs, seq_path = prepared.dataset_path("sequences")
-    seqs = ray.data.read_parquet(seq_path, filesystem=fs)
-    kwargs = {"vocab": catalog.vocab, "scenarios": {s: i for i, s in enumerate(scenarios)},
-              "scheme": cfg.data.scheme, "max_len": max_len}
-    train_seqs = seqs
+    contexts = [s for s in catalog.scenarios if s not in scenarios]
+    kwargs = {"vocab": catalog.vocab, "scenarios": {s: i for i, s in enumerate(catalog.scenarios)},
+              "scheme": cfg.data.scheme, "max_len": max_len, "merged": bool(contexts)}
+    chosen = None
     if cfg.data.user_fraction < 1:
-        users = seqs.select_columns(["scenario", "user_id"]).to_pandas()
+        users = prepared.sequences(columns=["user_id"])
         users = users.loc[users["scenario"].isin(scenarios), "user_id"].tolist()
         chosen = few_shot_users(users, cfg.data.user_fraction, cfg.data.fraction_seed)
         log.info("few-shot: %d of %d users of %s train", len(chosen), len(set(users)), scenarios)
-        train_seqs = seqs.filter(expr=col("user_id").is_in(sorted(chosen)))
-    train = train_seqs.map_batches(make_examples, batch_format="pandas",
-                                   fn_kwargs={**kwargs, "part": "train", "windows": cfg.train.windows_per_user})
-    valid = seqs.map_batches(make_examples, fn_kwargs={**kwargs, "part": "valid"}, batch_format="pandas")
+    train = sequence_rows(prepared, scenarios, contexts, chosen).map_batches(
+        make_examples, batch_format="pandas", fn_kwargs={**kwargs, "part": "train", "windows": cfg.train.windows_per_user})
+    valid = sequence_rows(prepared, scenarios, contexts).map_batches(
+        make_examples, fn_kwargs={**kwargs, "part": "valid"}, batch_format="pandas")
     return train.materialize(), valid.materialize()
+
+
+def job_catalog(cfg: TrainingJobConfig, prepared: PreparedData) -> tuple[list[str], Catalog]:
+    """(the scenarios a job trains on, its catalog): with merged histories the catalog holds
+    the context scenarios' items too (inputs only: predictions stay in each row's scenario)."""
+    scenarios = prepared.choose(cfg.data, cfg.ROLE)
+    contexts = prepared.context_of(cfg.data, scenarios)
+    return scenarios, prepared.catalog([*scenarios, *contexts], cfg.data.scheme)
 
 
 @dataclass
@@ -272,9 +280,12 @@ def train_and_export(job: TrainingJob, model: InterestModel | None = None, callb
 
 def provenance(cfg: TrainingJobConfig, prepared: PreparedData) -> dict:
     """What an export records about the data and the job that made it."""
-    return {"data_manifest_hash": prepared.config_hash, "prepared": cfg.data.prepared, "scheme": cfg.data.scheme,
-            "user_fraction": cfg.data.user_fraction, "fraction_seed": cfg.data.fraction_seed,
-            "config_hash": cfg.config_hash()}
+    out = {"data_manifest_hash": prepared.config_hash, "prepared": cfg.data.prepared, "scheme": cfg.data.scheme,
+           "user_fraction": cfg.data.user_fraction, "fraction_seed": cfg.data.fraction_seed,
+           "histories": cfg.data.history, "config_hash": cfg.config_hash()}
+    if cfg.data.history == "merged":
+        out["context"] = prepared.context_of(cfg.data, prepared.choose(cfg.data, cfg.ROLE))
+    return out
 
 
 def export(export_dir: str, model: InterestModel, catalog: Catalog, extra: dict, encoder_dir: str | None = None) -> None:

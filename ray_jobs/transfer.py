@@ -37,7 +37,7 @@ def fit_prior(cfg: TransferConfig, prepared, catalog, scenarios: list[str], mode
     import torch
 
     train_ds, valid_ds = trainer.datasets(cfg, prepared, catalog, scenarios, model.cfg.user_encoder.max_len)
-    counts = np.zeros((len(scenarios), catalog.size), dtype=np.float64)
+    counts = np.zeros((len(catalog.scenarios), catalog.size), dtype=np.float64)
     for batch in train_ds.iter_batches(batch_size=4096, batch_format="numpy"):
         targets, scen = batch["targets"], np.broadcast_to(batch["scenario"][:, None], batch["targets"].shape)
         real = targets > 0
@@ -52,8 +52,7 @@ def run_transfer(cfg: TransferConfig, callbacks=()) -> dict:
     spec = cfg.transfer
     model_cfg, src_catalog, weights = load_pretrained(spec)
     prepared = PreparedData(cfg.data.prepared)
-    scenarios = prepared.choose(cfg.data, cfg.ROLE)
-    catalog = prepared.catalog(scenarios, cfg.data.scheme)
+    scenarios, catalog = trainer.job_catalog(cfg, prepared)
     # Target items are encoded by the pretrained model's own text encoder; shared items keep
     # their id embeddings (an ID-only SASRec), new ones start fresh.
     inputs = trainer.item_inputs(model_cfg, catalog, cfg.embed, encoder_dir=spec.init_from)

@@ -79,6 +79,25 @@ def tiny_prepared(tmp_path_factory, tiny_data) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def tiny_genres(tmp_path_factory, tiny_data) -> Path:
+    """shop-a carved by genre into two scenarios with shared users (the S2 shape): ``thrills``
+    (source) and ``stories`` (target); prepared on the reference engine."""
+    import yaml
+
+    from interest_model.data.config import PrepareConfig
+    from interest_model.data.pipeline import PandasEngine, run_prepare
+
+    out = tmp_path_factory.mktemp("tiny-genres")
+    data = yaml.safe_load((CONFIGS / "tiny.yaml").read_text())
+    data.update(input={**data["input"], "root": str(tiny_data), "sources": data["input"]["sources"][:1]},
+                output_dir=str(out), link_items_by=None, scenarios=[
+                    {"name": "thrills", "role": "source", "source": "shop-a", "categories": ["Action", "Sci-Fi", "Horror"]},
+                    {"name": "stories", "role": "target", "source": "shop-a", "categories": ["Comedy", "Drama", "Romance"]}])
+    run_prepare(PrepareConfig.from_dict(data), PandasEngine())
+    return out
+
+
 def pretrain_config(prepared: Path, work: Path, *extra: str):
     from interest_model.training.config import PretrainConfig
 

@@ -47,12 +47,29 @@ def test_benchmark_trains_every_arm_and_reports_against_sasrec(tiny_prepared, ra
     assert "## Summary" in md and "| 50% |" in md and "| zero_shot | item texts only |" in md
     assert "fraction_plot" not in out["paths"]  # one fraction: nothing to plot (see test_evaluation)
     metrics = json.loads(open(out["paths"]["metrics"]).read())
-    assert metrics["references"] == ["popularity", "sasrec"] and metrics["models"]["sasrec@0.5"]["fraction"] == 0.5
+    assert metrics["references"] == ["popularity", "sasrec", "sasrec_transfer"]
+    assert metrics["models"]["sasrec@0.5"]["fraction"] == 0.5
     assert json.loads(open(f"{tmp_path}/evaluation/benchmark.json").read())["stage_seconds"]
 
     # A rerun trains nothing: every stage's export matches its config.
     stages, _ = plan(cfg)
     assert len(stages) == 6 and all(is_done(stage) for _, _, stage in stages)
+
+
+def test_benchmark_plans_every_target_side_model_on_each_history(tiny_prepared):
+    cfg = BenchmarkConfig.load(CONFIGS / "benchmark_s2.yaml", [f"data.prepared={tiny_prepared}", "fractions=[1.0]"])
+    assert cfg.histories == ["target", "merged"]
+    stages, evaluate = plan(cfg)
+    names = {name: stage for name, _, stage in stages}
+    for name in ("adapter", "sasrec", "sasrec_transfer", "zero_shot"):
+        assert names[name].data.history == "target" and names[f"{name}+merged"].data.history == "merged"
+    assert names["pretrained"].data.history == names["sasrec_source"].data.history == "target"  # the source's own
+    assert evaluate.references == ["popularity", "sasrec", "sasrec_transfer", "sasrec+merged", "sasrec_transfer+merged"]
+    # Text + ID fusion: a second pretraining, with item ids, and every strategy transferred from it.
+    ids = {name: stage for name, _, stage in plan(cfg.model_copy(update={"text_id": True}))[0]}
+    assert ids["pretrained+ids"].model.use_item_ids and not ids["pretrained"].model.use_item_ids
+    assert ids["adapter+ids+merged"].transfer.init_from.endswith("models/pretrained+ids")
+    assert "pretrained+ids" not in plan(cfg.model_copy(update={"text_id": True}))[1].models
 
 
 def test_in_domain_benchmark_compares_item_representations_on_their_own_scenario(tiny_prepared, ray_cluster,

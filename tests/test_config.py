@@ -77,3 +77,21 @@ def test_key_from_environment_wins_and_missing_key_is_an_error(monkeypatch):
         cfg.pseudonymize.resolve_key()
     monkeypatch.setenv("INTEREST_PSEUDONYM_KEY", "from-env")
     assert cfg.pseudonymize.resolve_key() == b"from-env"
+
+
+def test_settings_added_later_enter_the_hash_only_when_set():
+    """data.history and data.context came after runs were recorded under config hashes: left at
+    their defaults they keep those hashes (a benchmark rerun keeps its finished stages)."""
+    import hashlib
+    import json
+
+    from interest_model.training.config import TransferConfig
+
+    base = ["data.prepared=p", "transfer.init_from=m"]
+    cfg = TransferConfig.load(CONFIGS / "transfer_demo.yaml", base)
+    public = {k: v for k, v in cfg.to_public_dict().items() if k not in cfg.HASH_EXCLUDE}
+    del public["data"]["history"], public["data"]["context"]
+    assert cfg.config_hash() == hashlib.sha256(json.dumps(public, sort_keys=True, default=str).encode()).hexdigest()
+    merged = TransferConfig.load(CONFIGS / "transfer_demo.yaml", [*base, "data.history=merged"])
+    assert merged.config_hash() != cfg.config_hash()
+    assert TransferConfig.load(CONFIGS / "transfer_demo.yaml", [*base, "data.context=[a]"]).config_hash() != cfg.config_hash()

@@ -30,7 +30,10 @@ def test_each_strategy_trains_exactly_its_parameters(pretrained, strategy):
         assert counts == {}
     elif strategy == "adapter":
         experts, d = spec.adapter.experts, cfg.user_encoder.dim  # offsets, text -> user-width maps, gate
-        assert counts == {"user": user, "adaptor": experts * 32 + experts * 32 * d + 32 * experts}
+        # the tiny model is text + ID: its id embeddings train with the adaptor (linked items
+        # start from the source's rows)
+        assert counts == {"user": user, "adaptor": experts * 32 + experts * 32 * d + 32 * experts,
+                          "item_ids": model.item_ids.weight.numel()}
     elif strategy == "full":
         enc = sum(p.numel() for p in model.item_encoder.parameters())
         assert counts["item_encoder"] == enc and counts["user"] == user and "text_proj" in counts

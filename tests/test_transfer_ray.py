@@ -81,7 +81,7 @@ def test_evaluate_models_and_baselines_with_a_report(tiny_pretrained, tiny_prepa
     assert paired["ci95"][0] <= paired["value"] <= paired["ci95"][1]
     for name, res in out["results"].items():
         assert res["all"]["users"] == 20  # every target user has a test item
-        for seg in ("cold_users", "cold_items", "multi_scenario_users"):
+        for seg in ("cold_users", "cold_items", "new_items", "multi_scenario_users"):
             assert seg in res
         e = res["all"]["ndcg@10"]
         assert e["ci95"][0] <= e["value"] <= e["ci95"][1]
@@ -90,3 +90,41 @@ def test_evaluate_models_and_baselines_with_a_report(tiny_pretrained, tiny_prepa
     assert data["part"] == "test" and data["scenarios"] == ["shop-b"]
     assert "## Segment: cold_users" in open(out["paths"]["report"]).read()
     assert "counts" in headline(out)
+
+
+def test_merged_histories_train_evaluate_and_serve_next_to_target_only_models(tiny_pretrained, tiny_genres, tmp_path):
+    """Shared users, disjoint catalogs (S2's shape): a transfer that reads each user's events in
+    the other scenario too, evaluated in one pass with a target-only model on the same rows."""
+    from interest_model.evaluation.config import EvaluateConfig
+    from interest_model.online.model import OnlineModel
+    from ray_jobs.evaluate import run_evaluate
+    from tests.conftest import CONFIGS
+
+    merged = run_transfer(transfer_config(tiny_genres, tiny_pretrained, tmp_path / "m", "transfer.strategy=adapter",
+                                          "data.history=merged", "train.epochs=1", "run.name=merged"))
+    model = load_model(merged["export_dir"])
+    training = model.config["training"]
+    assert training["histories"] == "merged" and training["context"] == ["thrills"]
+    assert model.catalog.scenarios == ["stories", "thrills"]  # context items are inputs
+    assert merged["best"]["val_count"] > 0
+    plain = run_transfer(transfer_config(tiny_genres, tiny_pretrained, tmp_path / "p", "transfer.strategy=zero_shot"))
+    assert load_model(plain["export_dir"]).catalog.scenarios == ["stories"]
+
+    cfg = EvaluateConfig.load(CONFIGS / "evaluate_demo.yaml", [
+        f"data.prepared={tiny_genres}", f"models={{merged: {merged['export_dir']}, plain: {plain['export_dir']}}}",
+        f"out_dir={tmp_path}/eval", f"embed.cache_dir={tmp_path.parent}/item-features", "bootstrap=50"])
+    out = run_evaluate(cfg)
+    res = out["results"]
+    assert res["merged"]["all"]["users"] == res["plain"]["all"]["users"] == res["popularity"]["all"]["users"] > 0
+    assert out["info"]["merged"]["histories"] == "merged" and out["info"]["plain"]["histories"] == "target"
+    with pytest.raises(ValueError, match="also predicted"):
+        run_transfer(transfer_config(tiny_genres, tiny_pretrained, tmp_path / "x", "data.history=merged",
+                                     "data.context=[stories]"))
+
+    # Serving: a history in the context scenario answers in the target scenario.
+    online = OnlineModel(merged["export_dir"])
+    thrill = next(i for i, s in zip(model.catalog.item_ids, model.catalog.scenario_items[1, 1:]) if s)
+    answer = online.recommend_batch([{"history": [{"item_id": thrill, "scenario": "thrills"}], "scenario": "stories",
+                                      "k": 3}])[0]
+    stories = {i for i, s in zip(model.catalog.item_ids, model.catalog.scenario_items[0, 1:]) if s}
+    assert len(answer["items"]) == 3 and {r["item_id"] for r in answer["items"]} <= stories

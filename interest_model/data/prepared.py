@@ -15,7 +15,7 @@ a job config that picks a prepared dataset, its scenarios and split scheme.
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Literal
+from typing import ClassVar, Literal
 
 import pandas as pd
 from pydantic import Field
@@ -40,6 +40,8 @@ Role = Literal["source", "target"]
 class DataSelection(Frozen):
     """Which prepared data a job reads: the dataset, its scenarios, the split scheme, the users."""
 
+    HASH_WHEN_SET: ClassVar[tuple[str, ...]] = ("history", "context")
+
     prepared: str  # output_dir of `prepare`
     scenarios: list[str] | None = None  # default: every scenario of the job's role (source or target)
     scheme: Literal["loo", "time"] = "loo"
@@ -47,6 +49,11 @@ class DataSelection(Frozen):
     # trains; validation keeps every user.
     user_fraction: float = Field(1.0, gt=0, le=1)
     fraction_seed: int = 0
+    # Cross-scenario histories: "merged" conditions every prediction on the user's events in the
+    # context scenarios too (default: every other prepared scenario), strictly before the
+    # predicted event, in time order (see interest_model/data/examples.py).
+    history: Literal["target", "merged"] = "target"
+    context: list[str] | None = None
 
 
 class PreparedData:
@@ -92,6 +99,19 @@ class PreparedData:
             raise ValueError(f"scenarios {unknown or names} are not in the prepared data (have {list(known)})")
         if selection.scheme not in self.manifest["splits"]:
             raise ValueError(f"split scheme {selection.scheme!r} was not prepared (have {list(self.manifest['splits'])})")
+        return names
+
+    def context_of(self, selection: DataSelection, scenarios: list[str]) -> list[str]:
+        """The context scenarios of a merged-history selection (none for target-only histories)."""
+        if selection.history == "target":
+            return []
+        known = self.manifest["scenarios"]
+        names = selection.context or [s for s in known if s not in scenarios]
+        unknown = [s for s in names if s not in known]
+        if unknown or not names:
+            raise ValueError(f"context scenarios {unknown or names} are not in the prepared data (have {list(known)})")
+        if set(names) & set(scenarios):
+            raise ValueError(f"context scenarios {sorted(set(names) & set(scenarios))} are also predicted scenarios")
         return names
 
     @cached_property

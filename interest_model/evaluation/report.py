@@ -58,7 +58,8 @@ def models_table(info: dict[str, dict]) -> list[str]:
     lines = ["## Models", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for model, i in info.items():
         val = i.get(METRIC)
-        row = [model, i.get("kind", ""), i.get("strategy", ""),
+        strategy = i.get("strategy", "") + (", merged histories" if i.get("histories") == "merged" else "")
+        row = [model, i.get("kind", ""), strategy,
                "" if i.get("fraction") is None else f"{i['fraction']:g}",
                "" if i.get("trainable") is None else f"{i['trainable']:,}",
                "" if val is None else f"{val:.4f}"]

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from interest_model import metrics
+from interest_model.data.examples import MERGED, history_of
 
 
 def ranks_for(scores: torch.Tensor, batch: dict, scenario_items: torch.Tensor, exclude_history: bool) -> torch.Tensor:
@@ -20,42 +21,75 @@ def ranks_for(scores: torch.Tensor, batch: dict, scenario_items: torch.Tensor, e
     return metrics.target_ranks(scores, batch["target"], exclude)
 
 
-def recent(items: torch.Tensor, events: torch.Tensor, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+def recent(items: torch.Tensor, events: torch.Tensor, max_len: int,
+           scenarios: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
     """The last ``max_len`` events of right-padded histories [B, L] (a model that reads shorter
-    histories than the evaluation rows carry)."""
+    histories than the evaluation rows carry); ``scenarios`` [B, L] are cut alike."""
     if items.shape[1] <= max_len:
-        return items, events
+        return (items, events) if scenarios is None else (items, events, scenarios)
     start = ((items != 0).sum(1) - max_len).clamp(min=0)
     idx = start[:, None] + torch.arange(max_len)[None]
-    return items.gather(1, idx), events.gather(1, idx)
+    out = (items.gather(1, idx), events.gather(1, idx))
+    return out if scenarios is None else (*out, scenarios.gather(1, idx))
+
+
+def compact(items: torch.Tensor, *others: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Right-padded again after some events became padding (item 0): real events first, in order."""
+    order = torch.sort((items == 0).to(torch.int8), dim=1, stable=True).indices
+    return tuple(t.gather(1, order) for t in (items, *others))
 
 
 def _tensors(batch: dict) -> dict[str, torch.Tensor]:
-    keys = ("items", "events", "target", "scenario", "seen")
+    keys = ("items", "events", "target", "scenario", "seen", *MERGED)
     return {k: torch.from_numpy(np.array(batch[k], dtype=np.int64)) for k in keys if k in batch}
 
 
 class ModelScorer:
-    """An exported model (see interest_model.checkpoint) over the same catalog as the rows."""
+    """An exported model (see interest_model.checkpoint) ranking the evaluation catalog: the
+    rows' target scenarios must be in the model's catalog with the same items; other items of the
+    evaluation catalog (context scenarios the model was not trained with) it cannot score. A
+    model trained on cross-scenario histories (``merged``) reads the rows' merged history, the
+    events of scenarios it does not know left out."""
 
-    def __init__(self, recommender, item_ids: list[str]):
-        if recommender.catalog.item_ids != item_ids:
-            raise ValueError("the model's catalog differs from the evaluation catalog "
-                             "(evaluate a model transferred to these scenarios)")
+    def __init__(self, recommender, catalog, targets: list[str] | None = None, merged: bool = False):
+        own = recommender.catalog
+        for name in targets if targets is not None else catalog.scenarios:
+            if name not in own.scenarios or (
+                    {catalog.item_ids[i - 1] for i in np.flatnonzero(catalog.scenario_items[catalog.scenario_index(name)])}
+                    != {own.item_ids[i - 1] for i in np.flatnonzero(own.scenario_items[own.scenario_index(name)])}):
+                raise ValueError(f"the model's catalog differs from the evaluation catalog in {name!r} "
+                                 "(evaluate a model transferred to these scenarios)")
         self.rec = recommender
+        self.merged = merged
+        # evaluation index -> the model's (0: the model does not know the item / scenario)
+        self.item_map = torch.tensor([0] + [own.vocab.get(i, 0) for i in catalog.item_ids])
+        self.scen_map = torch.tensor([own.scenarios.index(s) if s in own.scenarios else -1 for s in catalog.scenarios])
         self.vectors = recommender.model.item_vectors()
         self._centroids = None
 
+    def _history(self, b: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        items, events, scen = history_of(b, self.merged)
+        items = self.item_map[items]
+        if scen.dim() == 1:
+            scen = scen[:, None].expand_as(items)
+        scen = self.scen_map[scen]
+        items = torch.where(scen < 0, 0, items)  # events of scenarios the model does not know
+        items, events, scen = compact(items, events, scen.clamp(min=0))
+        return recent(items, events, self.rec.model.cfg.user_encoder.max_len, scen)
+
     @torch.no_grad()
     def user(self, b: dict) -> torch.Tensor:
-        items, events = recent(b["items"], b["events"], self.rec.model.cfg.user_encoder.max_len)
-        return self.rec.model.last_user_vector(items, events, b["scenario"])
+        items, events, scen = self._history(b)
+        return self.rec.model.last_user_vector(items, events, scen)
 
     @torch.no_grad()
     def scores(self, b: dict) -> torch.Tensor:
-        scores = self.user(b) @ self.vectors.T / self.rec.model.cfg.temperature
-        prior = self.rec.model.prior(b["scenario"])  # zero-shot + target counts
-        return scores if prior is None else scores + prior
+        """Scores over the evaluation catalog (-inf where the model has no item)."""
+        own = self.user(b) @ self.vectors.T / self.rec.model.cfg.temperature
+        prior = self.rec.model.prior(self.scen_map[b["scenario"]])  # zero-shot + target counts
+        own = own if prior is None else own + prior
+        out = own[:, self.item_map]
+        return out.masked_fill((self.item_map == 0)[None], float("-inf"))
 
     def centroids(self) -> tuple[list[str], torch.Tensor]:
         """Normalized mean item vector of every category of the catalog."""

@@ -170,11 +170,13 @@ class InterestModel(nn.Module):
         return "full" if fits and not self.text_trainable else "sampled"
 
     def forward(self, items: torch.Tensor, events: torch.Tensor, scenario: torch.Tensor,
-                targets: torch.Tensor) -> torch.Tensor:
-        """Mean next-item loss over all real positions (targets [B, L], 0 = no target)."""
+                targets: torch.Tensor, event_scenarios: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean next-item loss over all real positions (targets [B, L], 0 = no target; every
+        target is in its row's ``scenario`` [B]). ``event_scenarios`` [B, L]: each event's
+        scenario, for a history that spans scenarios (default: the row's)."""
         full = self.loss_kind() == "full"
         catalog = self.item_vectors() if full else None  # computed once: history rows are gathered
-        h = self.user_vectors(items, events, scenario, catalog)
+        h = self.user_vectors(items, events, scenario if event_scenarios is None else event_scenarios, catalog)
         valid = targets != 0
         user = h[valid]
         target = targets[valid]
@@ -188,9 +190,10 @@ class InterestModel(nn.Module):
 
     @torch.no_grad()
     def scores(self, items: torch.Tensor, events: torch.Tensor, scenario: torch.Tensor,
-               catalog: torch.Tensor | None = None) -> torch.Tensor:
-        """Scores [B, N] of every catalog item for each user's current interest."""
-        user = self.last_user_vector(items, events, scenario)
+               catalog: torch.Tensor | None = None, event_scenarios: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores [B, N] of every catalog item for each user's current interest in ``scenario``
+        [B] (``event_scenarios`` as in ``forward``)."""
+        user = self.last_user_vector(items, events, scenario if event_scenarios is None else event_scenarios, catalog)
         vecs = self.item_vectors() if catalog is None else catalog
         scores = user @ vecs.T / self.cfg.temperature
         prior = self.prior(scenario)

@@ -206,4 +206,5 @@ class OnlineModel:
                 "added_items": self.catalog.added, "index": self.catalog.index.kind, "text_tower": self.text_tower,
                 "history_length": self.model.cfg.user_encoder.max_len, "created_at": cfg.get("created_at"),
                 "training": {k: v for k, v in cfg.get("training", {}).items() if k in (
-                    "scenarios", "transfer", "user_fraction", "config_hash", "best", "data_manifest_hash")}}
+                    "scenarios", "transfer", "user_fraction", "histories", "context", "config_hash", "best",
+                    "data_manifest_hash")}}

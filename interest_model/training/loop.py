@@ -16,24 +16,33 @@ import numpy as np
 import torch
 
 from interest_model import metrics
+from interest_model.data.examples import MERGED, history_of
 from interest_model.evaluation.scoring import ranks_for
 from interest_model.models.model import InterestModel
 from interest_model.metrics import METRIC
 from interest_model.training.config import TrainConfig
 from interest_model.training.optim import make_optimizer, make_scheduler
 
-BATCH_KEYS = ("items", "events", "targets", "target", "scenario")
+BATCH_KEYS = ("items", "events", "targets", "target", "scenario", "seen", *MERGED)
 log = logging.getLogger("interest.train")
 
 
 def to_device(batch: dict, device) -> dict[str, torch.Tensor]:
-    return {k: torch.as_tensor(batch[k]).to(device=device, dtype=torch.long) for k in (*BATCH_KEYS, "seen")
-            if k in batch}
+    return {k: torch.as_tensor(batch[k]).to(device=device, dtype=torch.long) for k in BATCH_KEYS if k in batch}
+
+
+def inputs(batch: dict[str, torch.Tensor]) -> tuple:
+    """(items, events, event scenarios or None) of a training job's batch: the merged history
+    when the job built one (its rows then carry ``merged_*``), else the target-only one."""
+    merged = "merged_items" in batch
+    items, events, scen = history_of(batch, merged)
+    return items, events, scen if merged else None
 
 
 def batch_loss(module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """The next-item loss of a training batch (``module``: the model or an engine wrapping it)."""
-    return module(batch["items"], batch["events"], batch["scenario"], batch["targets"])
+    items, events, scen = inputs(batch)
+    return module(items, events, batch["scenario"], batch["targets"], scen)
 
 
 def array_batches(data: dict[str, np.ndarray], batch_size: int, seed: int | None = None) -> Iterable[dict]:
@@ -57,7 +66,8 @@ def evaluate(model: InterestModel, batches: Iterable[dict], device, exclude_hist
         b = to_device(raw, device)
         if b["target"].numel() == 0:
             continue
-        scores = model.scores(b["items"], b["events"], b["scenario"], catalog=catalog_vecs)
+        items, events, scen = inputs(b)
+        scores = model.scores(items, events, b["scenario"], catalog=catalog_vecs, event_scenarios=scen)
         ranks = ranks_for(scores, b, model.scenario_items, exclude_history)
         for k, v in metrics.summarize(ranks, ks).items():
             sums[k] = sums.get(k, 0.0) + v
@@ -155,7 +165,7 @@ def fit(stepper: Stepper, train: TrainConfig, train_batches: Callable[[int], Ite
                 break
             b = to_device(raw, device)
             loss_sum += stepper.train_step(b)
-            state.step, n, seen = state.step + 1, n + 1, seen + len(b["items"])
+            state.step, n, seen = state.step + 1, n + 1, seen + len(b["targets"])
             if after_step is not None:
                 after_step(state.step)
             if verbose and state.step % train.log_every == 0:
