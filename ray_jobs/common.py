@@ -53,16 +53,39 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     log.info("ray: connected (%s), resources %s", address or "local", ray.cluster_resources())
 
 
+def keep_working_directory() -> None:
+    """A job submitted with a working_dir runs in Ray's copy of it, which was seen replaced under
+    a running driver when two consecutive jobs shipped the same package (the README's multi-node
+    block): the path is there again, the driver's current directory is the removed one, and any
+    later ``os.getcwd()`` (torch._dynamo's import, pathlib's resolve) fails with
+    FileNotFoundError. From here on such a call re-enters the directory by its path."""
+    start = os.getcwd()
+    original = os.getcwd
+    if getattr(original, "_interest_guard", False):
+        return
+
+    def getcwd() -> str:
+        try:
+            return original()
+        except FileNotFoundError:
+            if not os.path.isdir(start):
+                raise
+            os.chdir(start)
+            return original()
+
+    getcwd._interest_guard = True  # type: ignore[attr-defined]
+    os.getcwd = getcwd
+
+
 def start_job(argv: Sequence[str] | None, prog: str, description: str, config_cls, check=None):
     """Parse the job's arguments, set up logging, load and validate its config (before any
     work), run ``check(cfg)`` (input errors a job can find alone, before the cluster), connect to
     Ray. Returns the config."""
     args = job_parser(prog, description).parse_args(argv)
     setup_logging(args.log_level)
-    # transformers resolves Path("src") against the working directory when first imported. A job
-    # submitted with a working_dir runs in Ray's copy of it, which was seen removed under a running
-    # driver when two consecutive jobs shipped the same package (the README's multi-node block):
-    # import it while the directory is certainly there.
+    keep_working_directory()
+    # transformers resolves Path("src") against the working directory when first imported: import
+    # it while the directory is certainly there (see keep_working_directory).
     import transformers  # noqa: F401
     cfg = config_cls.load(args.config, args.overrides)
     if check is not None:

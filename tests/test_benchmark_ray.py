@@ -1,5 +1,6 @@
 """The benchmark job on the synthetic data: every arm trains once, SASRec-CE baselines included,
-and one report compares them (ratios matched on the target fraction, the fraction plot)."""
+and one report compares them (ratios matched on the target fraction, the fraction plot); the
+transfer form runs on cross-scenario histories (tests/conftest.py:tiny_genres)."""
 
 import json
 
@@ -14,46 +15,70 @@ from tests.conftest import CONFIGS, transfer_config
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
-def test_benchmark_trains_every_arm_and_reports_against_sasrec(tiny_prepared, ray_cluster, tmp_path):
+def test_benchmark_trains_every_arm_and_reports_against_sasrec(tiny_genres, ray_cluster, tmp_path):
+    """S2's shape (shared users, disjoint catalogs), every target-side model on merged histories."""
+    from interest_model.online.model import OnlineModel
+
     cache = f"embed.cache_dir={tmp_path.parent}/item-features"
     cfg = BenchmarkConfig.load(None, [
-        f"data.prepared={tiny_prepared}", f"out_dir={tmp_path}", "strategies=[zero_shot, adapter]",
-        "fractions=[0.5]",
+        f"data.prepared={tiny_genres}", f"out_dir={tmp_path}", "strategies=[zero_shot, adapter]",
+        "fractions=[0.5]", "histories=[merged]",
         f"pretrain.config={CONFIGS / 'pretrain_tiny.yaml'}", f"pretrain.set=[train.epochs=1, {cache}]",
         f"transfer.config={CONFIGS / 'transfer_tiny.yaml'}", f"transfer.set=[train.epochs=1, {cache}]",
         f"evaluate.config={CONFIGS / 'evaluate_demo.yaml'}", f"evaluate.set=[bootstrap=100, {cache}]"])
     out = run_benchmark(cfg)
-    models = {"zero_shot", "adapter@0.5", "sasrec@0.5", "sasrec_transfer@0.5"}
+    models = {"zero_shot+merged", "adapter+merged@0.5", "sasrec+merged@0.5", "sasrec_transfer+merged@0.5"}
     assert set(out["results"]) == models | {"popularity", "text_similarity"}
     info = out["info"]
-    assert info["adapter@0.5"]["fraction"] == 0.5 and info["zero_shot"]["fraction"] is None
-    assert info["sasrec@0.5"]["kind"].startswith("ID-only") and info["sasrec@0.5"]["strategy"] == "trained on shop-b"
-    assert info["sasrec_transfer@0.5"]["strategy"] == "full"
+    assert info["adapter+merged@0.5"]["fraction"] == 0.5 and info["zero_shot+merged"]["fraction"] is None
+    assert info["sasrec+merged@0.5"]["kind"].startswith("ID-only")
+    assert info["sasrec+merged@0.5"]["strategy"] == "trained on stories"
+    assert info["sasrec_transfer+merged@0.5"]["strategy"] == "full"
+    assert all(info[m]["histories"] == "merged" for m in models)
+    users = {res["all"]["users"] for res in out["results"].values()}
+    assert len(users) == 1 and min(users) > 0  # every model and baseline ranked on the same rows
 
-    # SASRec transferred through shared item ids: no text tower trains, shared items keep rows.
-    tuned = load_model(f"{tmp_path}/models/sasrec_transfer@0.5")
+    # A merged model's catalog holds the context scenario's items (inputs); it records its context.
+    adapter = load_model(f"{tmp_path}/models/adapter+merged@0.5")
+    assert adapter.catalog.scenarios == ["stories", "thrills"]
+    assert adapter.config["training"]["histories"] == "merged" and adapter.config["training"]["context"] == ["thrills"]
+    # SASRec transferred through item ids: the context items are the source's own, they keep rows.
+    tuned = load_model(f"{tmp_path}/models/sasrec_transfer+merged@0.5")
     assert set(tuned.config["training"]["trainable_parameters"]) == {"item_ids", "user"}
-    assert any(i in load_model(f"{tmp_path}/models/sasrec_source").catalog.vocab for i in tuned.catalog.item_ids)
+    source = load_model(f"{tmp_path}/models/sasrec_source")
+    assert set(source.catalog.item_ids) <= set(tuned.catalog.item_ids)
     with pytest.raises(ValueError, match="no text"):
-        run_transfer(transfer_config(tiny_prepared, tmp_path / "models/sasrec_source", tmp_path / "a",
+        run_transfer(transfer_config(tiny_genres, tmp_path / "models/sasrec_source", tmp_path / "a",
                                      "transfer.strategy=adapter"))
+    with pytest.raises(ValueError, match="also predicted"):
+        run_transfer(transfer_config(tiny_genres, tmp_path / "models/pretrained", tmp_path / "x",
+                                     "data.history=merged", "data.context=[stories]"))
 
     # The report compares each model with SASRec-CE trained on the same share of target users.
     md = open(out["paths"]["report"]).read()
     res = out["results"]
-    ratio = res["adapter@0.5"]["all"]["ndcg@10"]["value"] / res["sasrec@0.5"]["all"]["ndcg@10"]["value"]
-    row = next(line for line in md.splitlines() if line.startswith("| adapter@0.5 | 20 |"))
+    ratio = res["adapter+merged@0.5"]["all"]["ndcg@10"]["value"] / res["sasrec+merged@0.5"]["all"]["ndcg@10"]["value"]
+    row = next(line for line in md.splitlines() if line.startswith(f"| adapter+merged@0.5 | {min(users)} |"))
     assert f"{ratio:.2f}x" in row
-    assert "## Summary" in md and "| 50% |" in md and "| zero_shot | item texts only |" in md
+    assert "## Summary" in md and "| 50% |" in md and "(vs sasrec" in md
+    assert "| zero_shot+merged | item texts only; histories merged with the other scenarios |" in md
     assert "fraction_plot" not in out["paths"]  # one fraction: nothing to plot (see test_evaluation)
     metrics = json.loads(open(out["paths"]["metrics"]).read())
-    assert metrics["references"] == ["popularity", "sasrec", "sasrec_transfer"]
-    assert metrics["models"]["sasrec@0.5"]["fraction"] == 0.5
+    assert metrics["references"] == ["popularity", "sasrec", "sasrec+merged", "sasrec_transfer+merged"]
+    assert metrics["models"]["sasrec+merged@0.5"]["fraction"] == 0.5
     assert json.loads(open(f"{tmp_path}/evaluation/benchmark.json").read())["stage_seconds"]
 
     # A rerun trains nothing: every stage's export matches its config.
     stages, _ = plan(cfg)
     assert len(stages) == 6 and all(is_done(stage) for _, _, stage in stages)
+
+    # Serving: a history in the context scenario answers in the target scenario.
+    online = OnlineModel(f"{tmp_path}/models/adapter+merged@0.5")
+    thrill = next(i for i, s in zip(adapter.catalog.item_ids, adapter.catalog.scenario_items[1, 1:]) if s)
+    answer = online.recommend_batch([{"history": [{"item_id": thrill, "scenario": "thrills"}], "scenario": "stories",
+                                      "k": 3}])[0]
+    stories = {i for i, s in zip(adapter.catalog.item_ids, adapter.catalog.scenario_items[0, 1:]) if s}
+    assert len(answer["items"]) == 3 and {r["item_id"] for r in answer["items"]} <= stories
 
 
 def test_benchmark_plans_every_target_side_model_on_each_history(tiny_prepared):

@@ -78,3 +78,26 @@ def test_sizing_prints_deepspeed_estimates(capsys):
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.startswith("| Qwen2.5-7B"))
     assert "| 7.07B | 8 |" in row  # built on the meta device from the published shape
+
+
+def test_a_job_survives_its_working_directory_being_replaced(tmp_path, monkeypatch):
+    """Ray may re-extract a submitted job's working_dir under the running driver: the path is
+    there again, the process's current directory is the removed one."""
+    import os
+
+    import pytest
+    import shutil
+
+    from ray_jobs.common import keep_working_directory
+
+    work = tmp_path / "working_dir"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setattr(os, "getcwd", os.getcwd)  # the guard is undone after the test
+    keep_working_directory()
+    shutil.rmtree(work)
+    work.mkdir()
+    assert os.getcwd() == str(work) and os.path.abspath("x") == str(work / "x")
+    shutil.rmtree(work)  # gone for good: the error is the real one
+    with pytest.raises(FileNotFoundError):
+        os.getcwd()
