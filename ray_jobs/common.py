@@ -53,24 +53,27 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     log.info("ray: connected (%s), resources %s", address or "local", ray.cluster_resources())
 
 
+_WORKING_DIRECTORY: list[str] = []  # the directory keep_working_directory re-enters
+
+
 def keep_working_directory() -> None:
     """A job submitted with a working_dir runs in Ray's copy of it, which was seen replaced under
     a running driver when two consecutive jobs shipped the same package (the README's multi-node
     block): the path is there again, the driver's current directory is the removed one, and any
     later ``os.getcwd()`` (torch._dynamo's import, pathlib's resolve) fails with
-    FileNotFoundError. From here on such a call re-enters the directory by its path."""
-    start = os.getcwd()
-    original = os.getcwd
-    if getattr(original, "_interest_guard", False):
+    FileNotFoundError. From here on such a call re-enters the current directory by its path."""
+    _WORKING_DIRECTORY[:] = [os.getcwd()]
+    if getattr(os.getcwd, "_interest_guard", False):
         return
+    original = os.getcwd
 
     def getcwd() -> str:
         try:
             return original()
         except FileNotFoundError:
-            if not os.path.isdir(start):
+            if not _WORKING_DIRECTORY or not os.path.isdir(_WORKING_DIRECTORY[0]):
                 raise
-            os.chdir(start)
+            os.chdir(_WORKING_DIRECTORY[0])
             return original()
 
     getcwd._interest_guard = True  # type: ignore[attr-defined]

@@ -93,7 +93,7 @@ def test_a_job_survives_its_working_directory_being_replaced(tmp_path, monkeypat
     work = tmp_path / "working_dir"
     work.mkdir()
     monkeypatch.chdir(work)
-    monkeypatch.setattr(os, "getcwd", os.getcwd)  # the guard is undone after the test
+    monkeypatch.setattr(os, "getcwd", os.getcwd)  # a guard installed here is undone after the test
     keep_working_directory()
     shutil.rmtree(work)
     work.mkdir()
