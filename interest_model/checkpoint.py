@@ -117,9 +117,9 @@ class Recommender:
         user = self.user_vector(history, scenario, events)
         s_idx = self.catalog.scenario_index(scenario)
         scores = (self.model.item_vectors() @ user) / self.model.cfg.temperature
-        prior = self.model.prior(torch.tensor([s_idx]))  # zero-shot + target counts
-        if prior is not None:
-            scores = scores + prior[0]
+        bias = self.model.item_bias(torch.tensor([s_idx]))  # now: dynamics and prior, if any
+        if bias is not None:
+            scores = scores + bias[0]
         allowed = torch.from_numpy(self.catalog.scenario_items[s_idx]).clone()
         if exclude_seen:
             allowed[[self.catalog.vocab[h] for h in history]] = False
@@ -190,6 +190,7 @@ def read_export(directory: str | Path) -> tuple[dict, ModelConfig, Catalog, dict
 
 def _fit_buffers(model: InterestModel, weights: dict) -> None:
     """Buffers whose size depends on the catalog take the saved shape before loading."""
-    for name in ("item_text", "item_tokens", "item_token_mask", "scenario_items", "item_prior"):
-        if name in weights and getattr(model, name).shape != weights[name].shape:
+    for name in ("item_text", "item_tokens", "item_token_mask", "scenario_items", "item_prior", "dyn_table",
+                 "dyn_origin"):
+        if name in weights and hasattr(model, name) and getattr(model, name).shape != weights[name].shape:
             setattr(model, name, torch.zeros_like(weights[name]))

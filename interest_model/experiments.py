@@ -31,7 +31,7 @@ class BenchmarkConfig(JobConfig):
     pretrain config with its overrides: text-only, text + ID, ID-only), the same budget for all."""
 
     HASH_EXCLUDE: ClassVar[tuple[str, ...]] = ("out_dir",)
-    HASH_WHEN_SET: ClassVar[tuple[str, ...]] = ("histories", "text_id")
+    HASH_WHEN_SET: ClassVar[tuple[str, ...]] = ("histories", "text_id", "dynamics")
 
     data: DataSelection  # the prepared data every stage reads (scenarios: their roles in it)
     pretrain: StageConfig
@@ -47,6 +47,10 @@ class BenchmarkConfig(JobConfig):
     # named <strategy>+ids): items linked to the source keep their id embeddings, new ones start
     # from their text alone.
     text_id: bool = False
+    # Popularity dynamics: also pretrain a model that reads each item's recent share of its
+    # scenario's interactions (model.item_dynamics) and transfer it with every strategy (models
+    # named <strategy>+dyn; the target's own shares, from its training events).
+    dynamics: bool = False
     sasrec: SasrecConfig = SasrecConfig()
     out_dir: str = "outputs/benchmark"  # models/<name>, evaluation/, ray_results/
     storage_path: str | None = None  # Ray Train storage (default <out_dir>/ray_results)

@@ -9,23 +9,30 @@ import torch.nn.functional as F
 
 
 def full_softmax_loss(user: torch.Tensor, items: torch.Tensor, target: torch.Tensor, temperature: float,
-                      allowed: torch.Tensor | None = None) -> torch.Tensor:
+                      allowed: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> torch.Tensor:
     """user [M, D], items [N, D] (row 0 = padding, never a class), target [M] in 1..N-1,
-    allowed [M, N] bool (e.g. the catalog of each row's scenario; None: every item)."""
+    allowed [M, N] bool (e.g. the catalog of each row's scenario; None: every item), bias
+    [M, N] added to the logits (e.g. a popularity-dynamics score)."""
     # The temperature scales the [M, D] side and the padding row is sliced off: no elementwise
     # pass over the [M, N] logits beyond the softmax itself.
     logits = (user / temperature) @ items[1:].T
+    if bias is not None:
+        logits = logits + bias[:, 1:]
     if allowed is not None:
         logits = logits.masked_fill(~allowed[:, 1:], float("-inf"))
     return F.cross_entropy(logits.float(), target - 1)
 
 
 def sampled_softmax_loss(user: torch.Tensor, cand_vecs: torch.Tensor, cand_ids: torch.Tensor,
-                         target: torch.Tensor, log_q: torch.Tensor, temperature: float) -> torch.Tensor:
+                         target: torch.Tensor, log_q: torch.Tensor, temperature: float,
+                         bias: torch.Tensor | None = None) -> torch.Tensor:
     """user [M, D]; candidates: unique ids [C] with vectors [C, D] and log sampling probability
-    log_q [C]; target [M] item ids (each present in cand_ids). Logits are corrected by -log_q so
-    popular in-batch items are not over-penalized (Yi et al., 2019)."""
+    log_q [C]; target [M] item ids (each present in cand_ids); bias [M, C] added to the logits.
+    Logits are corrected by -log_q so popular in-batch items are not over-penalized (Yi et al.,
+    2019)."""
     logits = user @ cand_vecs.T / temperature - log_q.unsqueeze(0)
+    if bias is not None:
+        logits = logits + bias
     label = torch.searchsorted(cand_ids, target)  # cand_ids sorted ascending
     return F.cross_entropy(logits.float(), label)
 

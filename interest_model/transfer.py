@@ -5,11 +5,13 @@
                training interactions, its weight chosen on validation (no gradient step either)
     full       every parameter trains, the text encoder included (its tokens run each step)
     adapter    text encoder frozen; the user encoder and a MoE adaptor with whitening train (and
-               the item-id embeddings of a text + ID model)
+               the item-id embeddings of a text + ID model, the dynamics score of a model with
+               popularity dynamics)
     lora       LoRA (peft) on the text encoder, plus the user encoder and the item projection
 
 Weights move by name. Scenario embeddings of target scenarios unknown to the pretrained model
-start at the mean of the known ones; item-id embeddings (if any) move for shared items.
+start at the mean of the known ones; item-id embeddings (if any) move for shared items. Catalog
+buffers (text features, counts, popularity-dynamics features) are the target's own.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from interest_model.models.model import InterestModel, ModelConfig
 
 Strategy = Literal["zero_shot", "zero_shot_counts", "full", "adapter", "lora"]
 TRAINING_FREE = ("zero_shot", "zero_shot_counts")
-CATALOG_BUFFERS = ("item_text", "item_tokens", "item_token_mask", "scenario_items", "item_prior", "prior_weight")
+CATALOG_BUFFERS = ("item_text", "item_tokens", "item_token_mask", "scenario_items", "item_prior", "prior_weight",
+                   "dyn_table", "dyn_origin")
 # Weights of the popularity prior tried on validation (0: pure zero-shot). Scores are cosines over
 # a temperature (about +-14 at 0.07) and the prior is log(1 + count) (about 0-8): the grid runs
 # from a light touch to a prior that outweighs the user encoder.
@@ -147,10 +150,10 @@ def set_trainable(model: InterestModel, spec: TransferSpec) -> None:
             p.requires_grad_(False)
         elif strategy == "full":
             p.requires_grad_(True)
-        elif strategy == "adapter":  # a text + ID model's id embeddings train too
-            p.requires_grad_(name.startswith(("user.", "adaptor.", "item_ids.")))
+        elif strategy == "adapter":  # a text + ID model's id embeddings and its dynamics score train too
+            p.requires_grad_(name.startswith(("user.", "adaptor.", "item_ids.", "dynamics.")))
         elif strategy == "lora":
-            p.requires_grad_("lora_" in name or name.startswith(("user.", "text_proj.")))
+            p.requires_grad_("lora_" in name or name.startswith(("user.", "text_proj.", "dynamics.")))
 
 
 LAYER_INDEX = re.compile(r"\.(?:layer|layers|h|block|blocks)\.(\d+)\.")
@@ -202,7 +205,7 @@ def choose_prior_weight(model: InterestModel, counts: torch.Tensor, valid_batche
         if b["target"].numel() == 0:
             continue
         items, events, scen = inputs(b)
-        base = model.scores(items, events, b["scenario"], catalog=catalog, event_scenarios=scen)
+        base = model.scores(items, events, b["scenario"], catalog=catalog, event_scenarios=scen, time=b.get("time"))
         for w in weights:
             ranks = ranks_for(base + w * prior[b["scenario"]], b, model.scenario_items, exclude_history)
             sums[w] += float(metrics.ndcg_at(ranks, 10).sum())

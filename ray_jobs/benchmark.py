@@ -38,6 +38,17 @@ SASREC = "sasrec"  # ID-only, trained on the target only: the reference of the r
 SASREC_TRANSFER = "sasrec_transfer"  # ID-only, pretrained on the source, fully fine-tuned on the target
 SUFFIX = {"target": "", "merged": "+merged"}  # a model that reads merged cross-scenario histories
 IDS = "+ids"  # a transfer of the text + ID pretrained model
+DYN = "+dyn"  # a transfer of the model pretrained with popularity dynamics
+
+
+def arms(cfg: BenchmarkConfig) -> dict[str, list[str]]:
+    """Model-name suffix -> the pretrain overrides of each pretrained model the transfers start from."""
+    out = {"": []}
+    if cfg.text_id:
+        out[IDS] = ["model.use_item_ids=true"]
+    if cfg.dynamics:
+        out[DYN] = ["model.item_dynamics=true"]
+    return out
 
 
 def model_name(base: str, fraction: float) -> str:
@@ -60,10 +71,11 @@ def plan(cfg: BenchmarkConfig) -> tuple[list[tuple[str, str, TrainingJobConfig]]
     pretrain = PretrainConfig.load(cfg.pretrain.config, [*cfg.pretrain.set, *common("pretrained")])
     stages.append(("pretrained", "pretrain", pretrain))
     pretrained = {"": "pretrained"}  # model-name suffix -> the pretrained model its transfers start from
-    if cfg.text_id:
-        pretrained[IDS] = f"pretrained{IDS}"
-        stages.append((pretrained[IDS], "pretrain", PretrainConfig.load(cfg.pretrain.config, [
-            *cfg.pretrain.set, *common(pretrained[IDS]), "model.use_item_ids=true"])))
+    for suffix, overrides in arms(cfg).items():
+        if suffix:
+            pretrained[suffix] = f"pretrained{suffix}"
+            stages.append((pretrained[suffix], "pretrain", PretrainConfig.load(cfg.pretrain.config, [
+                *cfg.pretrain.set, *common(pretrained[suffix]), *overrides])))
     target_budget = TransferConfig.load(cfg.transfer.config, [  # the train section every target training gets
         *cfg.transfer.set, *common("budget"), f"transfer.init_from={model_dir('pretrained')}"])
     source = f"{SASREC}_source"
@@ -185,7 +197,7 @@ def summary(results: dict, info: dict, cfg: BenchmarkConfig) -> str:
 
     for fraction in cfg.fractions:
         best = by_validation([model_name(s + ids + SUFFIX[h], fraction) for h in cfg.histories for s in cfg.strategies
-                              for ids in ("", *([IDS] if cfg.text_id else [])) if s not in TRAINING_FREE])
+                              for ids in arms(cfg) if s not in TRAINING_FREE])
         sasrec = model_name(SASREC, fraction)
         sasrecs = [model_name(m + SUFFIX[h], fraction) for h in cfg.histories for m in (SASREC, SASREC_TRANSFER)]
         best_sasrec = by_validation(sasrecs)
@@ -195,13 +207,18 @@ def summary(results: dict, info: dict, cfg: BenchmarkConfig) -> str:
             _ndcg(results, model_name(SASREC_TRANSFER, fraction)),
             *([f"{_ndcg(results, merged_sasrec)} ({merged_sasrec})"] if merged else []),
             _ratio(results, best, sasrec), f"{_ratio(results, best, best_sasrec)} (vs {best_sasrec})"]) + " |")
-    free = [m for m in results if m.split("@")[0].replace(SUFFIX["merged"], "").replace(IDS, "") in TRAINING_FREE]
+    def strategy(m: str) -> str:
+        return m.split("@")[0].replace(SUFFIX["merged"], "").replace(IDS, "").replace(DYN, "")
+
+    free = [m for m in results if strategy(m) in TRAINING_FREE]
     if free:
         lines += ["", "| no target training | what it uses of the target | NDCG@10 | popularity | / popularity |",
                   "|---|---|---|---|---|"]
         for m in free:
-            uses = ("item texts only" if m.split("@")[0].startswith("zero_shot+") or m == "zero_shot"
+            uses = ("item texts only" if strategy(m) == "zero_shot"
                     else "item texts + training item counts (prior weight on validation)")
+            if "dynamics" in info.get(m, {}).get("kind", ""):
+                uses = uses.replace(" only", "") + " + recent item shares of its training events (popularity dynamics)"
             if SUFFIX["merged"] in m:
                 uses += "; histories merged with the other scenarios"
             if IDS in m:

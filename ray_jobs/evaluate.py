@@ -22,6 +22,7 @@ from interest_model.data.prepared import PreparedData
 from interest_model.evaluation.config import EvaluateConfig
 from interest_model.metrics import METRIC
 from ray_jobs.common import run_main, start_job
+from interest_model.models.dynamics import RECENT_WINDOW, dynamics_table, training_events
 from ray_jobs.rows import sequence_rows
 
 log = logging.getLogger("interest.evaluate")
@@ -47,6 +48,8 @@ class _ScoreActor:
                                                          merged=spec["merged"])
             elif spec["kind"] == "popularity":
                 self.scorers[name] = scoring.PopularityScorer(spec["values"])
+            elif spec["kind"] == "recent_popularity":
+                self.scorers[name] = scoring.RecentPopularityScorer(*spec["values"])
             else:
                 self.scorers[name] = scoring.TextSimilarityScorer(spec["values"])
         self.score_batch = scoring.score_batch
@@ -122,6 +125,14 @@ def run_evaluate(cfg: EvaluateConfig, preface: Callable[[dict, dict], str] | Non
             if item in catalog.vocab:
                 values[catalog.vocab[item]] = n
         scorers["popularity"] = {"kind": "popularity", "values": values}
+    if "recent_popularity" in cfg.baselines:
+        seqs = prepared.sequences(columns=["user_id", "item_ids", "timestamps", f"{cfg.data.scheme}_valid_end",
+                                           f"{cfg.data.scheme}_train_end"])
+        through = "valid" if cfg.part == "test" else "train"  # as the popularity baseline counts
+        dyn = dynamics_table([training_events(seqs[seqs["scenario"] == s], catalog.vocab, cfg.data.scheme,
+                                              through=through) if s in scenarios else None for s in catalog.scenarios],
+                             catalog.scenario_items[:, 1:].sum(1).tolist(), catalog.size)
+        scorers["recent_popularity"] = {"kind": "recent_popularity", "values": (dyn.table[..., RECENT_WINDOW], dyn.origin)}
     if "text_similarity" in cfg.baselines:
         scorers["text_similarity"] = {"kind": "text", "values": item_features(catalog.texts, cfg.text_encoder, cfg.embed)}
 
@@ -171,8 +182,10 @@ def model_info(model_dir: str | None) -> dict:
     strategy = training.get("transfer", {}).get("strategy") or f"trained on {', '.join(training.get('scenarios', []))}"
     trainable = training.get("trainable_parameters")
     use_text, use_ids = config["model"].get("use_text", True), config["model"].get("use_item_ids", False)
-    return {"kind": "ID-only (SASRec-CE)" if not use_text else "text + item ids" if use_ids else "text",
-            "strategy": strategy, "histories": training.get("histories", "target"),
+    kind = "ID-only (SASRec-CE)" if not use_text else "text + item ids" if use_ids else "text"
+    if config["model"].get("item_dynamics"):
+        kind += " + popularity dynamics"
+    return {"kind": kind, "strategy": strategy, "histories": training.get("histories", "target"),
             "fraction": None if strategy == "zero_shot" else training.get("user_fraction", 1.0),
             "trainable": sum(trainable.values()) if trainable else None,
             METRIC: training.get("best", {}).get(METRIC),

@@ -27,6 +27,8 @@ def run_pretrain(cfg: PretrainConfig, callbacks=()) -> dict:
     prepared = PreparedData(cfg.data.prepared)
     scenarios, catalog = trainer.job_catalog(cfg, prepared)
     inputs = trainer.item_inputs(cfg.model, catalog, cfg.embed)
+    if cfg.model.item_dynamics:
+        inputs.dynamics = trainer.item_dynamics(cfg, prepared, catalog, scenarios)
     log.info("pretrain on %s", scenarios)
     job = trainer.TrainingJob(cfg, prepared, scenarios, catalog, cfg.model, partial(build_model, cfg.model, catalog, inputs),
                               extra={"training": {"scenarios": scenarios}})

@@ -28,6 +28,7 @@ from interest_model.data.examples import few_shot_users, make_examples
 from interest_model.data.prepared import PreparedData
 from interest_model.metrics import METRIC
 from interest_model.models.build import ItemInputs, catalog_tokens
+from interest_model.models.dynamics import Dynamics, dynamics_table, training_events
 from interest_model.models.item_encoder import load_tokenizer
 from interest_model.models.model import InterestModel, ModelConfig
 from interest_model.models.features import EmbedConfig
@@ -63,6 +64,30 @@ def item_inputs(cfg: ModelConfig, catalog: Catalog, embed: EmbedConfig, encoder_
     return ItemInputs(tokens=catalog_tokens(catalog, cfg, tokenizer=tokenizer), encoder_dir=encoder_dir)
 
 
+def training_users(cfg: TrainingJobConfig, prepared: PreparedData, scenarios: list[str]) -> set[str] | None:
+    """The users whose training events a job reads: all (None), or the seeded few-shot share."""
+    if cfg.data.user_fraction == 1:
+        return None
+    users = prepared.sequences(columns=["user_id"])
+    users = users.loc[users["scenario"].isin(scenarios), "user_id"].tolist()
+    chosen = few_shot_users(users, cfg.data.user_fraction, cfg.data.fraction_seed)
+    log.info("few-shot: %d of %d users of %s train", len(chosen), len(set(users)), scenarios)
+    return chosen
+
+
+def item_dynamics(cfg: TrainingJobConfig, prepared: PreparedData, catalog: Catalog, scenarios: list[str]) -> Dynamics:
+    """Popularity-dynamics features of the job's scenarios, from the training events of the users
+    that train (context scenarios, never predicted, get none)."""
+    scheme = cfg.data.scheme
+    seqs = prepared.sequences(columns=["user_id", "item_ids", "timestamps", f"{scheme}_train_end"])
+    users = training_users(cfg, prepared, scenarios)
+    events = [training_events(seqs[seqs["scenario"] == s], catalog.vocab, scheme, users) if s in scenarios else None
+              for s in catalog.scenarios]
+    dyn = dynamics_table(events, catalog.scenario_items[:, 1:].sum(1).tolist(), catalog.size)
+    log.info("popularity dynamics of %s: %d days, %.1f MB", scenarios, dyn.table.shape[1], dyn.table.nbytes / 2**20)
+    return dyn
+
+
 def datasets(cfg: TrainingJobConfig, prepared: PreparedData, catalog: Catalog, scenarios: list[str], max_len: int):
     """(train, valid) Ray Datasets of model inputs for the scenarios (with ``data.history:
     merged``, over the user's events in the catalog's other scenarios too). With
@@ -75,12 +100,7 @@ def datasets(cfg: TrainingJobConfig, prepared: PreparedData, catalog: Catalog, s
     contexts = [s for s in catalog.scenarios if s not in scenarios]
     kwargs = {"vocab": catalog.vocab, "scenarios": {s: i for i, s in enumerate(catalog.scenarios)},
               "scheme": cfg.data.scheme, "max_len": max_len, "merged": bool(contexts)}
-    chosen = None
-    if cfg.data.user_fraction < 1:
-        users = prepared.sequences(columns=["user_id"])
-        users = users.loc[users["scenario"].isin(scenarios), "user_id"].tolist()
-        chosen = few_shot_users(users, cfg.data.user_fraction, cfg.data.fraction_seed)
-        log.info("few-shot: %d of %d users of %s train", len(chosen), len(set(users)), scenarios)
+    chosen = training_users(cfg, prepared, scenarios)
     train = sequence_rows(prepared, scenarios, contexts, chosen).map_batches(
         make_examples, batch_format="pandas", fn_kwargs={**kwargs, "part": "train", "windows": cfg.train.windows_per_user})
     valid = sequence_rows(prepared, scenarios, contexts).map_batches(

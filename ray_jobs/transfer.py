@@ -56,6 +56,8 @@ def run_transfer(cfg: TransferConfig, callbacks=()) -> dict:
     # Target items are encoded by the pretrained model's own text encoder; shared items keep
     # their id embeddings (an ID-only SASRec), new ones start fresh.
     inputs = trainer.item_inputs(model_cfg, catalog, cfg.embed, encoder_dir=spec.init_from)
+    if model_cfg.item_dynamics:  # the target's own recent item shares, read by the pretrained score
+        inputs.dynamics = trainer.item_dynamics(cfg, prepared, catalog, scenarios)
     builder = partial(build_transfer_model, spec, model_cfg, src_catalog, weights, catalog, inputs)
     model = builder()  # the driver's one copy: its counts now, the best weights after training
     counts = trainable_counts(model)

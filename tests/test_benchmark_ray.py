@@ -23,12 +23,15 @@ def test_benchmark_trains_every_arm_and_reports_against_sasrec(tiny_genres, ray_
     cfg = BenchmarkConfig.load(None, [
         f"data.prepared={tiny_genres}", f"out_dir={tmp_path}", "strategies=[zero_shot, adapter]",
         "fractions=[0.5]", "histories=[merged]",
-        f"pretrain.config={CONFIGS / 'pretrain_tiny.yaml'}", f"pretrain.set=[train.epochs=1, {cache}]",
+        f"pretrain.config={CONFIGS / 'pretrain_tiny.yaml'}",
+        # every model with popularity dynamics: the Ray path of the features (pretrain, transfer with
+        # the target's counts, merged histories, SASRec-CE, evaluation, serving)
+        f"pretrain.set=[train.epochs=1, {cache}, model.item_dynamics=true]",
         f"transfer.config={CONFIGS / 'transfer_tiny.yaml'}", f"transfer.set=[train.epochs=1, {cache}]",
         f"evaluate.config={CONFIGS / 'evaluate_demo.yaml'}", f"evaluate.set=[bootstrap=100, {cache}]"])
     out = run_benchmark(cfg)
     models = {"zero_shot+merged", "adapter+merged@0.5", "sasrec+merged@0.5", "sasrec_transfer+merged@0.5"}
-    assert set(out["results"]) == models | {"popularity", "text_similarity"}
+    assert set(out["results"]) == models | {"popularity", "recent_popularity", "text_similarity"}
     info = out["info"]
     assert info["adapter+merged@0.5"]["fraction"] == 0.5 and info["zero_shot+merged"]["fraction"] is None
     assert info["sasrec+merged@0.5"]["kind"].startswith("ID-only")
@@ -61,7 +64,10 @@ def test_benchmark_trains_every_arm_and_reports_against_sasrec(tiny_genres, ray_
     row = next(line for line in md.splitlines() if line.startswith(f"| adapter+merged@0.5 | {min(users)} |"))
     assert f"{ratio:.2f}x" in row
     assert "## Summary" in md and "| 50% |" in md and "(vs sasrec" in md
-    assert "| zero_shot+merged | item texts only; histories merged with the other scenarios |" in md
+    assert ("| zero_shot+merged | item texts + recent item shares of its training events (popularity dynamics); "
+            "histories merged with the other scenarios |") in md
+    assert all(info[m]["kind"].endswith("+ popularity dynamics") for m in models)
+    assert load_model(f"{tmp_path}/models/zero_shot+merged").model.dyn_table.shape[2] == adapter.catalog.size
     assert "fraction_plot" not in out["paths"]  # one fraction: nothing to plot (see test_evaluation)
     metrics = json.loads(open(out["paths"]["metrics"]).read())
     assert metrics["references"] == ["popularity", "sasrec", "sasrec+merged", "sasrec_transfer+merged"]
@@ -95,6 +101,11 @@ def test_benchmark_plans_every_target_side_model_on_each_history(tiny_prepared):
     assert ids["pretrained+ids"].model.use_item_ids and not ids["pretrained"].model.use_item_ids
     assert ids["adapter+ids+merged"].transfer.init_from.endswith("models/pretrained+ids")
     assert "pretrained+ids" not in plan(cfg.model_copy(update={"text_id": True}))[1].models
+    # Popularity dynamics: the same, with model.item_dynamics.
+    dyn = {name: stage for name, _, stage in plan(cfg.model_copy(update={"dynamics": True}))[0]}
+    assert dyn["pretrained+dyn"].model.item_dynamics and not dyn["pretrained"].model.item_dynamics
+    assert dyn["zero_shot+dyn"].transfer.init_from.endswith("models/pretrained+dyn")
+    assert not dyn["sasrec"].model.item_dynamics
 
 
 def test_in_domain_benchmark_compares_item_representations_on_their_own_scenario(tiny_prepared, ray_cluster,
@@ -106,7 +117,7 @@ def test_in_domain_benchmark_compares_item_representations_on_their_own_scenario
         "models={text: [], sasrec: [model.use_text=false, model.use_item_ids=true]}",
         f"evaluate.set=[bootstrap=50, {cache}]"])
     out = run_benchmark(cfg)
-    assert set(out["results"]) == {"text", "sasrec", "popularity", "text_similarity"}
+    assert set(out["results"]) == {"text", "sasrec", "popularity", "recent_popularity", "text_similarity"}
     assert out["info"]["sasrec"]["strategy"] == "trained on shop-a" and out["info"]["text"]["epochs"] == 1
     row = next(line for line in out["summary"].splitlines() if line.startswith("| text |"))
     res = out["results"]

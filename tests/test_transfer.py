@@ -85,7 +85,7 @@ def test_zero_shot_with_target_counts_chooses_its_prior_on_validation(pretrained
     dst = tiny_catalog(["i2", "i3", "new1", "new2"], "b")
     feats = torch.cat([torch.zeros(1, 32), encoder.encode(dst.texts, tok, max_length=12)]).numpy()
     model = build_transfer_model(spec, cfg, src_cat, weights, dst, ItemInputs(features=feats))
-    assert trainable_counts(model) == {} and model.prior(torch.tensor([0])) is None  # off until chosen
+    assert trainable_counts(model) == {} and model.item_bias(torch.tensor([0])) is None  # off until chosen
     # Every validation user's next item is the new item zero-shot ranks last, and the target's
     # most bought one.
     from interest_model.events import EVENT_TYPES

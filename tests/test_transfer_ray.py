@@ -76,7 +76,7 @@ def test_evaluate_models_and_baselines_with_a_report(tiny_pretrained, tiny_prepa
         f"data.prepared={tiny_prepared}", f"models={{counts: {zero['export_dir']}}}", f"out_dir={tmp_path}/eval",
         f"embed.cache_dir={tmp_path.parent}/item-features", "bootstrap=200"])
     out = run_evaluate(cfg)
-    assert set(out["results"]) == {"counts", "popularity", "text_similarity"}
+    assert set(out["results"]) == {"counts", "popularity", "recent_popularity", "text_similarity"}
     paired = out["results"]["counts"]["all"]["ndcg@10_ratio"]["popularity"]  # its own interval
     assert paired["ci95"][0] <= paired["value"] <= paired["ci95"][1]
     for name, res in out["results"].items():

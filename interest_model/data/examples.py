@@ -67,10 +67,10 @@ def attach_context(group: pd.DataFrame, targets: list[str], contexts: list[str])
     return out
 
 
-def _merge(ids, evs, stamps, n_target: int, cut, ctx) -> tuple[list, list, list, list]:
+def _merge(ids, evs, stamps, n_target: int, cut, ctx) -> tuple[list, list, list, list, list]:
     """The first ``n_target`` target events and the context events strictly before ``cut`` (a
     timestamp), in time order (a target event first on a tie): (items, events, scenarios,
-    is_target). ``ctx`` = (items, timestamps, events, scenario indices), vocabulary ids."""
+    timestamps, is_target). ``ctx`` = (items, timestamps, events, scenario indices), vocabulary ids."""
     c_ids, c_ts, c_evs, c_sc = ctx
     keep = [j for j in range(len(c_ids)) if c_ts[j] < cut]
     ts = np.asarray([*stamps[:n_target], *(c_ts[j] for j in keep)], dtype="int64")
@@ -80,13 +80,16 @@ def _merge(ids, evs, stamps, n_target: int, cut, ctx) -> tuple[list, list, list,
     events = [*evs[:n_target], *(c_evs[j] for j in keep)]
     scen = [None] * n_target + [c_sc[j] for j in keep]
     return ([items[i] for i in order], [events[i] for i in order], [scen[i] for i in order],
-            [not is_ctx[i] for i in order])
+            [int(ts[i]) for i in order], [not is_ctx[i] for i in order])
 
 
 def make_examples(batch: pd.DataFrame, *, vocab: dict[str, int], scenarios: dict[str, int], scheme: str,
                   part: str, max_len: int, windows: int | None = None, max_seen: int = 1024,
                   keys: bool = False, merged: bool = False) -> dict[str, np.ndarray]:
-    """Sequence rows -> {"items", "events", "targets" [B, max_len], "target", "scenario" [B]}.
+    """Sequence rows -> {"items", "events", "targets" [B, max_len], "target", "scenario" [B]},
+    with the time of every prediction: ``times`` [B, max_len] in training rows (each input
+    event's timestamp: the prediction after it is made then), ``time`` [B] in evaluation rows
+    (the last history event's).
 
     A training prefix longer than ``max_len + 1`` gives several examples: windows of ``max_len + 1``
     events tiled from its end, each starting where the next one's first input is a target, so
@@ -101,7 +104,7 @@ def make_examples(batch: pd.DataFrame, *, vocab: dict[str, int], scenarios: dict
     if merged and len(batch) and CONTEXT[0] not in batch:
         raise ValueError("merged histories need rows with context columns (attach_context)")
     cols: dict[str, list] = {k: [] for k in ("items", "events", "targets", "target", "scenario", "seen", "user_id",
-                                              "target_item", *MERGED)}
+                                              "target_item", "times", "time", *MERGED)}
     for rec in batch.itertuples(index=False):
         if rec.scenario not in scenarios:
             continue
@@ -121,10 +124,11 @@ def make_examples(batch: pd.DataFrame, *, vocab: dict[str, int], scenarios: dict
                    [scenarios[rec.context_scenarios[j]] for j in known])
         if part == "train":
             if merged and train_end >= 1:
-                seq, ev, sc, is_target = _merge(ids, evs, stamps, train_end, stamps[train_end - 1], ctx)
+                seq, ev, sc, ts, is_target = _merge(ids, evs, stamps, train_end, stamps[train_end - 1], ctx)
                 sc = [row_scen if s is None else s for s in sc]
             else:
-                seq, ev, sc, is_target = ids[:train_end], evs[:train_end], [row_scen] * train_end, [True] * train_end
+                seq, ev, sc, ts = ids[:train_end], evs[:train_end], [row_scen] * train_end, stamps[:train_end]
+                is_target = [True] * train_end
             nxt = [t if keep else 0 for t, keep in zip(seq[1:], is_target[1:])]  # the target at each input
             end, first = len(seq), len(cols["targets"])
             while windows is None or len(cols["targets"]) - first < windows:
@@ -135,6 +139,7 @@ def make_examples(batch: pd.DataFrame, *, vocab: dict[str, int], scenarios: dict
                     cols["items"].append(seq[start:end - 1])
                     cols["events"].append(ev[start:end - 1])
                     cols["targets"].append(nxt[start:end - 1])
+                    cols["times"].append(ts[start:end - 1])
                     cols["target"].append(0)
                     cols["scenario"].append(row_scen)
                     if merged:
@@ -149,13 +154,14 @@ def make_examples(batch: pd.DataFrame, *, vocab: dict[str, int], scenarios: dict
         if end <= start or start == 0:
             continue
         if merged:
-            m_ids, m_evs, m_sc, _ = _merge(ids, evs, stamps, start, stamps[start], ctx)
+            m_ids, m_evs, m_sc, _, _ = _merge(ids, evs, stamps, start, stamps[start], ctx)
             cols["merged_items"].append(m_ids)
             cols["merged_events"].append(m_evs)
             cols["merged_scenarios"].append([row_scen if s is None else s for s in m_sc])
         cols["items"].append(ids[:start])
         cols["events"].append(evs[:start])
         cols["target"].append(ids[start])
+        cols["time"].append(stamps[start - 1])  # the prediction's time: the last history event's
         cols["seen"].append(ids[:start])
         cols["user_id"].append(rec.user_id)
         cols["target_item"].append(rec.item_ids[start])
@@ -168,11 +174,13 @@ def make_examples(batch: pd.DataFrame, *, vocab: dict[str, int], scenarios: dict
     }
     if part == "train":
         out["targets"] = _pad(cols["targets"], max_len)
+        out["times"] = _pad(cols["times"], max_len)
         if merged:  # training inputs are the merged history itself
             out["merged_items"], out["merged_events"] = out.pop("items"), out.pop("events")
             out["merged_scenarios"] = _pad(cols["merged_scenarios"], max_len)
         return out
     out["targets"] = np.zeros((len(cols["target"]), max_len), dtype=np.int64)
+    out["time"] = np.asarray(cols["time"], dtype=np.int64)
     out["seen"] = _pad(cols["seen"], max_seen)
     if merged:
         for name in MERGED:

@@ -20,8 +20,9 @@ class EvaluateConfig(JobConfig):
     data: DataSelection  # data.scenarios default: every scenario whose role is "target"
     part: Literal["valid", "test"] = "test"
     models: dict[str, str] = Field(default_factory=dict)  # name -> exported model directory
-    baselines: list[Literal["popularity", "text_similarity"]] = Field(
-        default_factory=lambda: ["popularity", "text_similarity"])
+    # recent_popularity: each item's interactions in the 30 days before the prediction's day
+    baselines: list[Literal["popularity", "recent_popularity", "text_similarity"]] = Field(
+        default_factory=lambda: ["popularity", "recent_popularity", "text_similarity"])
     text_encoder: ItemEncoderConfig = ItemEncoderConfig()  # for the text-similarity baseline
     # Ratio columns of the report: NDCG@10 over each reference's (a baseline or a model name; a
     # model trained on a share of the users is compared with the reference "<name>@<share>" if present).

@@ -40,7 +40,7 @@ def compact(items: torch.Tensor, *others: torch.Tensor) -> tuple[torch.Tensor, .
 
 
 def _tensors(batch: dict) -> dict[str, torch.Tensor]:
-    keys = ("items", "events", "target", "scenario", "seen", *MERGED)
+    keys = ("items", "events", "target", "scenario", "seen", "time", *MERGED)
     return {k: torch.from_numpy(np.array(batch[k], dtype=np.int64)) for k in keys if k in batch}
 
 
@@ -86,8 +86,9 @@ class ModelScorer:
     def scores(self, b: dict) -> torch.Tensor:
         """Scores over the evaluation catalog (-inf where the model has no item)."""
         own = self.user(b) @ self.vectors.T / self.rec.model.cfg.temperature
-        prior = self.rec.model.prior(self.scen_map[b["scenario"]])  # zero-shot + target counts
-        own = own if prior is None else own + prior
+        # popularity dynamics at the row's time, and the zero-shot + target counts prior
+        bias = self.rec.model.item_bias(self.scen_map[b["scenario"]], b.get("time"))
+        own = own if bias is None else own + bias
         out = own[:, self.item_map]
         return out.masked_fill((self.item_map == 0)[None], float("-inf"))
 
@@ -115,6 +116,22 @@ class PopularityScorer:
 
     def scores(self, b: dict) -> torch.Tensor:
         return self.counts.unsqueeze(0).expand(len(b["target"]), -1)
+
+
+class RecentPopularityScorer:
+    """Popularity at the row's time: each item's interactions in its scenario in the days before
+    the prediction's (``table`` [S, T, N+1]: a popularity-dynamics feature of one window, monotone
+    in that window's count within a day; ``origin`` [S]: each scenario's first day)."""
+
+    def __init__(self, table: np.ndarray, origin: np.ndarray):
+        from interest_model.models.dynamics import Dynamics
+
+        self.dynamics = Dynamics(np.asarray(table), np.asarray(origin))
+
+    def scores(self, b: dict) -> torch.Tensor:
+        scen = b["scenario"].numpy()
+        rows = self.dynamics.rows(scen, b["time"].numpy())
+        return torch.from_numpy(self.dynamics.table[scen, rows].astype(np.float32))
 
 
 class TextSimilarityScorer:

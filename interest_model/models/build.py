@@ -18,6 +18,7 @@ import torch
 
 from interest_model.catalog import Catalog
 from interest_model.checkpoint import load_item_encoder
+from interest_model.models.dynamics import Dynamics
 from interest_model.models.item_encoder import ItemEncoder, load_tokenizer, resolve_model_path
 from interest_model.models.model import InterestModel, ModelConfig
 
@@ -29,6 +30,8 @@ class ItemInputs:
     # A model directory whose item_encoder/ holds the trainable encoder's starting weights (a
     # transfer's pretrained model); None: the configured encoder (ItemEncoderConfig.model).
     encoder_dir: str | None = None
+    # Popularity-dynamics features of the job's scenarios (a model with item_dynamics)
+    dynamics: Dynamics | None = None
 
     def encoder(self, cfg: ModelConfig) -> ItemEncoder:
         if self.encoder_dir is None:
@@ -52,8 +55,18 @@ def catalog_tokens(catalog: Catalog, cfg: ModelConfig, tokenizer=None) -> tuple[
 
 def build_model(cfg: ModelConfig, catalog: Catalog, inputs: ItemInputs | None = None) -> InterestModel:
     """A fresh model over ``catalog``. Frozen text encoder: ``inputs.features``; trainable:
-    ``inputs.tokens`` (default: tokenized here) and the encoder ``inputs`` names."""
+    ``inputs.tokens`` (default: tokenized here) and the encoder ``inputs`` names; popularity
+    dynamics: ``inputs.dynamics``."""
     inputs = inputs or ItemInputs()
+    if cfg.item_dynamics and inputs.dynamics is None:
+        raise ValueError("a model with item_dynamics needs the popularity-dynamics features of its scenarios")
+    model = _build(cfg, catalog, inputs)
+    if cfg.item_dynamics:
+        model.set_dynamics(torch.from_numpy(inputs.dynamics.table), torch.from_numpy(inputs.dynamics.origin))
+    return model
+
+
+def _build(cfg: ModelConfig, catalog: Catalog, inputs: ItemInputs) -> InterestModel:
     if not cfg.use_text:  # ID-only: no text features at all
         features = np.zeros((catalog.size, 1), dtype=np.float32)
     else:

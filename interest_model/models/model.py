@@ -8,7 +8,7 @@ catalog's tokens and runs the encoder on the items a step needs.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import model_validator
 
@@ -20,6 +20,7 @@ from interest_model import losses
 from interest_model.config import Frozen
 from interest_model.events import EVENT_TYPES
 from interest_model.models.adapter import MoEAdaptor
+from interest_model.models.dynamics import DAY, NUM_FEATURES
 from interest_model.models.item_encoder import ItemEncoder, ItemEncoderConfig
 from interest_model.models.user_encoder import UserEncoder, UserEncoderConfig
 
@@ -35,6 +36,8 @@ ID_RATE = 4.0
 
 
 class ModelConfig(Frozen):
+    HASH_WHEN_SET: ClassVar[tuple[str, ...]] = ("item_dynamics",)
+
     item_encoder: ItemEncoderConfig = ItemEncoderConfig()
     user_encoder: UserEncoderConfig = UserEncoderConfig()
     use_item_ids: bool = False  # text-only ("inductive") by default, so unseen items work
@@ -44,7 +47,10 @@ class ModelConfig(Frozen):
     loss: Literal["auto", "full", "sampled"] = "auto"
     num_negatives: int = 512
     full_softmax_max_items: int = 200_000
-
+    # Popularity dynamics (interest_model/models/dynamics.py): a score learned from each item's
+    # recent share of its scenario's interactions at the time of the prediction, added to every
+    # logit. Scale-free, so it carries to a target scenario with its own counts.
+    item_dynamics: bool = False
 
     @model_validator(mode="after")
     def _check(self):
@@ -74,6 +80,18 @@ class InterestModel(nn.Module):
         # the item in the row's scenario) is added to every score; weight 0 (the default) is off.
         self.register_buffer("item_prior", torch.zeros(max(1, num_scenarios), num_items), persistent=True)
         self.register_buffer("prior_weight", torch.zeros(()), persistent=True)
+        if cfg.item_dynamics:
+            # dyn_table [S, T, N+1, F]: features per scenario, day and item; dyn_origin [S]: each
+            # scenario's first day. Set from the job's training events (set_dynamics).
+            self.register_buffer("dyn_table", torch.zeros(max(1, num_scenarios), 1, num_items, NUM_FEATURES,
+                                                          dtype=torch.float16), persistent=True)
+            self.register_buffer("dyn_origin", torch.zeros(max(1, num_scenarios), dtype=torch.long), persistent=True)
+            # Starts at no effect (last layer zero): training decides how much recent popularity says.
+            self.dynamics = nn.Sequential(nn.Linear(NUM_FEATURES, 16), nn.GELU(), nn.Linear(16, 1))
+            nn.init.zeros_(self.dynamics[2].weight)
+            nn.init.zeros_(self.dynamics[2].bias)
+        else:
+            self.dynamics = None
         self.adaptor = MoEAdaptor(text_dim, d, cfg.adaptor_experts) if cfg.adaptor_experts else None
         self.text_proj = nn.Sequential(nn.Linear(text_dim, d), nn.LayerNorm(d)) if cfg.use_text else None
         self.item_ids = nn.Embedding(num_items, d, padding_idx=0) if cfg.use_item_ids else None
@@ -98,11 +116,44 @@ class InterestModel(nn.Module):
         self.item_prior = torch.log1p(counts.float().clamp(min=0)).to(self.item_prior.device)
         self.prior_weight = torch.tensor(float(weight), device=self.item_prior.device)
 
-    def prior(self, scenario: torch.Tensor) -> torch.Tensor | None:
-        """The prior term [B, N+1] of rows in ``scenario`` [B], None when the prior is off."""
-        if float(self.prior_weight) == 0:
-            return None
-        return self.prior_weight * self.item_prior[scenario]
+    def set_dynamics(self, table: torch.Tensor, origin: torch.Tensor) -> None:
+        """Popularity-dynamics features [S, T, N+1, F] and each scenario's first day [S]."""
+        if self.dynamics is None:
+            raise ValueError("this model has no popularity dynamics (model.item_dynamics: false)")
+        self.dyn_table = table.to(torch.float16)
+        self.dyn_origin = origin.long()
+
+    def dynamics_bias(self, scenario: torch.Tensor, times: torch.Tensor | None,
+                      ids: torch.Tensor | None = None) -> torch.Tensor:
+        """The learned popularity-dynamics score [M, N+1] (or [M, C] at candidate ``ids`` [C]) of
+        predictions in ``scenario`` [M] at ``times`` [M] (seconds; None: the newest counts).
+        The score network runs once per distinct (scenario, day) of the batch."""
+        days = self.dyn_table.shape[1]
+        if times is None:
+            row = torch.full_like(scenario, days - 1)
+        else:
+            row = (times // DAY - self.dyn_origin[scenario]).clamp(0, days - 1)
+        key, inverse = torch.unique(scenario * days + row, return_inverse=True)
+        feats = self.dyn_table[key // days, key % days]  # [U, N+1, F]
+        if ids is not None:
+            feats = feats[:, ids]
+        bias = self.dynamics(feats.to(self.dynamics[0].weight.dtype)).squeeze(-1)
+        return bias[inverse]
+
+    def item_bias(self, scenario: torch.Tensor, times: torch.Tensor | None = None,
+                  ids: torch.Tensor | None = None) -> torch.Tensor | None:
+        """What a model adds to every cosine / temperature, [M, N+1] (or at ``ids``), for rows in
+        ``scenario`` [M] predicted at ``times`` [M] (None: now, the newest counts): the
+        popularity-dynamics score if the model has one, plus the zero-shot + counts prior if set.
+        None when neither applies."""
+        bias = None
+        if self.dynamics is not None:
+            bias = self.dynamics_bias(scenario, times, ids)
+        if float(self.prior_weight) != 0:
+            prior = self.prior_weight * self.item_prior[scenario]
+            prior = prior if ids is None else prior[:, ids]
+            bias = prior if bias is None else bias + prior
+        return bias
 
     @property
     def text_trainable(self) -> bool:
@@ -170,10 +221,12 @@ class InterestModel(nn.Module):
         return "full" if fits and not self.text_trainable else "sampled"
 
     def forward(self, items: torch.Tensor, events: torch.Tensor, scenario: torch.Tensor,
-                targets: torch.Tensor, event_scenarios: torch.Tensor | None = None) -> torch.Tensor:
+                targets: torch.Tensor, event_scenarios: torch.Tensor | None = None,
+                times: torch.Tensor | None = None) -> torch.Tensor:
         """Mean next-item loss over all real positions (targets [B, L], 0 = no target; every
         target is in its row's ``scenario`` [B]). ``event_scenarios`` [B, L]: each event's
-        scenario, for a history that spans scenarios (default: the row's)."""
+        scenario, for a history that spans scenarios (default: the row's). ``times`` [B, L]: each
+        input event's timestamp, the time of the prediction made after it (popularity dynamics)."""
         full = self.loss_kind() == "full"
         catalog = self.item_vectors() if full else None  # computed once: history rows are gathered
         h = self.user_vectors(items, events, scenario if event_scenarios is None else event_scenarios, catalog)
@@ -181,20 +234,27 @@ class InterestModel(nn.Module):
         user = h[valid]
         target = targets[valid]
         scen = scenario.unsqueeze(1).expand_as(targets)[valid]
+        if self.dynamics is not None and times is None:
+            raise ValueError("a model with popularity dynamics trains on batches with event times")
+        when = None if times is None else times[valid]
         if full:
             # One catalog for every scenario (or a single scenario): no per-row mask needed.
             mask = None if self.scenario_items[:, 1:].all() else self.scenario_items[scen]
-            return losses.full_softmax_loss(user, catalog, target, self.cfg.temperature, allowed=mask)
+            return losses.full_softmax_loss(user, catalog, target, self.cfg.temperature, allowed=mask,
+                                            bias=self.item_bias(scen, when))
         ids, log_q = losses.candidates(target, self.num_items, self.cfg.num_negatives)
-        return losses.sampled_softmax_loss(user, self.item_vectors(ids), ids, target, log_q, self.cfg.temperature)
+        return losses.sampled_softmax_loss(user, self.item_vectors(ids), ids, target, log_q, self.cfg.temperature,
+                                           bias=self.item_bias(scen, when, ids))
 
     @torch.no_grad()
     def scores(self, items: torch.Tensor, events: torch.Tensor, scenario: torch.Tensor,
-               catalog: torch.Tensor | None = None, event_scenarios: torch.Tensor | None = None) -> torch.Tensor:
+               catalog: torch.Tensor | None = None, event_scenarios: torch.Tensor | None = None,
+               time: torch.Tensor | None = None) -> torch.Tensor:
         """Scores [B, N] of every catalog item for each user's current interest in ``scenario``
-        [B] (``event_scenarios`` as in ``forward``)."""
+        [B] (``event_scenarios`` as in ``forward``), predicted at ``time`` [B] (seconds; None:
+        now)."""
         user = self.last_user_vector(items, events, scenario if event_scenarios is None else event_scenarios, catalog)
         vecs = self.item_vectors() if catalog is None else catalog
         scores = user @ vecs.T / self.cfg.temperature
-        prior = self.prior(scenario)
-        return scores if prior is None else scores + prior
+        bias = self.item_bias(scenario, time)
+        return scores if bias is None else scores + bias

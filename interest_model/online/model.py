@@ -40,9 +40,12 @@ class OnlineModel:
         with torch.no_grad():
             vectors = self.model.item_vectors().float().numpy()
         self.catalog = LiveCatalog(self.rec.catalog, vectors, exact_max_items, hnsw_m, ef_search)
-        # Zero-shot + target counts: a popularity prior added to every score (exact search then).
-        self.prior_weight = float(self.model.prior_weight)
-        self.item_prior = self.model.item_prior.float().numpy() * self.prior_weight
+        # What the model adds to every score, as of now (exact search then): its popularity
+        # dynamics at the newest counts and the zero-shot + target counts prior. Column 0 is what
+        # an item without interactions gets: the items added by text.
+        with torch.no_grad():
+            bias = self.model.item_bias(torch.arange(len(self.rec.catalog.scenarios)))
+        self.item_bias = None if bias is None else bias.float().numpy()
         self.lock = threading.RLock()
         self.store = ItemStore(item_store) if item_store else None
         self.refresh()
@@ -149,14 +152,14 @@ class OnlineModel:
 
     def search(self, users: np.ndarray, targets: list[int], k: int, masks: list[np.ndarray]):
         """[(rows, scores)] of each user's k best allowed rows; scores are the model's logits
-        (cosine / temperature, plus its popularity prior in the target scenario if it has one:
-        then exactly, over every row; items added by text have no counts)."""
-        if self.prior_weight == 0:
+        (cosine / temperature, plus the model's item bias in the target scenario if it has one:
+        then exactly, over every row; items added by text have no interactions)."""
+        if self.item_bias is None:
             return [(rows, scores / self.temperature) for rows, scores in self.catalog.index.search(users, k, masks)]
         scores = self.catalog.index.scores(users) / self.temperature
-        prior = np.zeros((len(targets), scores.shape[1]), dtype=np.float32)
-        n = min(self.item_prior.shape[1], scores.shape[1])
-        prior[:, :n] = self.item_prior[targets, :n]
+        n = min(self.item_bias.shape[1], scores.shape[1])
+        prior = np.repeat(self.item_bias[targets, :1], scores.shape[1], axis=1)
+        prior[:, :n] = self.item_bias[targets, :n]
         return [top_k(s, self.catalog.index.full_mask(m), k) for s, m in zip(scores + prior, masks)]
 
     # -- requests -------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from interest_model.metrics import METRIC
 from interest_model.training.config import TrainConfig
 from interest_model.training.optim import make_optimizer, make_scheduler
 
-BATCH_KEYS = ("items", "events", "targets", "target", "scenario", "seen", *MERGED)
+BATCH_KEYS = ("items", "events", "targets", "target", "scenario", "seen", "times", "time", *MERGED)
 log = logging.getLogger("interest.train")
 
 
@@ -42,7 +42,7 @@ def inputs(batch: dict[str, torch.Tensor]) -> tuple:
 def batch_loss(module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """The next-item loss of a training batch (``module``: the model or an engine wrapping it)."""
     items, events, scen = inputs(batch)
-    return module(items, events, batch["scenario"], batch["targets"], scen)
+    return module(items, events, batch["scenario"], batch["targets"], scen, batch.get("times"))
 
 
 def array_batches(data: dict[str, np.ndarray], batch_size: int, seed: int | None = None) -> Iterable[dict]:
@@ -67,7 +67,8 @@ def evaluate(model: InterestModel, batches: Iterable[dict], device, exclude_hist
         if b["target"].numel() == 0:
             continue
         items, events, scen = inputs(b)
-        scores = model.scores(items, events, b["scenario"], catalog=catalog_vecs, event_scenarios=scen)
+        scores = model.scores(items, events, b["scenario"], catalog=catalog_vecs, event_scenarios=scen,
+                              time=b.get("time"))
         ranks = ranks_for(scores, b, model.scenario_items, exclude_history)
         for k, v in metrics.summarize(ranks, ks).items():
             sums[k] = sums.get(k, 0.0) + v
