@@ -122,11 +122,8 @@ def test_dynamics_transfer_with_the_targets_own_counts_and_serve_as_of_now(tmp_p
     dyn = dynamics_table([src_events], [8], src.size)
     model.set_dynamics(torch.from_numpy(dyn.table), torch.from_numpy(dyn.origin))
     with torch.no_grad():  # a score that rises with the 30-day share
-        model.dynamics[0].weight.zero_()
-        model.dynamics[0].bias.zero_()
-        model.dynamics[0].weight[0, RECENT_WINDOW] = 1.0
-        model.dynamics[2].weight.fill_(0.0)
-        model.dynamics[2].weight[0, 0] = 20.0
+        model.dynamics.weight.zero_()
+        model.dynamics.weight[0, RECENT_WINDOW] = 20.0
     export_model(tmp_path / "src", model, src, tokenizer=tok)
 
     spec = TransferSpec(init_from=str(tmp_path / "src"), strategy="zero_shot")
@@ -141,7 +138,7 @@ def test_dynamics_transfer_with_the_targets_own_counts_and_serve_as_of_now(tmp_p
     target = dynamics_table([(stamps, np.array([2, 2, 2, 2, 2, 4, 4, 4, 4]))], [4], dst.size)
     tmodel = build_transfer_model(spec, tcfg, src_cat, src_weights, dst, ItemInputs(features=feats, dynamics=target))
     assert trainable_counts(tmodel) == {}
-    assert torch.equal(tmodel.dynamics[2].weight, model.dynamics[2].weight)  # the score moved ...
+    assert torch.equal(tmodel.dynamics.weight, model.dynamics.weight)  # the score moved ...
     assert tmodel.dyn_table.shape[2] == dst.size and int(tmodel.dyn_origin[0]) == 1  # ... the counts are the target's
     bias_then = tmodel.item_bias(torch.tensor([0]), torch.tensor([20 * DAY]))[0]
     bias_now = tmodel.item_bias(torch.tensor([0]))[0]
