@@ -48,7 +48,15 @@ def arms(cfg: BenchmarkConfig) -> dict[str, list[str]]:
         out[IDS] = ["model.use_item_ids=true"]
     if cfg.dynamics:
         out[DYN] = ["model.item_dynamics=true"]
+    if cfg.text_id and cfg.dynamics:
+        out[IDS + DYN] = [*out[IDS], *out[DYN]]
     return out
+
+
+def id_arms(cfg: BenchmarkConfig) -> dict[str, list[str]]:
+    """The SASRec-CE baselines' arms: plain, and with popularity dynamics when the benchmark
+    gives them to the text models (so that the best SASRec-CE has what the best transfer has)."""
+    return {"": [], **({DYN: ["model.item_dynamics=true"]} if cfg.dynamics else {})}
 
 
 def model_name(base: str, fraction: float) -> str:
@@ -78,33 +86,38 @@ def plan(cfg: BenchmarkConfig) -> tuple[list[tuple[str, str, TrainingJobConfig]]
                 *cfg.pretrain.set, *common(pretrained[suffix]), *overrides])))
     target_budget = TransferConfig.load(cfg.transfer.config, [  # the train section every target training gets
         *cfg.transfer.set, *common("budget"), f"transfer.init_from={model_dir('pretrained')}"])
-    source = f"{SASREC}_source"
+    sources = {}  # SASRec-CE pretrained on the source, per arm
     if cfg.sasrec.transfer:
-        stages.append((source, "pretrain", PretrainConfig.load(
-            cfg.pretrain.config, [*cfg.pretrain.set, *cfg.sasrec.set, *common(source)])))
+        for suffix, overrides in id_arms(cfg).items():
+            sources[suffix] = f"{SASREC}_source{suffix}"
+            stages.append((sources[suffix], "pretrain", PretrainConfig.load(
+                cfg.pretrain.config, [*cfg.pretrain.set, *cfg.sasrec.set, *overrides, *common(sources[suffix])])))
     for history in cfg.histories:
         reads = [f"data.history={history}"]
         for ids, start in pretrained.items():
             for strategy in cfg.strategies:
-                for fraction in [1.0] if strategy == "zero_shot" else cfg.fractions:  # zero-shot reads no target user
+                # Zero-shot reads no target user, unless its model reads the target's recent shares.
+                for fraction in [1.0] if strategy == "zero_shot" and DYN not in ids else cfg.fractions:
                     name = model_name(strategy + ids + SUFFIX[history], fraction)
                     stages.append((name, "transfer", TransferConfig.load(cfg.transfer.config, [
                         *cfg.transfer.set, *common(name, fraction), f"transfer.init_from={model_dir(start)}",
                         f"transfer.strategy={strategy}", *reads])))
-        if cfg.sasrec.target_only:
-            for fraction in cfg.fractions:
-                name = model_name(SASREC + SUFFIX[history], fraction)
-                only = PretrainConfig.load(cfg.pretrain.config, [*cfg.pretrain.set, *cfg.sasrec.set,
-                                                                 *common(name, fraction), *reads])
-                # Target scenarios, and the same target training budget as the transfers.
-                stages.append((name, "pretrain", _on_target(only, target_budget)))
-        if cfg.sasrec.transfer:
-            for fraction in cfg.fractions:
-                name = model_name(SASREC_TRANSFER + SUFFIX[history], fraction)
-                stages.append((name, "transfer", TransferConfig.load(cfg.transfer.config, [
-                    *cfg.transfer.set, *common(name, fraction), f"transfer.init_from={model_dir(source)}",
-                    "transfer.strategy=full", *reads])))
-    evaluated = {name: model_dir(name) for name, _, _ in stages if name not in (*pretrained.values(), source)}
+        for suffix, overrides in id_arms(cfg).items():
+            if cfg.sasrec.target_only:
+                for fraction in cfg.fractions:
+                    name = model_name(SASREC + suffix + SUFFIX[history], fraction)
+                    only = PretrainConfig.load(cfg.pretrain.config, [*cfg.pretrain.set, *cfg.sasrec.set, *overrides,
+                                                                     *common(name, fraction), *reads])
+                    # Target scenarios, and the same target training budget as the transfers.
+                    stages.append((name, "pretrain", _on_target(only, target_budget)))
+            if cfg.sasrec.transfer:
+                for fraction in cfg.fractions:
+                    name = model_name(SASREC_TRANSFER + suffix + SUFFIX[history], fraction)
+                    stages.append((name, "transfer", TransferConfig.load(cfg.transfer.config, [
+                        *cfg.transfer.set, *common(name, fraction), f"transfer.init_from={model_dir(sources[suffix])}",
+                        "transfer.strategy=full", *reads])))
+    evaluated = {name: model_dir(name) for name, _, _ in stages
+                 if name not in (*pretrained.values(), *sources.values())}
     references = [m + SUFFIX[h] for h in cfg.histories for m, on in ((SASREC, cfg.sasrec.target_only),
                                                                      (SASREC_TRANSFER, cfg.sasrec.transfer)) if on]
     return stages, _evaluation(cfg, evaluated, references)
@@ -199,7 +212,8 @@ def summary(results: dict, info: dict, cfg: BenchmarkConfig) -> str:
         best = by_validation([model_name(s + ids + SUFFIX[h], fraction) for h in cfg.histories for s in cfg.strategies
                               for ids in arms(cfg) if s not in TRAINING_FREE])
         sasrec = model_name(SASREC, fraction)
-        sasrecs = [model_name(m + SUFFIX[h], fraction) for h in cfg.histories for m in (SASREC, SASREC_TRANSFER)]
+        sasrecs = [model_name(m + arm + SUFFIX[h], fraction) for h in cfg.histories for m in (SASREC, SASREC_TRANSFER)
+                   for arm in id_arms(cfg)]
         best_sasrec = by_validation(sasrecs)
         merged_sasrec = by_validation([m for m in sasrecs if SUFFIX["merged"] in m])
         lines.append("| " + " | ".join([
@@ -211,9 +225,11 @@ def summary(results: dict, info: dict, cfg: BenchmarkConfig) -> str:
         return m.split("@")[0].replace(SUFFIX["merged"], "").replace(IDS, "").replace(DYN, "")
 
     free = [m for m in results if strategy(m) in TRAINING_FREE]
+    recent = "recent_popularity" in results
     if free:
-        lines += ["", "| no target training | what it uses of the target | NDCG@10 | popularity | / popularity |",
-                  "|---|---|---|---|---|"]
+        lines += ["", "| no target training | what it uses of the target | NDCG@10 | popularity | / popularity |"
+                  + (" recent popularity | / recent popularity |" if recent else ""),
+                  "|---|---|---|---|---|" + ("---|---|" if recent else "")]
         for m in free:
             uses = ("item texts only" if strategy(m) == "zero_shot"
                     else "item texts + training item counts (prior weight on validation)")
@@ -224,7 +240,9 @@ def summary(results: dict, info: dict, cfg: BenchmarkConfig) -> str:
             if IDS in m:
                 uses += "; source item ids of linked items"
             lines.append(f"| {m} | {uses} | {_ndcg(results, m)} | {_ndcg(results, 'popularity')} | "
-                         f"{_ratio(results, m, 'popularity')} |")
+                         f"{_ratio(results, m, 'popularity')} |" + (
+                             f" {_ndcg(results, 'recent_popularity')} | {_ratio(results, m, 'recent_popularity')} |"
+                             if recent else ""))
     return "\n".join(lines) + "\n"
 
 

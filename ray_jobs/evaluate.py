@@ -186,7 +186,9 @@ def model_info(model_dir: str | None) -> dict:
     if config["model"].get("item_dynamics"):
         kind += " + popularity dynamics"
     return {"kind": kind, "strategy": strategy, "histories": training.get("histories", "target"),
-            "fraction": None if strategy == "zero_shot" else training.get("user_fraction", 1.0),
+            # zero-shot reads no target user, unless it reads the target's recent item shares
+            "fraction": (None if strategy == "zero_shot" and not config["model"].get("item_dynamics")
+                         else training.get("user_fraction", 1.0)),
             "trainable": sum(trainable.values()) if trainable else None,
             METRIC: training.get("best", {}).get(METRIC),
             "epochs": len(training["history"]) if training.get("history") else None,

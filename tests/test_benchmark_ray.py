@@ -33,7 +33,8 @@ def test_benchmark_trains_every_arm_and_reports_against_sasrec(tiny_genres, ray_
     models = {"zero_shot+merged", "adapter+merged@0.5", "sasrec+merged@0.5", "sasrec_transfer+merged@0.5"}
     assert set(out["results"]) == models | {"popularity", "recent_popularity", "text_similarity"}
     info = out["info"]
-    assert info["adapter+merged@0.5"]["fraction"] == 0.5 and info["zero_shot+merged"]["fraction"] is None
+    assert info["adapter+merged@0.5"]["fraction"] == 0.5
+    assert info["zero_shot+merged"]["fraction"] == 1.0  # no training, but it reads every user's recent shares
     assert info["sasrec+merged@0.5"]["kind"].startswith("ID-only")
     assert info["sasrec+merged@0.5"]["strategy"] == "trained on stories"
     assert info["sasrec_transfer+merged@0.5"]["strategy"] == "full"
@@ -70,7 +71,8 @@ def test_benchmark_trains_every_arm_and_reports_against_sasrec(tiny_genres, ray_
     assert load_model(f"{tmp_path}/models/zero_shot+merged").model.dyn_table.shape[2] == adapter.catalog.size
     assert "fraction_plot" not in out["paths"]  # one fraction: nothing to plot (see test_evaluation)
     metrics = json.loads(open(out["paths"]["metrics"]).read())
-    assert metrics["references"] == ["popularity", "sasrec", "sasrec+merged", "sasrec_transfer+merged"]
+    assert metrics["references"] == ["popularity", "recent_popularity", "sasrec", "sasrec+merged",
+                                     "sasrec_transfer+merged"]
     assert metrics["models"]["sasrec+merged@0.5"]["fraction"] == 0.5
     assert json.loads(open(f"{tmp_path}/evaluation/benchmark.json").read())["stage_seconds"]
 
@@ -95,7 +97,8 @@ def test_benchmark_plans_every_target_side_model_on_each_history(tiny_prepared):
     for name in ("adapter", "sasrec", "sasrec_transfer", "zero_shot"):
         assert names[name].data.history == "target" and names[f"{name}+merged"].data.history == "merged"
     assert names["pretrained"].data.history == names["sasrec_source"].data.history == "target"  # the source's own
-    assert evaluate.references == ["popularity", "sasrec", "sasrec_transfer", "sasrec+merged", "sasrec_transfer+merged"]
+    assert evaluate.references == ["popularity", "recent_popularity", "sasrec", "sasrec_transfer", "sasrec+merged",
+                                   "sasrec_transfer+merged"]
     # Text + ID fusion: a second pretraining, with item ids, and every strategy transferred from it.
     ids = {name: stage for name, _, stage in plan(cfg.model_copy(update={"text_id": True}))[0]}
     assert ids["pretrained+ids"].model.use_item_ids and not ids["pretrained"].model.use_item_ids
@@ -105,7 +108,12 @@ def test_benchmark_plans_every_target_side_model_on_each_history(tiny_prepared):
     dyn = {name: stage for name, _, stage in plan(cfg.model_copy(update={"dynamics": True}))[0]}
     assert dyn["pretrained+dyn"].model.item_dynamics and not dyn["pretrained"].model.item_dynamics
     assert dyn["zero_shot+dyn"].transfer.init_from.endswith("models/pretrained+dyn")
-    assert not dyn["sasrec"].model.item_dynamics
+    assert not dyn["sasrec"].model.item_dynamics and dyn["sasrec+dyn+merged"].model.item_dynamics
+    assert dyn["sasrec_transfer+dyn"].transfer.init_from.endswith("models/sasrec_source+dyn")
+    evaluated = plan(cfg.model_copy(update={"dynamics": True}))[1].models
+    assert "sasrec+dyn" in evaluated and "sasrec_source+dyn" not in evaluated
+    both = {name for name, _, _ in plan(cfg.model_copy(update={"dynamics": True, "text_id": True}))[0]}
+    assert {"pretrained+ids+dyn", "adapter+ids+dyn+merged"} <= both
 
 
 def test_in_domain_benchmark_compares_item_representations_on_their_own_scenario(tiny_prepared, ray_cluster,
