@@ -48,7 +48,7 @@ def test_benchmark_trains_every_arm_and_reports_against_sasrec(tiny_genres, ray_
     assert adapter.config["training"]["histories"] == "merged" and adapter.config["training"]["context"] == ["thrills"]
     # SASRec transferred through item ids: the context items are the source's own, they keep rows.
     tuned = load_model(f"{tmp_path}/models/sasrec_transfer+merged@0.5")
-    assert set(tuned.config["training"]["trainable_parameters"]) == {"item_ids", "user"}
+    assert set(tuned.config["training"]["trainable_parameters"]) == {"item_ids", "user", "dynamics"}
     source = load_model(f"{tmp_path}/models/sasrec_source")
     assert set(source.catalog.item_ids) <= set(tuned.catalog.item_ids)
     with pytest.raises(ValueError, match="no text"):
