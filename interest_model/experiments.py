@@ -31,7 +31,7 @@ class BenchmarkConfig(JobConfig):
     pretrain config with its overrides: text-only, text + ID, ID-only), the same budget for all."""
 
     HASH_EXCLUDE: ClassVar[tuple[str, ...]] = ("out_dir",)
-    HASH_WHEN_SET: ClassVar[tuple[str, ...]] = ("histories", "text_id", "dynamics")
+    HASH_WHEN_SET: ClassVar[tuple[str, ...]] = ("histories", "text_id", "dynamics", "sources")
 
     data: DataSelection  # the prepared data every stage reads (scenarios: their roles in it)
     pretrain: StageConfig
@@ -51,6 +51,11 @@ class BenchmarkConfig(JobConfig):
     # scenario's interactions (model.item_dynamics) and transfer it with every strategy (models
     # named <strategy>+dyn; the target's own shares, from its training events).
     dynamics: bool = False
+    # Other source sets: name -> the source scenarios of a further pretraining (the pretrain
+    # config's own scenarios are the first set), transferred with every strategy (models named
+    # <strategy>+<name>); with sasrec.transfer, SASRec-CE is pretrained on each set too.
+    sources: dict[Annotated[str, Field(pattern=r"^[a-z0-9_-]+$")], Annotated[list[str], Field(min_length=1)]] = Field(
+        default_factory=dict)
     sasrec: SasrecConfig = SasrecConfig()
     out_dir: str = "outputs/benchmark"  # models/<name>, evaluation/, ray_results/
     storage_path: str | None = None  # Ray Train storage (default <out_dir>/ray_results)
@@ -62,6 +67,11 @@ class BenchmarkConfig(JobConfig):
             raise ValueError("give either transfer (a transfer benchmark) or models (an in-domain one)")
         if self.models and not self.data.scenarios:
             raise ValueError("an in-domain benchmark needs data.scenarios (where its models train and are evaluated)")
+        if self.models and self.sources:
+            raise ValueError("sources are source sets of a transfer benchmark; an in-domain one has none")
+        taken = set(self.sources) & {"ids", "dyn", "merged"}
+        if taken:
+            raise ValueError(f"source set names {sorted(taken)} are taken by other model-name suffixes")
         return self
 
     @property

@@ -50,13 +50,24 @@ def arms(cfg: BenchmarkConfig) -> dict[str, list[str]]:
         out[DYN] = ["model.item_dynamics=true"]
     if cfg.text_id and cfg.dynamics:
         out[IDS + DYN] = [*out[IDS], *out[DYN]]
-    return out
+    return {**out, **source_arms(cfg)}
+
+
+def source_arms(cfg: BenchmarkConfig) -> dict[str, list[str]]:
+    """One arm per further source set: the same pretraining on those scenarios."""
+    return {f"+{name}": [f"data.scenarios=[{', '.join(scenarios)}]"] for name, scenarios in cfg.sources.items()}
 
 
 def id_arms(cfg: BenchmarkConfig) -> dict[str, list[str]]:
     """The SASRec-CE baselines' arms: plain, and with popularity dynamics when the benchmark
-    gives them to the text models (so that the best SASRec-CE has what the best transfer has)."""
+    gives them to the text models (so that the best SASRec-CE has what the best transfer has).
+    Source sets only change what SASRec-CE source -> target pretrains on (see ``plan``)."""
     return {"": [], **({DYN: ["model.item_dynamics=true"]} if cfg.dynamics else {})}
+
+
+def strategy_of(name: str) -> str:
+    """``zero_shot`` of ``zero_shot+dyn+merged@0.1``."""
+    return name.split("@")[0].split("+")[0]
 
 
 def model_name(base: str, fraction: float) -> str:
@@ -88,7 +99,7 @@ def plan(cfg: BenchmarkConfig) -> tuple[list[tuple[str, str, TrainingJobConfig]]
         *cfg.transfer.set, *common("budget"), f"transfer.init_from={model_dir('pretrained')}"])
     sources = {}  # SASRec-CE pretrained on the source, per arm
     if cfg.sasrec.transfer:
-        for suffix, overrides in id_arms(cfg).items():
+        for suffix, overrides in {**id_arms(cfg), **source_arms(cfg)}.items():
             sources[suffix] = f"{SASREC}_source{suffix}"
             stages.append((sources[suffix], "pretrain", PretrainConfig.load(
                 cfg.pretrain.config, [*cfg.pretrain.set, *cfg.sasrec.set, *overrides, *common(sources[suffix])])))
@@ -102,20 +113,20 @@ def plan(cfg: BenchmarkConfig) -> tuple[list[tuple[str, str, TrainingJobConfig]]
                     stages.append((name, "transfer", TransferConfig.load(cfg.transfer.config, [
                         *cfg.transfer.set, *common(name, fraction), f"transfer.init_from={model_dir(start)}",
                         f"transfer.strategy={strategy}", *reads])))
-        for suffix, overrides in id_arms(cfg).items():
-            if cfg.sasrec.target_only:
+        if cfg.sasrec.target_only:
+            for suffix, overrides in id_arms(cfg).items():
                 for fraction in cfg.fractions:
                     name = model_name(SASREC + suffix + SUFFIX[history], fraction)
                     only = PretrainConfig.load(cfg.pretrain.config, [*cfg.pretrain.set, *cfg.sasrec.set, *overrides,
                                                                      *common(name, fraction), *reads])
                     # Target scenarios, and the same target training budget as the transfers.
                     stages.append((name, "pretrain", _on_target(only, target_budget)))
-            if cfg.sasrec.transfer:
-                for fraction in cfg.fractions:
-                    name = model_name(SASREC_TRANSFER + suffix + SUFFIX[history], fraction)
-                    stages.append((name, "transfer", TransferConfig.load(cfg.transfer.config, [
-                        *cfg.transfer.set, *common(name, fraction), f"transfer.init_from={model_dir(sources[suffix])}",
-                        "transfer.strategy=full", *reads])))
+        for suffix, source in sources.items():
+            for fraction in cfg.fractions:
+                name = model_name(SASREC_TRANSFER + suffix + SUFFIX[history], fraction)
+                stages.append((name, "transfer", TransferConfig.load(cfg.transfer.config, [
+                    *cfg.transfer.set, *common(name, fraction), f"transfer.init_from={model_dir(source)}",
+                    "transfer.strategy=full", *reads])))
     evaluated = {name: model_dir(name) for name, _, _ in stages
                  if name not in (*pretrained.values(), *sources.values())}
     references = [m + SUFFIX[h] for h in cfg.histories for m, on in ((SASREC, cfg.sasrec.target_only),
@@ -212,8 +223,9 @@ def summary(results: dict, info: dict, cfg: BenchmarkConfig) -> str:
         best = by_validation([model_name(s + ids + SUFFIX[h], fraction) for h in cfg.histories for s in cfg.strategies
                               for ids in arms(cfg) if s not in TRAINING_FREE])
         sasrec = model_name(SASREC, fraction)
-        sasrecs = [model_name(m + arm + SUFFIX[h], fraction) for h in cfg.histories for m in (SASREC, SASREC_TRANSFER)
-                   for arm in id_arms(cfg)]
+        sasrecs = [model_name(m + arm + SUFFIX[h], fraction) for h in cfg.histories
+                   for m, ms_arms in ((SASREC, id_arms(cfg)), (SASREC_TRANSFER, {**id_arms(cfg), **source_arms(cfg)}))
+                   for arm in ms_arms]
         best_sasrec = by_validation(sasrecs)
         merged_sasrec = by_validation([m for m in sasrecs if SUFFIX["merged"] in m])
         lines.append("| " + " | ".join([
@@ -221,17 +233,14 @@ def summary(results: dict, info: dict, cfg: BenchmarkConfig) -> str:
             _ndcg(results, model_name(SASREC_TRANSFER, fraction)),
             *([f"{_ndcg(results, merged_sasrec)} ({merged_sasrec})"] if merged else []),
             _ratio(results, best, sasrec), f"{_ratio(results, best, best_sasrec)} (vs {best_sasrec})"]) + " |")
-    def strategy(m: str) -> str:
-        return m.split("@")[0].replace(SUFFIX["merged"], "").replace(IDS, "").replace(DYN, "")
-
-    free = [m for m in results if strategy(m) in TRAINING_FREE]
+    free = [m for m in results if strategy_of(m) in TRAINING_FREE]
     recent = "recent_popularity" in results
     if free:
         lines += ["", "| no target training | what it uses of the target | NDCG@10 | popularity | / popularity |"
                   + (" recent popularity | / recent popularity |" if recent else ""),
                   "|---|---|---|---|---|" + ("---|---|" if recent else "")]
         for m in free:
-            uses = ("item texts only" if strategy(m) == "zero_shot"
+            uses = ("item texts only" if strategy_of(m) == "zero_shot"
                     else "item texts + training item counts (prior weight on validation)")
             if "dynamics" in info.get(m, {}).get("kind", ""):
                 uses = uses.replace(" only", "") + " + recent item shares of its training events (popularity dynamics)"
@@ -239,6 +248,8 @@ def summary(results: dict, info: dict, cfg: BenchmarkConfig) -> str:
                 uses += "; histories merged with the other scenarios"
             if IDS in m:
                 uses += "; source item ids of linked items"
+            uses += "".join(f"; pretrained on {' + '.join(cfg.sources[name])}" for name in cfg.sources
+                            if name in m.split("@")[0].split("+")[1:])
             lines.append(f"| {m} | {uses} | {_ndcg(results, m)} | {_ndcg(results, 'popularity')} | "
                          f"{_ratio(results, m, 'popularity')} |" + (
                              f" {_ndcg(results, 'recent_popularity')} | {_ratio(results, m, 'recent_popularity')} |"
