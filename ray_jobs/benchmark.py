@@ -28,7 +28,8 @@ from interest_model.experiments import BenchmarkConfig
 from interest_model.metrics import METRIC
 from interest_model.training.config import PretrainConfig, TrainingJobConfig, TransferConfig
 from interest_model.transfer import TRAINING_FREE
-from ray_jobs.common import run_main, start_job
+from ray_jobs.common import job_session, run_main
+from ray_jobs.console import CONSOLE
 from ray_jobs.evaluate import headline, run_evaluate
 from ray_jobs.pretrain import run_pretrain
 from ray_jobs.transfer import run_transfer
@@ -281,30 +282,48 @@ def _summary_in_domain(results: dict, info: dict) -> str:
 def run_benchmark(cfg: BenchmarkConfig) -> dict:
     stages, evaluate = plan(cfg)
     timings: dict[str, float] = {}
+    n = len(stages) + 1
     for i, (name, job, stage_cfg) in enumerate(stages, 1):
         if is_done(stage_cfg):
-            log.info("benchmark [%d/%d] %s: done already (%s)", i, len(stages) + 1, name, stage_cfg.export_dir)
+            log.info("benchmark [%d/%d] %s: done already (%s)", i, n, name, stage_cfg.export_dir)
             continue
-        log.info("benchmark [%d/%d] %s: %s -> %s", i, len(stages) + 1, name, job, stage_cfg.export_dir)
         t0 = time.perf_counter()
-        (run_pretrain if job == "pretrain" else run_transfer)(stage_cfg)
+        with CONSOLE.stage(f"[{i}/{n}] {name} ({job})") as note:
+            log.info("benchmark [%d/%d] %s: %s -> %s", i, n, name, job, stage_cfg.export_dir)
+            best = (run_pretrain if job == "pretrain" else run_transfer)(stage_cfg).get("best") or {}
+            if best.get(METRIC) is not None:
+                note.append(f"validation NDCG@10 {best[METRIC]:.4f}")
         timings[name] = round(time.perf_counter() - t0, 1)
-    log.info("benchmark [%d/%d] evaluate %s", len(stages) + 1, len(stages) + 1, list(evaluate.models))
     t0 = time.perf_counter()
-    out = run_evaluate(evaluate, preface=lambda results, info: summary(results, info, cfg))
+    with CONSOLE.stage(f"[{n}/{n}] evaluate {len(evaluate.models)} models and {len(evaluate.baselines)} baselines"):
+        out = run_evaluate(evaluate, preface=lambda results, info: summary(results, info, cfg))
     timings["evaluate"] = round(time.perf_counter() - t0, 1)
     io.write_json(io.join(evaluate.out_dir, "benchmark.json"),
                   {"config": cfg.to_public_dict(), "stage_seconds": timings, "summary": out["preface"]})
     return {**out, "summary": out["preface"], "stage_seconds": timings}
 
 
+def curves_text(paths: dict) -> str:
+    """Each trained model's validation NDCG@10 by epoch, and where the plot is."""
+    curves = io.read_json(paths["metrics"]).get("curves", {})
+    if not curves:
+        return ""
+    width = max(len(m) for m in curves)
+    lines = [f"learning curves, validation NDCG@10 by epoch (plot: {paths.get('curves_plot')}):"]
+    for model, history in curves.items():
+        values = " ".join(f"{h[METRIC]:.3f}" for h in history)
+        lines.append(f"  {model:<{width}}  {values}")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    cfg = start_job(argv, "interest benchmark", __doc__.splitlines()[0], BenchmarkConfig)
-    out = run_benchmark(cfg)
-    print(headline(out))
-    print()
-    print(out["summary"])
-    print(f"report: {out['paths']['report']}")
+    with job_session(argv, "interest benchmark", __doc__.splitlines()[0], BenchmarkConfig) as cfg:
+        out = run_benchmark(cfg)
+        CONSOLE.out(headline(out))
+        CONSOLE.out()
+        CONSOLE.out(out["summary"])
+        CONSOLE.out(curves_text(out["paths"]))
+        CONSOLE.out(f"report: {out['paths']['report']}")
     return 0
 
 

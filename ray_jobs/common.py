@@ -6,6 +6,7 @@ This is the only module that calls ``ray.init``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -13,6 +14,7 @@ import traceback
 from typing import Sequence
 
 from interest_model.config import ConfigError
+from ray_jobs.console import CONSOLE, env_verbose
 
 log = logging.getLogger("interest")
 
@@ -25,13 +27,47 @@ def job_parser(prog: str, description: str) -> argparse.ArgumentParser:
     p.add_argument("--address", default=None,
                    help="Ray cluster address (default: $RAY_ADDRESS, else start a local cluster)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local cluster (default: all)")
-    p.add_argument("--log-level", default="INFO")
+    add_console_options(p)
     return p
 
 
+def add_console_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log-level", default="INFO", help="level of the run's log file (and of --verbose)")
+    p.add_argument("--verbose", action="store_true",
+                   help="everything on the console too: Ray's and the libraries' logs (also INTEREST_VERBOSE=1)")
+
+
 def setup_logging(level: str = "INFO") -> None:
+    """Plain logging to stderr, for scripts that are not jobs (the benchmarks)."""
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def output_dir_of(cfg) -> str | None:
+    """The folder a job's log files go under: its ``out_dir``, else the folder that holds what
+    it writes (prepared data and exported models stay as they are: the logs sit next to them)."""
+    value = getattr(cfg, "out_dir", None)
+    if isinstance(value, str) and value:
+        return value
+    for field in ("output_dir", "export_dir"):
+        value = getattr(cfg, field, None)
+        if isinstance(value, str) and value:
+            return os.path.dirname(value.rstrip("/")) or "."
+    return None
+
+
+@contextlib.contextmanager
+def console_session(name: str, out_dir: str | None, args):
+    """The run's console session (``ray_jobs/console.py``); an exception that ends the run is
+    written with its traceback to the log file and carries the file's path."""
+    with CONSOLE.session(name, out_dir, verbose=args.verbose or env_verbose(), level=args.log_level):
+        try:
+            yield
+        except BaseException as exc:
+            logging.getLogger("interest").error("%s failed", name, exc_info=True)
+            with contextlib.suppress(Exception):
+                exc.log_path = str(CONSOLE.log_path)
+            raise
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
@@ -44,6 +80,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     # Per-epoch log lines differ only in numbers; Ray's dedup would fold them into one.
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     address = address or os.environ.get("RAY_ADDRESS") or None
+    # Quiet console: Ray's own logs go to the run's log file with the rest (see console.py).
     kwargs: dict = {"log_to_driver": True}
     if address is None:
         # The dashboard serves the State API that Ray Train's placement-group cleanup (and Tune)
@@ -80,32 +117,42 @@ def keep_working_directory() -> None:
     os.getcwd = getcwd
 
 
-def start_job(argv: Sequence[str] | None, prog: str, description: str, config_cls, check=None):
-    """Parse the job's arguments, set up logging, load and validate its config (before any
-    work), run ``check(cfg)`` (input errors a job can find alone, before the cluster), connect to
-    Ray. Returns the config."""
+@contextlib.contextmanager
+def job_session(argv: Sequence[str] | None, prog: str, description: str, config_cls, check=None):
+    """A job's run: parse its arguments, load and validate its config (before any work), open
+    its console session (log file under the job's output folder), run ``check(cfg)`` (input
+    errors a job can find alone, before the cluster), connect to Ray. Yields the config."""
     args = job_parser(prog, description).parse_args(argv)
-    setup_logging(args.log_level)
     keep_working_directory()
     # transformers resolves Path("src") against the working directory when first imported: import
     # it while the directory is certainly there (see keep_working_directory).
     import transformers  # noqa: F401
     cfg = config_cls.load(args.config, args.overrides)
-    if check is not None:
-        check(cfg)
-    init_ray(args.address, args.num_cpus)
-    return cfg
+    with console_session(prog.split()[-1], output_dir_of(cfg), args):
+        if check is not None:
+            check(cfg)
+        init_ray(args.address, args.num_cpus)
+        yield cfg
 
 
 def run_main(fn, argv: Sequence[str] | None) -> int:
-    """Run a job's main body; config and input errors end the process with a clear message."""
+    """Run a job's main body. Every error ends the process with one clear line (and the run's
+    log file, which holds the traceback): config and input errors exit 2, others 1;
+    INTEREST_TRACEBACK=1 prints the traceback too."""
     try:
         return fn(argv)
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the one place that turns errors into exit codes
         # Raised inside a Ray task, the error arrives wrapped with the task's traceback in its
         # text: print the original message, one line.
         cause = getattr(exc, "cause", None)
         if os.environ.get("INTEREST_TRACEBACK", "0") not in ("0", ""):  # for a bug report
             traceback.print_exc()
-        print(f"error: {cause if isinstance(cause, Exception) else exc}", file=sys.stderr)
-        return 2
+        known = isinstance(exc, (ConfigError, FileNotFoundError, ValueError))
+        message = cause if isinstance(cause, Exception) else exc
+        print(f"error: {message if known else f'{type(exc).__name__}: {message}'}", file=sys.stderr)
+        if getattr(exc, "log_path", None):
+            print(f"log: {exc.log_path}", file=sys.stderr)
+        return 2 if known else 1

@@ -9,6 +9,7 @@ import numpy as np
 
 from interest_model.models.features import EmbedConfig, cache_path, load_cached, save_cached
 from interest_model.models.item_encoder import ItemEncoderConfig, resolve_model_path
+from ray_jobs.console import CONSOLE
 
 log = logging.getLogger("interest.embed")
 
@@ -46,9 +47,11 @@ def item_features(texts: list[str], cfg: ItemEncoderConfig, embed: EmbedConfig) 
                         compute=ray.data.ActorPoolStrategy(size=embed.actors),
                         num_cpus=embed.cpus_per_actor, num_gpus=embed.gpus_per_actor or None)
     index, vectors = [], []
-    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-        index.append(batch["index"])
-        vectors.append(batch["vector"])
+    with CONSOLE.stage(f"item features: {len(texts):,} items"), CONSOLE.bar(len(texts), "encoding", "item") as bar:
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            index.append(batch["index"])
+            vectors.append(batch["vector"])
+            bar.update(len(batch["index"]))
     index = np.concatenate(index)
     vectors = np.concatenate(vectors)
     out = np.zeros((len(texts) + 1, vectors.shape[1]), dtype=np.float32)

@@ -21,7 +21,8 @@ from interest_model.evaluation.scoring import category_metrics
 from interest_model.data.prepared import PreparedData
 from interest_model.evaluation.config import EvaluateConfig
 from interest_model.metrics import METRIC
-from ray_jobs.common import run_main, start_job
+from ray_jobs.common import job_session, run_main
+from ray_jobs.console import CONSOLE
 from interest_model.models.dynamics import RECENT_WINDOW, dynamics_table, training_events
 from ray_jobs.rows import sequence_rows
 
@@ -137,11 +138,17 @@ def run_evaluate(cfg: EvaluateConfig, preface: Callable[[dict, dict], str] | Non
         scorers["text_similarity"] = {"kind": "text", "values": item_features(catalog.texts, cfg.text_encoder, cfg.embed)}
 
     results, categories, curves = {}, {}, {}
-    ranked = rows.map_batches(_ScoreActor, batch_size=cfg.batch_size, batch_format="numpy",
+    scored = rows.map_batches(_ScoreActor, batch_size=cfg.batch_size, batch_format="numpy",
                               fn_constructor_kwargs={"specs": scorers, "catalog": catalog, "targets": scenarios,
                                                      "exclude_history": cfg.exclude_history},
                               compute=ray.data.ActorPoolStrategy(size=cfg.actors),
-                              num_cpus=cfg.cpus_per_actor).to_pandas()
+                              num_cpus=cfg.cpus_per_actor)
+    parts = []
+    with CONSOLE.bar(rows.count(), f"ranking the catalog for {len(scorers)} models", "user") as bar:
+        for batch in scored.iter_batches(batch_size=None, batch_format="pandas"):
+            parts.append(batch)
+            bar.update(len(batch))
+    ranked = pd.concat(parts, ignore_index=True)
     segments = _segments(cfg, ranked, splits, seg_items, prepared, scenarios)
     per_user = {name: per_user_metrics(ranked[f"rank:{name}"].to_numpy(), tuple(cfg.ks)) for name in scorers}
     for name, spec in scorers.items():
@@ -213,10 +220,11 @@ def headline(out: dict) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    cfg = start_job(argv, "interest evaluate", __doc__.splitlines()[0], EvaluateConfig)
-    out = run_evaluate(cfg)
-    print(headline(out))
-    print(f"\nreport: {out['paths']['report']}")
+    with job_session(argv, "interest evaluate", __doc__.splitlines()[0], EvaluateConfig) as cfg:
+        with CONSOLE.stage(f"evaluate {len(cfg.models)} models and {len(cfg.baselines)} baselines"):
+            out = run_evaluate(cfg)
+        CONSOLE.out(headline(out))
+        CONSOLE.out(f"\nreport: {out['paths']['report']}")
     return 0
 
 

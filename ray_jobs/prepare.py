@@ -15,8 +15,9 @@ import pyarrow.parquet as pq
 
 from interest_model import io
 from interest_model.data.config import PrepareConfig
-from interest_model.data.pipeline import check_inputs, read_file_bytes, run_prepare, summary, to_arrow
-from ray_jobs.common import run_main, start_job
+from interest_model.data.pipeline import STEPS, check_inputs, read_file_bytes, run_prepare, summary, to_arrow
+from ray_jobs.common import job_session, run_main
+from ray_jobs.console import CONSOLE
 
 log = logging.getLogger("interest.prepare")
 BUCKET = "__bucket"
@@ -131,10 +132,11 @@ class RayDataEngine:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    cfg = start_job(argv, "interest prepare", __doc__.splitlines()[0], PrepareConfig, check=check_inputs)
-    manifest = run_prepare(cfg, RayDataEngine())
-    print(summary(manifest))
-    print(f"\nmanifest: {io.join(cfg.output_dir, 'manifest.json')}")
+    with job_session(argv, "interest prepare", __doc__.splitlines()[0], PrepareConfig, check=check_inputs) as cfg:
+        with CONSOLE.stage("prepare"), CONSOLE.bar(len(STEPS), "prepare", "step") as bar:
+            manifest = run_prepare(cfg, RayDataEngine(), progress=lambda step: (bar.update(1), bar.set_postfix_str(step)))
+        CONSOLE.out(summary(manifest))
+        CONSOLE.out(f"\nmanifest: {io.join(cfg.output_dir, 'manifest.json')}")
     return 0
 
 

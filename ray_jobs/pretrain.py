@@ -18,7 +18,8 @@ from interest_model.data.prepared import PreparedData
 from interest_model.models.build import build_model
 from interest_model.training.config import PretrainConfig
 from ray_jobs import trainer
-from ray_jobs.common import run_main, start_job
+from ray_jobs.common import job_session, run_main
+from ray_jobs.console import CONSOLE
 
 log = logging.getLogger("interest.pretrain")
 
@@ -36,10 +37,10 @@ def run_pretrain(cfg: PretrainConfig, callbacks=()) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    cfg = start_job(argv, "interest pretrain", __doc__.splitlines()[0], PretrainConfig)
-    out = run_pretrain(cfg)
-    print(trainer.best_line(out["best"]))
-    print(f"model exported to {out['export_dir']}")
+    with job_session(argv, "interest pretrain", __doc__.splitlines()[0], PretrainConfig) as cfg:
+        out = run_pretrain(cfg)
+        CONSOLE.out(trainer.best_line(out["best"]))
+        CONSOLE.out(f"model exported to {out['export_dir']}")
     return 0
 
 

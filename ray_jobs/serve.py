@@ -28,7 +28,8 @@ from typing import Sequence
 import yaml
 
 from interest_model import io
-from ray_jobs.common import init_ray, run_main, setup_logging
+from ray_jobs.common import add_console_options, console_session, init_ray, run_main
+from ray_jobs.console import CONSOLE
 
 log = logging.getLogger("interest.serve")
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "serving" / "serve_config.yaml"
@@ -51,7 +52,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--demo", metavar="PREPARED", default=None,
                    help="send the demo requests (a user of this prepared data), then shut down")
     p.add_argument("--scenario", default=None, help="target scenario of the demo requests")
-    p.add_argument("--log-level", default="INFO")
+    add_console_options(p)
     return p
 
 
@@ -123,37 +124,42 @@ def wait_running(names: list[str], timeout: float) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    setup_logging(args.log_level)
     overrides = app_settings(args)
     config = deploy_config(args.config, overrides, args.host, args.port)
+    with console_session("serve", None, args):
+        return _serve(args, config)
+
+
+def _serve(args, config: dict) -> int:
     init_ray(args.address, args.num_cpus)
     from ray import serve
 
     names = [a["name"] for a in config["applications"]]
     deploy(config)
     try:
-        wait_running(names, args.timeout)
+        with CONSOLE.stage(f"deploy {', '.join(names)}"):
+            wait_running(names, args.timeout)
         url = f"http://{args.host}:{args.port}"
-        print(f"serving at {url} (API docs {url}/docs)", flush=True)
+        CONSOLE.out(f"serving at {url} (API docs {url}/docs)")
         if args.demo:
             from serving.client import InterestClient, demo
 
             client = InterestClient(url, token=os.environ.get("INTEREST_API_TOKEN"))
             scenario = args.scenario or client.model()["scenarios"][0]
-            demo(client, args.demo, scenario)
+            demo(client, args.demo, scenario, out=CONSOLE.out)
             return 0
         if args.detach:
             return 0
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
-        print("Ctrl+C to stop", flush=True)
+        CONSOLE.out("Ctrl+C to stop")
         stop.wait()
         return 0
     finally:
         if not args.detach:
             serve.shutdown()
-            print("endpoint shut down", flush=True)
+            CONSOLE.out("endpoint shut down")
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ from interest_model.models.features import EmbedConfig
 from interest_model.training.config import TrainingJobConfig
 from interest_model.training.loop import FitState
 from interest_model.transfer import trainable_counts
+from ray_jobs.console import CONSOLE, TrainingProgress
 from ray_jobs.rows import sequence_rows
 
 log = logging.getLogger("interest.train")
@@ -151,6 +152,21 @@ def train_loop_per_worker(config: dict) -> None:
 
     from interest_model.training.loop import fit
 
+    board = config.get("progress") if rank == 0 else None  # the driver's progress bar (console.py)
+    steps_per_epoch, last_post = config["steps_per_epoch"], [0.0]
+
+    def after_step(step: int) -> None:
+        _fail_once(cfg, rank, step, config["fail_marker"])
+        if board is not None and time.monotonic() - last_post[0] > 1.0:
+            last_post[0] = time.monotonic()
+            board.update.remote({"step": step, "epoch": (step - 1) // steps_per_epoch})
+
+    def on_epoch(s: FitState) -> None:
+        if board is not None:
+            board.update.remote({"step": s.step, "epoch": s.epoch + 1, "loss": s.metrics["train_loss"],
+                                 "val": s.metrics[METRIC], "best": s.best})
+        report_and_checkpoint(strategy, s, s.metrics)
+
     train_shard = ray.train.get_dataset_shard("train")
     valid = ray.train.get_dataset_shard("valid")
     fit(strategy, cfg.train,
@@ -158,9 +174,7 @@ def train_loop_per_worker(config: dict) -> None:
             batch_size=cfg.train.batch_size, batch_format="numpy", local_shuffle_buffer_size=cfg.train.shuffle_buffer,
             local_shuffle_seed=cfg.train.seed + epoch),
         valid_batches=lambda: valid.iter_batches(batch_size=cfg.train.eval_batch_size, batch_format="numpy"),
-        device=device, state=state, on_epoch=lambda s: report_and_checkpoint(strategy, s, s.metrics),
-        after_step=lambda step: _fail_once(cfg, rank, step, config["fail_marker"]), world_size=world,
-        verbose=rank == 0)
+        device=device, state=state, on_epoch=on_epoch, after_step=after_step, world_size=world, verbose=rank == 0)
 
 
 def setup(cfg: TrainingJobConfig, builder_ref, steps_per_epoch: int):
@@ -240,10 +254,13 @@ def train(job: TrainingJob, train_ds, valid_ds, callbacks=()):
     storage = io.absolute(cfg.run.storage_path)
     # Where the resilience drill records that it has failed once (the shared storage if local).
     marker_base = storage if not io.is_remote(storage) else tempfile.gettempdir()
+    total = steps_per_epoch * cfg.train.epochs
+    progress = TrainingProgress(cfg.run.name, min(total, cfg.train.max_steps or total), cfg.train.epochs).start()
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"cfg": cfg, "builder": ray.put(job.builder), "steps_per_epoch": steps_per_epoch,
-                           "fail_marker": os.path.join(marker_base, cfg.run.name, ".fail_once_marker")},
+                           "fail_marker": os.path.join(marker_base, cfg.run.name, ".fail_once_marker"),
+                           "progress": progress.handle},
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
                                                resources_per_worker={"CPU": cfg.scaling.cpus_per_worker}),
         run_config=ray.train.RunConfig(
@@ -256,7 +273,8 @@ def train(job: TrainingJob, train_ds, valid_ds, callbacks=()):
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
     )
     t0 = time.perf_counter()
-    result = trainer.fit()
+    with progress:
+        result = trainer.fit()
     return result, time.perf_counter() - t0
 
 
@@ -280,7 +298,8 @@ def train_and_export(job: TrainingJob, model: InterestModel | None = None, callb
     cfg = job.cfg
     max_len = job.model_cfg.user_encoder.max_len
     train_ds, valid_ds = datasets(cfg, job.prepared, job.catalog, job.scenarios, max_len)
-    result, seconds = train(job, train_ds, valid_ds, callbacks)
+    with CONSOLE.stage(f"train {cfg.run.name}"):
+        result, seconds = train(job, train_ds, valid_ds, callbacks)
     model = model if model is not None else job.builder()
     checkpoint, metrics = best_model(result, model)
     if job.finalize is not None:

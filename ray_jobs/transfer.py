@@ -17,7 +17,8 @@ from interest_model.metrics import METRIC
 from interest_model.transfer import (TRAINING_FREE, build_transfer_model, choose_prior_weight, load_pretrained,
                                      trainable_counts)
 from ray_jobs import trainer
-from ray_jobs.common import run_main, start_job
+from ray_jobs.common import job_session, run_main
+from ray_jobs.console import CONSOLE
 
 log = logging.getLogger("interest.transfer")
 
@@ -81,12 +82,12 @@ def run_transfer(cfg: TransferConfig, callbacks=()) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    cfg = start_job(argv, "interest transfer", __doc__.splitlines()[0], TransferConfig)
-    out = run_transfer(cfg)
-    if out["best"]:
-        print(trainer.best_line(out["best"]))
-    print(f"strategy {cfg.transfer.strategy}: trainable parameters {out['trainable']}")
-    print(f"model exported to {out['export_dir']}")
+    with job_session(argv, "interest transfer", __doc__.splitlines()[0], TransferConfig) as cfg:
+        out = run_transfer(cfg)
+        if out["best"]:
+            CONSOLE.out(trainer.best_line(out["best"]))
+        CONSOLE.out(f"strategy {cfg.transfer.strategy}: trainable parameters {out['trainable']}")
+        CONSOLE.out(f"model exported to {out['export_dir']}")
     return 0
 
 

@@ -26,7 +26,8 @@ from interest_model.evaluation.config import EvaluateConfig
 from interest_model.experiments import TuneConfig
 from interest_model.metrics import METRIC
 from interest_model.training.config import PretrainConfig, TransferConfig
-from ray_jobs.common import run_main, start_job
+from ray_jobs.common import job_session, run_main
+from ray_jobs.console import CONSOLE
 
 log = logging.getLogger("interest.tune")
 
@@ -153,9 +154,36 @@ def search(cfg: TuneConfig, arm: str):
                                         num_samples=cfg.search.num_samples,
                                         # random search limits itself (max_concurrent above)
                                         max_concurrent_trials=concurrent if cfg.search.algorithm == "optuna" else None),
-        run_config=ray.tune.RunConfig(name=name, storage_path=storage,
+        run_config=ray.tune.RunConfig(name=name, storage_path=storage, callbacks=[trial_bar(cfg.search.num_samples, arm)],
                                       failure_config=ray.tune.FailureConfig(max_failures=cfg.search.trial_retries)))
     return _finished(*_fit(tuner), cfg, experiment_dir)
+
+
+def trial_bar(total: int, arm: str):
+    """A Tune callback (on the driver) that draws the search's progress bar: trials ended, the
+    ones running, the best validation NDCG@10 so far."""
+    import ray.tune
+
+    class TrialBar(ray.tune.Callback):
+        def setup(self, **info) -> None:
+            self.bar = CONSOLE.bar(total, f"search {arm}", "trial")
+            self.best, self.running = -math.inf, set()
+
+        def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+            self.running.add(trial.trial_id)
+            self.best = max(self.best, result.get(METRIC) or -math.inf)
+            self.bar.set_postfix_str(f"{len(self.running)} running, best validation NDCG@10 {self.best:.4f}")
+
+        def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+            self.running.discard(trial.trial_id)
+            self.bar.update(1)
+
+        on_trial_error = on_trial_complete
+
+        def on_experiment_end(self, trials, **info) -> None:
+            self.bar.close()
+
+    return TrialBar()
 
 
 def _fit(tuner):
@@ -276,10 +304,12 @@ def run_tune(cfg: TuneConfig) -> dict:
     storage = io.absolute(cfg.storage_path)
     rows_by_arm, winners = {}, {}
     for arm in arms:
-        grid = search(cfg, arm)
-        experiment_dir = io.join(storage, f"{cfg.name}-{arm}")
-        rows_by_arm[arm] = trials_table(grid, experiment_dir)
-        winners[arm] = chosen(arm, rows_by_arm[arm])
+        with CONSOLE.stage(f"search {arm}: {cfg.search.num_samples} trials") as note:
+            grid = search(cfg, arm)
+            experiment_dir = io.join(storage, f"{cfg.name}-{arm}")
+            rows_by_arm[arm] = trials_table(grid, experiment_dir)
+            winners[arm] = chosen(arm, rows_by_arm[arm])
+            note.append(f"chose trial {winners[arm]['trial']} (validation NDCG@10 {winners[arm]['best']:.4f})")
         log.info("%s: chose trial %s (validation NDCG@10 %.4f) %s", arm, winners[arm]["trial"],
                  winners[arm]["best"], winners[arm]["params"])
 
@@ -300,7 +330,8 @@ def run_tune(cfg: TuneConfig) -> dict:
         text.append("![Validation NDCG@10 against the parameters](tune_params.png)\n")
         return "\n".join(text)
 
-    out = run_evaluate(evaluate, preface=preface)
+    with CONSOLE.stage("evaluate the chosen models on test"):
+        out = run_evaluate(evaluate, preface=preface)
     plot_params(rows_by_arm, io.join(cfg.out_dir, "evaluation"))
     win = winners[OURS]
     card = _registered(cfg, win) or registry.register(cfg.registry.root, cfg.registry.name, win["model"], {
@@ -328,21 +359,21 @@ def _registered(cfg: TuneConfig, win: dict) -> dict | None:
 def main(argv: Sequence[str] | None = None) -> int:
     from ray_jobs.evaluate import headline
 
-    cfg = start_job(argv, "interest tune", __doc__.splitlines()[0], TuneConfig)
-    try:
-        out = run_tune(cfg)
-    except SearchInterrupted as exc:
-        print(f"interrupted: {exc}", file=sys.stderr)
-        return 130
-    except SearchFailed as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    for arm, rows in out["trials"].items():
-        print(trials_markdown(arm, rows))
-    print(headline(out))
-    card = out["registered"]
-    print(f"\nregistered {card['name']}:{card['version']} in {cfg.registry.root}")
-    print(f"report: {out['paths']['report']}")
+    with job_session(argv, "interest tune", __doc__.splitlines()[0], TuneConfig) as cfg:
+        try:
+            out = run_tune(cfg)
+        except SearchInterrupted as exc:
+            CONSOLE.error(str(exc), label="interrupted")
+            return 130
+        except SearchFailed as exc:
+            CONSOLE.error(str(exc))
+            return 1
+        for arm, rows in out["trials"].items():
+            CONSOLE.out(trials_markdown(arm, rows))
+        CONSOLE.out(headline(out))
+        card = out["registered"]
+        CONSOLE.out(f"\nregistered {card['name']}:{card['version']} in {cfg.registry.root}")
+        CONSOLE.out(f"report: {out['paths']['report']}")
     return 0
 
 

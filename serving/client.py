@@ -73,37 +73,62 @@ def sample_histories(prepared: str, scenario: str, n: int = 1, max_events: int =
     return out
 
 
-def demo(client: InterestClient, prepared: str, scenario: str, out=print) -> dict:
-    """Real requests: a user's history, their interests, a brand-new item added by text and the
-    recommendations for a history that names it. Returns the answers."""
-    user, history = sample_histories(prepared, scenario)[0]
+def source_history(prepared: str, scenario: str, max_events: int = 20, seed: int = 0) -> tuple[str, list[dict]]:
+    """A real user's latest events in another scenario (a source platform the model may not
+    serve), as API history events given by item text: (pseudonymous user id, events)."""
+    from interest_model.data.prepared import PreparedData
+
+    data = PreparedData(prepared)
+    user, events = sample_histories(prepared, scenario, max_events=max_events, seed=seed)[0]
+    items = data.table("items")
+    text = dict(zip(items["item_id"], items["text"]))
+    return user, [{"text": text[e["item_id"]], "event_type": e["event_type"], "timestamp": e["timestamp"]}
+                  for e in events if e["item_id"] in text]
+
+
+def _title(text: str) -> str:
+    return text.split(";")[0].removeprefix("Title: ")
+
+
+def demo(client: InterestClient, prepared: str, scenario: str, out=print, source: str | None = None) -> dict:
+    """Real requests: a user of a source platform and what the model recommends for them in the
+    target scenario with the reasons, a target user's recommendations, a brand-new item added
+    by text and found, and a request with no history. Returns the answers."""
+    from interest_model.data.prepared import PreparedData
+
     answers: dict[str, Any] = {"model": client.model()}
-    out(f"model {answers['model']['model']}: {answers['model']['catalog_items']} items, "
-        f"{answers['model']['index']} search")
+    out(f"model {answers['model']['model']}: {answers['model']['catalog_items']} items in "
+        f"{', '.join(answers['model']['scenarios'])}, {answers['model']['index']} search")
+    source = source or next((s for s in PreparedData(prepared).scenarios_of("source") if s != scenario), None)
+    if source is not None:
+        user, history = source_history(prepared, source, max_events=20)
+        why = answers["source_user"] = client.interests(history, scenario=scenario, k=5)
+        out(f"\nuser {user[:8]}... of {source} (never seen on {scenario}), their latest movies there:")
+        out("  " + "; ".join(_title(h["text"]) for h in history[-6:]))
+        out(f"recommended on {scenario}, and why:")
+        for it in why["explanation"]["recommendations"]:
+            out(f"  {it['score']:6.2f}  {it['title'] or it['item_id']:<40} because of {_title(it['because'])}")
+        out("their interests: " + ", ".join(f"{c['category']} {c['weight']:.2f}" for c in why["top_categories"]))
+    user, history = sample_histories(prepared, scenario)[0]
     rec = answers["recommend"] = client.recommend(history, scenario=scenario, k=5, user_id=user)
-    out(f"\nuser {user[:8]}... watched {len(history)} movies, latest: "
+    out(f"\nuser {user[:8]}... of {scenario}, {len(history)} movies, latest: "
         + "; ".join(h["item_id"] for h in history[-3:]))
     for it in rec["items"]:
-        out(f"  {it['score']:7.2f}  {it['title'] or it['item_id']}")
-    why = answers["interests"] = client.interests(history, scenario=scenario, k=5)
-    out("top genres: " + ", ".join(f"{c['category']} {c['weight']:.2f}" for c in why["top_categories"]))
-    top = sorted(why["explanation"]["history"], key=lambda h: -h["share"])[:3]
-    out("most influential history items: " + "; ".join(f"{h['item_id']} ({h['share']:.0%})" for h in top))
+        out(f"  {it['score']:6.2f}  {it['title'] or it['item_id']}")
     new = {"item_id": "midnight robots (2026)", "title": "Midnight Robots",
            "text": "Title: Midnight Robots; Year: 2026; Genres: Animation, Children's, Sci-Fi",
            "categories": ["Animation", "Children's", "Sci-Fi"], "scenarios": [scenario]}
     answers["items"] = client.add_items([new])
-    out(f"\nadded {new['title']!r} by text: {answers['items']['items'][0]['status']}")
+    out(f"\nadded {new['title']!r} (2026) by its text alone: {answers['items']['items'][0]['status']}")
     fan = [{"text": "Title: Toy Story; Year: 1995; Genres: Animation, Children's, Comedy"},
            {"text": "Title: Aladdin; Year: 1992; Genres: Animation, Children's, Comedy, Musical"}]
     ranked = answers["after_add"] = client.recommend(fan, scenario=scenario, k=1000,
                                                      filter={"categories": ["Animation"]})
     ids = [it["item_id"] for it in ranked["items"]]
     where = f"ranks {ids.index(new['item_id']) + 1} of" if new["item_id"] in ids else "is missing from"
-    out(f"for a history given by text (Toy Story, Aladdin) the new item {where} the {len(ids)} Animation items; "
-        "top 5:")
-    for it in ranked["items"][:5]:
-        out(f"  {it['score']:7.2f}  {it['title'] or it['item_id']}")
+    out(f"for a fan of Toy Story and Aladdin it {where} the {len(ids)} Animation movies; top 3:")
+    for it in ranked["items"][:3]:
+        out(f"  {it['score']:6.2f}  {it['title'] or it['item_id']}")
     cold = answers["cold"] = client.recommend([], scenario=scenario, k=3)
     out(f"\nno history ({cold['fallback']}): " + "; ".join(it["title"] or it["item_id"] for it in cold["items"]))
     return answers

@@ -244,6 +244,24 @@ def test_item_added_by_text_is_recommended_next(endpoint):
     assert (ep["registry"] / "tiny" / "items" / "items.jsonl").exists()
 
 
+def test_the_demo_conversation_recommends_for_a_user_of_another_platform(endpoint, tiny_prepared):
+    """`make demo`'s conversation: a shop-b user's history, given by item texts, answered in
+    shop-a with a reason per item; the item added by its text is found."""
+    from serving.client import InterestClient, demo
+
+    lines = []
+    answers = demo(InterestClient(endpoint["url"], token=TOKEN), str(tiny_prepared), "shop-a", out=lines.append,
+                   source="shop-b")
+    explained = answers["source_user"]["explanation"]["recommendations"]
+    catalog = endpoint["catalog"]
+    shop_a = {catalog["item_ids"][j - 1] for j in catalog["scenario_items"]["shop-a"]}
+    assert len(explained) == 5 and all(r["because"] for r in explained) and {r["item_id"] for r in explained} <= shop_a
+    text = "\n".join(lines)
+    assert "of shop-b (never seen on shop-a)" in text and "because of" in text
+    assert "midnight robots (2026)" in [it["item_id"] for it in answers["after_add"]["items"]]
+    assert answers["cold"]["fallback"] == "popular"
+
+
 def test_metrics_are_exported_to_prometheus(endpoint):
     import ray
 

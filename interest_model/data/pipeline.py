@@ -182,8 +182,12 @@ def _check_files(reader: Reader, fs, paths: list[str], kind: str, parquet: bool)
     return headers
 
 
-def run_prepare(cfg: PrepareConfig, engine: Engine) -> dict:
-    """Run the whole pipeline; returns the manifest (also written as manifest.json)."""
+STEPS = ("items", "validate", "dedupe", "kcore", "sequences", "write")  # in order; each ends with a log line
+
+
+def run_prepare(cfg: PrepareConfig, engine: Engine, progress: Callable[[str], None] | None = None) -> dict:
+    """Run the whole pipeline; returns the manifest (also written as manifest.json).
+    ``progress(step)`` is called as each of ``STEPS`` ends."""
     t0 = time.perf_counter()
     key = cfg.pseudonymize.resolve_key()
     pseudonymizer = Pseudonymizer(key, cfg.pseudonymize.digest_chars)
@@ -197,6 +201,8 @@ def run_prepare(cfg: PrepareConfig, engine: Engine) -> dict:
         now = time.perf_counter()
         timings[step] = round(now - start, 3)
         log.info("prepare: %s done in %.1fs", step, now - start)
+        if progress is not None:
+            progress(step)
         return now
 
     # 1. Item catalog (small): parse on the engine, build on the driver.
