@@ -17,12 +17,15 @@ export TRANSFORMERS_OFFLINE := 1
 
 install: $(STAMP)
 
+# torch first and pinned: an unpinned resolve pulls a multi-GB CUDA build. pip's output goes to
+# $(VENV)/install.log (its last lines are shown when it fails).
 $(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	# torch first and pinned: an unpinned resolve pulls a multi-GB CUDA build.
-	$(PY) -m pip install --disable-pip-version-check -q "torch==2.13.0"
-	$(PY) -m pip install --disable-pip-version-check -q -e ".[dev]"
-	touch $(STAMP)
+	@echo "== installing into $(VENV) (first use, a few minutes; log: $(VENV)/install.log)"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@( $(PY) -m pip install --disable-pip-version-check "torch==2.13.0" && \
+	   $(PY) -m pip install --disable-pip-version-check -e ".[dev]" ) > $(VENV)/install.log 2>&1 || \
+		( tail -n 20 $(VENV)/install.log; echo "install failed: see $(VENV)/install.log"; exit 1 )
+	@touch $(STAMP)
 
 # Quiet: each command prints its stages, tables and answers; everything else goes to the log file
 # it names (INTEREST_VERBOSE=1 brings it all back to the console).

@@ -20,6 +20,8 @@ import sys
 import threading
 from typing import Sequence
 
+import ray.tune
+
 from interest_model import io, registry
 from interest_model.data.prepared import PreparedData
 from interest_model.evaluation.config import EvaluateConfig
@@ -154,36 +156,42 @@ def search(cfg: TuneConfig, arm: str):
                                         num_samples=cfg.search.num_samples,
                                         # random search limits itself (max_concurrent above)
                                         max_concurrent_trials=concurrent if cfg.search.algorithm == "optuna" else None),
-        run_config=ray.tune.RunConfig(name=name, storage_path=storage, callbacks=[trial_bar(cfg.search.num_samples, arm)],
+        run_config=ray.tune.RunConfig(name=name, storage_path=storage, callbacks=[TrialBar(cfg.search.num_samples, arm)],
                                       failure_config=ray.tune.FailureConfig(max_failures=cfg.search.trial_retries)))
     return _finished(*_fit(tuner), cfg, experiment_dir)
 
 
-def trial_bar(total: int, arm: str):
+class TrialBar(ray.tune.Callback):
     """A Tune callback (on the driver) that draws the search's progress bar: trials ended, the
-    ones running, the best validation NDCG@10 so far."""
-    import ray.tune
+    ones running, the best validation NDCG@10 so far. Tune pickles its callbacks with the
+    experiment: the bar itself is not part of that state."""
 
-    class TrialBar(ray.tune.Callback):
-        def setup(self, **info) -> None:
-            self.bar = CONSOLE.bar(total, f"search {arm}", "trial")
-            self.best, self.running = -math.inf, set()
+    def __init__(self, total: int, arm: str):
+        self.total, self.arm = total, arm
+        self.bar, self.best, self.running = None, -math.inf, set()
 
-        def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-            self.running.add(trial.trial_id)
-            self.best = max(self.best, result.get(METRIC) or -math.inf)
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "bar": None}
+
+    def setup(self, **info) -> None:
+        self.bar = CONSOLE.bar(self.total, f"search {self.arm}", "trial")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        self.running.add(trial.trial_id)
+        self.best = max(self.best, result.get(METRIC) or -math.inf)
+        if self.bar is not None:
             self.bar.set_postfix_str(f"{len(self.running)} running, best validation NDCG@10 {self.best:.4f}")
 
-        def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-            self.running.discard(trial.trial_id)
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self.running.discard(trial.trial_id)
+        if self.bar is not None:
             self.bar.update(1)
 
-        on_trial_error = on_trial_complete
+    on_trial_error = on_trial_complete
 
-        def on_experiment_end(self, trials, **info) -> None:
+    def on_experiment_end(self, trials, **info) -> None:
+        if self.bar is not None:
             self.bar.close()
-
-    return TrialBar()
 
 
 def _fit(tuner):
