@@ -64,6 +64,11 @@ class Console:
         self._undo: list = []
         self._depth = 0  # stages open
 
+    def __reduce__(self):
+        """Pickled (a function Ray ships by value that names it), it is the receiving process's
+        own console, never this one's open streams."""
+        return (_the_console, ())
+
     # -- what jobs write -----------------------------------------------------------------------
 
     @property
@@ -238,6 +243,10 @@ def _quiet_ray_data() -> None:
 
 
 CONSOLE = Console()
+
+
+def _the_console() -> Console:
+    return CONSOLE
 
 
 class TrainingProgress:
