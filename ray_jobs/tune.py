@@ -16,7 +16,6 @@ import logging
 import math
 import os
 import signal
-import sys
 import threading
 from typing import Sequence
 
