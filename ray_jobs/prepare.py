@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 from interest_model import io
 from interest_model.data.config import PrepareConfig
 from interest_model.data.pipeline import STEPS, check_inputs, read_file_bytes, run_prepare, summary, to_arrow
-from ray_jobs.common import job_session, run_main
+from ray_jobs.common import job_session, run_main, task_shuffle
 from ray_jobs.console import CONSOLE
 
 log = logging.getLogger("interest.prepare")
@@ -59,21 +59,13 @@ class RayDataEngine:
     name = "ray-data"
 
     def __init__(self, buckets: int | None = None):
-        import os
-
         import ray
-        import ray.data
 
         self._ray = ray
         cpus = int(ray.cluster_resources().get("CPU", 1))
         # Groups are hashed into buckets so one task handles many complete users.
         self.buckets = buckets or max(8, 4 * cpus)
-        # The only shuffle is group_map's, over those few buckets: a sort-based shuffle of plain
-        # tasks. Ray's default (shuffle_v2) starts aggregator actors, which cost more than they
-        # save here: the synthetic data prepares in 5 s instead of 24 s, ML-1M + ML-100K in 37 s
-        # instead of 55 s (2 cores), with identical output. Ray's own variable still decides.
-        if not os.environ.get("RAY_DATA_DEFAULT_SHUFFLE_STRATEGY"):
-            ray.data.DataContext.get_current().shuffle_strategy = "sort_shuffle_pull_based"
+        task_shuffle()
 
     def read_files(self, fs, paths):
         # One task per file reading its raw bytes, as the pandas engine does (read_binary_files
