@@ -17,6 +17,10 @@ os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("INTEREST_PSEUDONYM_KEY", "")  # tests choose keys explicitly
+# Ray Train's controller notices a finished worker group at its next health check (every 2 s by
+# default): the suite runs dozens of runs of a few seconds, so it looks more often. Set before any
+# cluster starts (the session's, the README block's nodes) so their processes inherit it.
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
 
 
 def pytest_collection_modifyitems(config, items):
