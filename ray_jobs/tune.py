@@ -12,6 +12,7 @@ experiment: finished trials are not run again.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -129,6 +130,7 @@ def search(cfg: TuneConfig, arm: str):
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
     trainable = ray.tune.with_parameters(run_trial, cfg=cfg, arm=arm, experiment_dir=experiment_dir)
     trainable = ray.tune.with_resources(trainable, {"cpu": cfg.search.trial_cpus})
+    release_leaked_placement_groups()
     if ray.tune.Tuner.can_restore(experiment_dir):
         log.info("%s: resuming the experiment at %s", arm, experiment_dir)
         tuner = ray.tune.Tuner.restore(experiment_dir, trainable=trainable, resume_errored=True)
@@ -193,6 +195,36 @@ class TrialBar(ray.tune.Callback):
             self.bar.close()
 
 
+def release_leaked_placement_groups(own_job: bool = False) -> None:
+    """Remove the placement groups that Ray Train runs of stopped trials left behind. Seen with Ray
+    2.60: a trial that Ctrl+C stops while its worker group starts leaves that group's placement
+    group CREATED after the job has ended. It holds its CPUs, and the resumed search's trials
+    wait for them forever. ``own_job``: this driver's groups (after an interrupted search); else
+    the non-detached groups of jobs that have ended (nothing else should own them). Needs the
+    State API (the dashboard); without it, says so and leaves them."""
+    import ray
+    from ray.util import remove_placement_group
+    from ray.util.placement_group import PlacementGroup
+    from ray.util.state import list_jobs, list_placement_groups
+
+    try:
+        if own_job:
+            owners = {ray.get_runtime_context().get_job_id()}
+        else:
+            owners = {j.job_id for j in list_jobs()
+                      if j.job_id and getattr(j.status, "value", j.status) in ("SUCCEEDED", "FAILED", "STOPPED")}
+        groups = [g for g in list_placement_groups(detail=True, limit=10_000)
+                  if g.state != "REMOVED" and not g.is_detached and g.creator_job_id in owners]
+    except Exception as exc:  # noqa: BLE001 - a cleanup aid, never the reason a search fails
+        log.warning("could not list placement groups (%s): leftover groups of stopped trials stay", exc)
+        return
+    for g in groups:
+        log.warning("removing placement group %s of job %s, left behind by a stopped trial", g.placement_group_id,
+                    g.creator_job_id)
+        with contextlib.suppress(Exception):
+            remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(g.placement_group_id))))
+
+
 def _fit(tuner):
     """(``tuner.fit()``'s grid, whether Ctrl+C stopped it). Tune takes the first SIGINT with its own
     handler (installed by fit, on the main thread), saves the experiment and puts the previous
@@ -203,7 +235,10 @@ def _fit(tuner):
         os.environ.get("TUNE_DISABLE_SIGINT_HANDLER", "0"))
     try:
         grid = tuner.fit()
-        return grid, catching and signal.getsignal(signal.SIGINT) is before
+        interrupted = catching and signal.getsignal(signal.SIGINT) is before
+        if interrupted:
+            release_leaked_placement_groups(own_job=True)
+        return grid, interrupted
     finally:
         if catching:
             signal.signal(signal.SIGINT, before)
