@@ -134,14 +134,7 @@ def _item_rows(fresh: torch.Tensor, table: torch.Tensor, src: Catalog, dst: Cata
 def set_trainable(model: InterestModel, spec: TransferSpec) -> None:
     strategy = spec.strategy
     if strategy == "lora":
-        from peft import LoraConfig as PeftLora
-        from peft import get_peft_model
-
-        lc = spec.lora
-        targets = lc.target_modules or _linear_names(model.item_encoder.backbone)
-        model.item_encoder.backbone = get_peft_model(
-            model.item_encoder.backbone, PeftLora(r=lc.r, lora_alpha=lc.alpha, lora_dropout=lc.dropout,
-                                                  target_modules=targets))
+        add_lora(model, spec.lora)
     frozen = _frozen_encoder_layers(model, spec.frozen_layers) if spec.frozen_layers else set()
     for name, p in model.named_parameters():
         if name in frozen:
@@ -169,6 +162,29 @@ def _frozen_encoder_layers(model: InterestModel, n: int) -> set[str]:
         if (layer and int(layer.group(1)) < n) or (not layer and "embed" in name):
             names.add(name)
     return names
+
+
+def add_lora(model: InterestModel, lc: LoraConfig) -> InterestModel:
+    """LoRA (peft) on the text encoder: its own weights freeze, the low-rank ones train (the rest
+    of the model keeps its settings)."""
+    from peft import LoraConfig as PeftLora
+    from peft import get_peft_model
+
+    if model.item_encoder is None:
+        raise ValueError("LoRA needs a trainable text encoder (model.item_encoder.freeze: false)")
+    targets = lc.target_modules or _linear_names(model.item_encoder.backbone)
+    model.item_encoder.backbone = get_peft_model(
+        model.item_encoder.backbone, PeftLora(r=lc.r, lora_alpha=lc.alpha, lora_dropout=lc.dropout,
+                                              target_modules=targets))
+    return model
+
+
+def merge_lora(model: InterestModel) -> InterestModel:
+    """Fold LoRA weights into the text encoder, so the export is a plain model."""
+    backbone = model.item_encoder.backbone if model.item_encoder is not None else None
+    if hasattr(backbone, "merge_and_unload"):
+        model.item_encoder.backbone = backbone.merge_and_unload()
+    return model
 
 
 def _linear_names(backbone: torch.nn.Module) -> list[str]:

@@ -17,6 +17,7 @@ from typing import Sequence
 from interest_model.data.prepared import PreparedData
 from interest_model.models.build import build_model
 from interest_model.training.config import PretrainConfig
+from interest_model.transfer import add_lora, merge_lora
 from ray_jobs import trainer
 from ray_jobs.common import job_session, run_main
 from ray_jobs.console import CONSOLE
@@ -31,9 +32,18 @@ def run_pretrain(cfg: PretrainConfig, callbacks=()) -> dict:
     if cfg.model.item_dynamics:
         inputs.dynamics = trainer.item_dynamics(cfg, prepared, catalog, scenarios)
     log.info("pretrain on %s", scenarios)
-    job = trainer.TrainingJob(cfg, prepared, scenarios, catalog, cfg.model, partial(build_model, cfg.model, catalog, inputs),
-                              extra={"training": {"scenarios": scenarios}})
+    extra = {"training": {"scenarios": scenarios}}
+    if cfg.encoder_lora is not None:
+        extra["training"]["encoder_lora"] = cfg.encoder_lora.model_dump(mode="json")
+    job = trainer.TrainingJob(cfg, prepared, scenarios, catalog, cfg.model, partial(pretrain_model, cfg, catalog, inputs),
+                              extra=extra, finalize=merge_lora if cfg.encoder_lora is not None else None)
     return trainer.train_and_export(job, callbacks=callbacks)
+
+
+def pretrain_model(cfg: PretrainConfig, catalog, inputs):
+    """A fresh model of the job (called on every worker): LoRA on its text encoder if asked."""
+    model = build_model(cfg.model, catalog, inputs)
+    return add_lora(model, cfg.encoder_lora) if cfg.encoder_lora is not None else model
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,20 +15,12 @@ from interest_model.data.prepared import PreparedData
 from interest_model.training.config import TransferConfig
 from interest_model.metrics import METRIC
 from interest_model.transfer import (TRAINING_FREE, build_transfer_model, choose_prior_weight, load_pretrained,
-                                     trainable_counts)
+                                     merge_lora, trainable_counts)
 from ray_jobs import trainer
 from ray_jobs.common import job_session, run_main
 from ray_jobs.console import CONSOLE
 
 log = logging.getLogger("interest.transfer")
-
-
-def merge_lora(model):
-    """Fold LoRA weights into the text encoder so the export is a plain model."""
-    backbone = model.item_encoder.backbone
-    if hasattr(backbone, "merge_and_unload"):
-        model.item_encoder.backbone = backbone.merge_and_unload()
-    return model
 
 
 def fit_prior(cfg: TransferConfig, prepared, catalog, scenarios: list[str], model) -> dict:

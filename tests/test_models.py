@@ -42,6 +42,22 @@ def test_pooling_is_the_same_under_left_and_right_padding(tmp_path, kind, poolin
     assert torch.allclose(single[0], out["right"][0], atol=1e-5)
 
 
+
+@pytest.mark.parametrize("kind, side", [("bert", "right"), ("qwen2", "left")])
+def test_texts_padded_to_max_length_encode_as_their_own_length(tmp_path, kind, side):
+    """The stored tokens of a trainable encoder are padded to max_length; the encoder drops the
+    columns that are padding in every row, and the vectors are the same as without padding."""
+    path = tiny_model_dir(tmp_path, kind)
+    enc = ItemEncoder.from_config(ItemEncoderConfig(model=str(path), pooling="last" if kind == "qwen2" else "mean"))
+    tok = load_tokenizer(str(path), padding_side=side)
+    padded = tok(TEXTS, padding="max_length", max_length=96, return_tensors="pt")
+    assert padded["attention_mask"].sum(1).max() < 48  # most of the 96 columns are padding
+    with torch.no_grad():
+        batch = enc(padded["input_ids"], padded["attention_mask"])
+        alone = torch.cat([enc.encode([t], tok) for t in TEXTS])  # one text: no padding at all
+    assert torch.allclose(batch, alone, atol=1e-5)
+
+
 def test_default_encoder_is_the_packaged_minilm():
     enc = ItemEncoder.from_config(ItemEncoderConfig())
     tok = load_tokenizer(__import__("interest_model.models.item_encoder", fromlist=["x"]).resolve_model_path("default"))
@@ -233,6 +249,13 @@ def test_deepspeed_config_and_schedule():
     assert c["train_batch_size"] == 64 and c["zero_optimization"]["stage"] == 3
     assert not c["bf16"]["enabled"]  # fp32 on CPU
     assert DeepSpeedStrategy(DeepSpeedConfig(), 8, use_gpu=True).ds_config(1)["bf16"]["enabled"]
+    # autocast: fp32 weights with DeepSpeed's torch_autocast; ZeRO's comm settings pass through.
+    levers = DeepSpeedStrategy(DeepSpeedConfig(zero_stage=2, precision="autocast", overlap_comm=True,
+                                               contiguous_gradients=True, reduce_bucket_size=2**24), 8, True).ds_config(1)
+    assert not levers["bf16"]["enabled"] and levers["torch_autocast"] == {"enabled": True, "dtype": "bfloat16"}
+    assert levers["zero_optimization"] == {"stage": 2, "overlap_comm": True, "contiguous_gradients": True,
+                                           "reduce_bucket_size": 2**24}
+    assert "overlap_comm" not in c["zero_optimization"] and "torch_autocast" not in c  # DeepSpeed's defaults
     lrs = [warmup_cosine(i, total=100, warmup=10) for i in range(100)]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[-1] == pytest.approx(0.1, abs=0.01)

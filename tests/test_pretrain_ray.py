@@ -49,29 +49,6 @@ def test_missing_prepared_data_is_a_clear_error(ray_cluster, tmp_path):
         run_pretrain(pretrain_config(tmp_path / "nothing", tmp_path))
 
 
-def test_full_fine_tuning_of_the_text_encoder_is_one_switch(ray_cluster, tiny_prepared, tmp_path):
-    from tests.models import tiny_model_dir
-
-    enc = tiny_model_dir(tmp_path, "bert")
-    cfg = pretrain_config(tiny_prepared, tmp_path, f"model.item_encoder.model={enc}", "model.item_encoder.freeze=false",
-                          "model.item_encoder.gradient_checkpointing=true", "model.num_negatives=16",
-                          "train.epochs=2", "train.encoder_lr=0.001", "deepspeed.zero_stage=2", "run.name=finetune")
-    out = run_pretrain(cfg)
-    history = out["history"]
-    assert len(history) == 2 and all(h["train_loss"] == h["train_loss"] for h in history)  # finite
-    model = load_model(out["export_dir"])
-    assert model.config["text_trainable"] and model.model.loss_kind() == "sampled"
-    # The exported encoder is the fine-tuned one, not the random initial weights.
-    import torch
-    from safetensors.torch import load_file
-
-    initial = load_file(str(enc / "model.safetensors"))
-    tuned = model.encoder.backbone.state_dict()
-    key = "encoder.layer.0.attention.self.query.weight"
-    assert not torch.equal(initial[key], tuned[key])
-    assert len(model.recommend(model.catalog.item_ids[:2], k=3, scenario="shop-a")) == 3
-
-
 def test_item_features_by_batch_inference_are_cached(ray_cluster, tmp_path):
     import numpy as np
 

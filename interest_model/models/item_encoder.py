@@ -86,6 +86,11 @@ class ItemEncoder(nn.Module):
                 p.requires_grad_(False)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        # Texts are stored padded to max_length: drop the columns that are padding in every row,
+        # so a batch of short titles costs its longest title, not max_length.
+        keep = attention_mask.bool().any(0)
+        if not bool(keep.all()):
+            input_ids, attention_mask = input_ids[:, keep], attention_mask[:, keep]
         kwargs = {}
         if self._takes_positions:
             # Positions count real tokens only, so left- and right-padded texts encode alike.

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from interest_model.config import Frozen, JobConfig
 from interest_model.data.prepared import DataSelection
 from interest_model.models.features import EmbedConfig
 from interest_model.models.model import ModelConfig
 from interest_model.training.optim import Schedule
-from interest_model.transfer import TransferSpec
+from interest_model.transfer import LoraConfig, TransferSpec
 
 
 
@@ -46,11 +46,21 @@ class TrainConfig(Frozen):
 class DeepSpeedConfig(Frozen):
     """What ``training/deepspeed_strategy.py`` turns into a DeepSpeed config."""
 
+    HASH_WHEN_SET: ClassVar[tuple[str, ...]] = ("overlap_comm", "contiguous_gradients", "reduce_bucket_size")
+
     zero_stage: Literal[0, 1, 2, 3] = 0
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    # auto: bf16 on GPU, fp32 on CPU. bf16: bf16 weights with fp32 master copies in the optimizer.
+    # autocast: fp32 weights, the forward under torch.autocast to bf16 (DeepSpeed's torch_autocast;
+    # the numerics of a hand-written autocast loop), gradients of linear layers reduced in bf16.
+    precision: Literal["auto", "fp32", "bf16", "autocast"] = "auto"
     gradient_accumulation_steps: int = 1
     gradient_clipping: float = 1.0
     offload_optimizer: bool = False  # ZeRO-Offload to CPU (GPU runs; compiles DeepSpeedCPUAdam)
+    # ZeRO's communication settings (None: DeepSpeed's default): overlap gradient reduction with
+    # the backward pass, copy gradients into one contiguous buffer, elements per reduction bucket.
+    overlap_comm: bool | None = None
+    contiguous_gradients: bool | None = None
+    reduce_bucket_size: int | None = Field(None, ge=1)
 
 
 class ScalingConfig(Frozen):
@@ -85,7 +95,18 @@ class TrainingJobConfig(JobConfig):
 class PretrainConfig(TrainingJobConfig):
     """The ``pretrain`` job: a model built from ``model``, trained on the source scenarios."""
 
+    HASH_WHEN_SET: ClassVar[tuple[str, ...]] = ("encoder_lora",)
+
     model: ModelConfig = ModelConfig()
+    # Fine-tune the text encoder with LoRA instead of in full (model.item_encoder.freeze: false);
+    # the export has the low-rank weights merged in.
+    encoder_lora: LoraConfig | None = None
+
+    @model_validator(mode="after")
+    def _lora_needs_a_trainable_encoder(self):
+        if self.encoder_lora is not None and (not self.model.use_text or self.model.item_encoder.freeze):
+            raise ValueError("encoder_lora needs a trainable text encoder: set model.item_encoder.freeze: false")
+        return self
 
 
 class TransferConfig(TrainingJobConfig):

@@ -28,25 +28,33 @@ class DeepSpeedStrategy:
 
     @property
     def bf16(self) -> bool:
+        """bf16 weights (DeepSpeed's bf16 mode)."""
         return self.cfg.precision == "bf16" or (self.cfg.precision == "auto" and self.use_gpu)
 
     def ds_config(self, world_size: int) -> dict[str, Any]:
-        zero: dict[str, Any] = {"stage": self.cfg.zero_stage}
-        if self.cfg.zero_stage == 3:
+        cfg = self.cfg
+        zero: dict[str, Any] = {"stage": cfg.zero_stage}
+        if cfg.zero_stage == 3:
             zero.update(stage3_gather_16bit_weights_on_model_save=False)
-        if self.cfg.offload_optimizer:
+        if cfg.offload_optimizer:
             zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
-        return {
+        for key in ("overlap_comm", "contiguous_gradients", "reduce_bucket_size"):
+            if getattr(cfg, key) is not None:
+                zero[key] = getattr(cfg, key)
+        out = {
             "train_micro_batch_size_per_gpu": self.micro_batch_size,
-            "gradient_accumulation_steps": self.cfg.gradient_accumulation_steps,
-            "train_batch_size": self.micro_batch_size * self.cfg.gradient_accumulation_steps * world_size,
-            "gradient_clipping": self.cfg.gradient_clipping,
+            "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
+            "train_batch_size": self.micro_batch_size * cfg.gradient_accumulation_steps * world_size,
+            "gradient_clipping": cfg.gradient_clipping,
             "zero_optimization": zero,
             "bf16": {"enabled": self.bf16},
             "zero_allow_untested_optimizer": True,
             "steps_per_print": 10**9,
             "wall_clock_breakdown": False,
         }
+        if cfg.precision == "autocast":
+            out["torch_autocast"] = {"enabled": True, "dtype": "bfloat16"}
+        return out
 
     def setup(self, model: torch.nn.Module, lr: float, weight_decay: float, total_steps: int,
               warmup_steps: int, encoder_lr: float | None = None, schedule: Schedule = "cosine"):

@@ -142,7 +142,7 @@ class FitState:
         return train.patience is not None and self.epoch - self.best_epoch >= train.patience
 
 
-HISTORY_KEYS = ("epoch", "step", "train_loss", METRIC, "val_recall@10", "lr")
+HISTORY_KEYS = ("epoch", "step", "train_loss", METRIC, "val_recall@10", "lr", "samples_per_s")
 
 
 def fit(stepper: Stepper, train: TrainConfig, train_batches: Callable[[int], Iterable[dict]],
