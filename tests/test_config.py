@@ -80,8 +80,9 @@ def test_key_from_environment_wins_and_missing_key_is_an_error(monkeypatch):
 
 
 def test_settings_added_later_enter_the_hash_only_when_set():
-    """data.history and data.context came after runs were recorded under config hashes: left at
-    their defaults they keep those hashes (a benchmark rerun keeps its finished stages)."""
+    """data.history, data.context and DeepSpeed's comm settings came after runs were recorded under
+    config hashes: left at their defaults they keep those hashes (a benchmark rerun keeps its
+    finished stages)."""
     import hashlib
     import json
 
@@ -91,7 +92,11 @@ def test_settings_added_later_enter_the_hash_only_when_set():
     cfg = TransferConfig.load(CONFIGS / "transfer_demo.yaml", base)
     public = {k: v for k, v in cfg.to_public_dict().items() if k not in cfg.HASH_EXCLUDE}
     del public["data"]["history"], public["data"]["context"]
+    for key in ("overlap_comm", "contiguous_gradients", "reduce_bucket_size"):  # DeepSpeed's, added later too
+        del public["deepspeed"][key]
     assert cfg.config_hash() == hashlib.sha256(json.dumps(public, sort_keys=True, default=str).encode()).hexdigest()
     merged = TransferConfig.load(CONFIGS / "transfer_demo.yaml", [*base, "data.history=merged"])
     assert merged.config_hash() != cfg.config_hash()
     assert TransferConfig.load(CONFIGS / "transfer_demo.yaml", [*base, "data.context=[a]"]).config_hash() != cfg.config_hash()
+    assert TransferConfig.load(CONFIGS / "transfer_demo.yaml",
+                               [*base, "deepspeed.overlap_comm=true"]).config_hash() != cfg.config_hash()
