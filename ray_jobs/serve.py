@@ -5,8 +5,9 @@ one by default) and keep it up until Ctrl+C, or send the demo requests and shut 
     interest serve --model ml100k-transfer:3 --set max_batch_size=32 --port 8080
     interest serve --model ml100k-transfer --demo outputs/demo/prepared --scenario ml-100k
 
-``--set`` overrides fields of serving/config.py's ServeConfig; autoscaling and replica options
-are read from the serve config YAML. The app's replicas get the model, registry and overrides
+``--set`` overrides fields of serving/config.py's ServeConfig. Deployment options (replicas,
+CPUs, autoscaling, max_ongoing_requests) come from the serve config YAML, except those given with
+``--set``, which are written into it (DEPLOYMENT_FIELDS). The app's replicas get the model, registry and overrides
 through its runtime_env; INTEREST_API_TOKEN and INTEREST_PSEUDONYM_KEY are passed on from this
 process's environment when set. On a running cluster ``serve deploy serving/serve_config.yaml``
 deploys the same file (set the model and registry in its runtime_env there).
@@ -71,19 +72,66 @@ def app_settings(args) -> list[str]:
     return overrides
 
 
+# ServeConfig fields that are deployment options. The serve config YAML carries its own values
+# for them, and Serve applies the file's over those the app was built with: so a field given
+# with --set is written into the file's deployments here (--set wins, then the file, then
+# ServeConfig's defaults).
+DEPLOYMENT_FIELDS = ("ingress_replicas", "ingress_cpus", "model_cpus", "max_ongoing_requests", "autoscaling")
+
+
+def deployment_options(overrides: list[str]) -> dict[str, dict]:
+    """{deployment name: options} for the deployment fields the overrides set."""
+    from serving.config import ServeConfig
+
+    cfg = ServeConfig.load(None, overrides)
+    keys = [o.split("=", 1)[0].strip() for o in overrides if "=" in o]
+    given = {k.split(".")[0] for k in keys}
+    model: dict = {}
+    api: dict = {}
+    scaling = cfg.autoscaling.model_dump()
+    # autoscaling.max_replicas=4 sets that field only; autoscaling={...} the fields of its value
+    fields = set(scaling) if "autoscaling" in keys else {k.split(".")[1] for k in keys if k.startswith("autoscaling.")}
+    if fields:
+        model["autoscaling_config"] = {k: v for k, v in scaling.items() if k in fields}
+    if "model_cpus" in given:
+        model["ray_actor_options"] = {"num_cpus": cfg.model_cpus}
+    if "max_ongoing_requests" in given:
+        model["max_ongoing_requests"] = cfg.max_ongoing_requests
+        api["max_ongoing_requests"] = 4 * cfg.max_ongoing_requests
+    if "ingress_replicas" in given:
+        api["num_replicas"] = cfg.ingress_replicas
+    if "ingress_cpus" in given:
+        api["ray_actor_options"] = {"num_cpus": cfg.ingress_cpus}
+    return {name: opts for name, opts in (("ModelServer", model), ("Api", api)) if opts}
+
+
 def deploy_config(path: str, overrides: list[str], host: str, port: int) -> dict:
-    """The serve config with our host, port and app environment."""
+    """The serve config with our host, port, app environment and the deployment options that
+    ``overrides`` set (see DEPLOYMENT_FIELDS)."""
     loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     if not isinstance(loaded, dict) or not loaded.get("applications"):
         raise ValueError(f"{path} is not a Ray Serve config with applications")
     config = copy.deepcopy(loaded)
     config["http_options"] = {**(config.get("http_options") or {}), "host": host, "port": port}
+    options = deployment_options(overrides)
     for app in config["applications"]:
         env = app.setdefault("runtime_env", {}).setdefault("env_vars", {})
         env["INTEREST_SERVE_SET"] = json.dumps(overrides)
         for name in FORWARDED_ENV:
             if os.environ.get(name):
                 env[name] = os.environ[name]
+        deployments = {d.get("name"): d for d in app.get("deployments") or []}
+        for name, opts in options.items():
+            dep = deployments.get(name)
+            if dep is None:
+                dep = {"name": name}
+                app.setdefault("deployments", []).append(dep)
+            for key, value in opts.items():
+                if key == "num_replicas":
+                    dep.pop("autoscaling_config", None)
+                if key == "autoscaling_config":
+                    dep.pop("num_replicas", None)
+                dep[key] = {**dep.get(key, {}), **value} if isinstance(value, dict) else value
     return config
 
 

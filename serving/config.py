@@ -8,8 +8,10 @@ config's ``runtime_env.env_vars`` sets:
     INTEREST_REGISTRY    registry root, a path or URI (default: ./registry)
     INTEREST_SERVE_SET   JSON list of overrides, e.g. '["max_batch_size=32"]'
 
-Deployment options (autoscaling, max_ongoing_requests) are set from here when the app is built;
-the serve config YAML written by ``serve build`` carries them and wins when edited.
+Deployment options (replicas, CPUs, autoscaling, max_ongoing_requests) are set from here when
+the app is built; the serve config YAML written by ``serve build`` carries them too, and Serve
+applies the file's. ``interest serve --set`` writes the fields it sets into the file's
+deployments, so the order is: --set, then the file, then the defaults here.
 """
 
 from __future__ import annotations

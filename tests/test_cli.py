@@ -101,3 +101,29 @@ def test_a_job_survives_its_working_directory_being_replaced(tmp_path, monkeypat
     shutil.rmtree(work)  # gone for good: the error is the real one
     with pytest.raises(FileNotFoundError):
         os.getcwd()
+
+
+def test_serve_set_of_a_deployment_option_wins_over_the_serve_config_file(tmp_path):
+    """The committed serve config pins the ingress at num_replicas 1; `interest serve --set
+    ingress_replicas=2` must change what deploys, and fields not given keep the file's values."""
+    import yaml
+
+    from ray_jobs.serve import DEFAULT_CONFIG, deploy_config
+
+    plain = deploy_config(str(DEFAULT_CONFIG), ["model=m"], "127.0.0.1", 8123)
+    assert plain["applications"][0]["deployments"] == yaml.safe_load(DEFAULT_CONFIG.read_text())["applications"][0]["deployments"]
+    edited = yaml.safe_load(DEFAULT_CONFIG.read_text())  # an operator's edit the override must keep
+    next(d for d in edited["applications"][0]["deployments"] if d["name"] == "ModelServer")[
+        "autoscaling_config"]["downscale_delay_s"] = 30.0
+    (tmp_path / "serve.yaml").write_text(yaml.safe_dump(edited))
+    config = deploy_config(str(tmp_path / "serve.yaml"), ["model=m", "ingress_replicas=2",
+                                                         "autoscaling.max_replicas=4", "model_cpus=0.5"],
+                           "127.0.0.1", 8123)
+    deps = {d["name"]: d for d in config["applications"][0]["deployments"]}
+    assert deps["Api"]["num_replicas"] == 2 and deps["Api"]["ray_actor_options"]["num_cpus"] == 0.25  # the file's
+    assert deps["ModelServer"]["autoscaling_config"]["max_replicas"] == 4
+    assert deps["ModelServer"]["autoscaling_config"]["min_replicas"] == 1
+    assert deps["ModelServer"]["autoscaling_config"]["downscale_delay_s"] == 30.0
+    assert deps["ModelServer"]["ray_actor_options"]["num_cpus"] == 0.5
+    assert deps["ModelServer"]["max_ongoing_requests"] == 64  # not given: the file's
+    assert config["http_options"]["port"] == 8123
