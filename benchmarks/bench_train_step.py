@@ -2,7 +2,7 @@
 plain single-process PyTorch loop on the same model and data, one variant (lever) at a time.
 
 The plain baseline is what a careful engineer writes by hand: fp32 master weights, torch autocast
-to bf16 on GPU, fused AdamW, SDPA attention. Every variant runs the InterestModel forward (item
+to bf16, fused AdamW (GPU), SDPA attention. Every variant runs the InterestModel forward (item
 encoder over the text tokens of every item a step touches, user encoder, sampled softmax with
 logQ) and backward. Item texts have varied lengths (stored padded to --text-len, as the catalog
 keeps them); tokens/s counts real text tokens. Prints samples/s, tokens/s, MFU, peak memory and
@@ -154,7 +154,7 @@ def plain(args, device) -> tuple[dict, int]:
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, fused=device.type == "cuda")
 
     def step(b):
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with torch.autocast(device.type, dtype=torch.bfloat16):
             loss = model(b["items"], b["events"], b["scenario"], b["targets"])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -170,8 +170,7 @@ def deepspeed_loop(args, device) -> tuple[dict, int]:
         os.environ.setdefault(k, v)
     model, params = make_model(args, device)
     gpu = device.type == "cuda"
-    precision = args.precision if gpu else "fp32"  # CPU: the code path, not the numbers
-    ds = DeepSpeedConfig(zero_stage=args.zero, precision=precision, overlap_comm=args.overlap_comm,
+    ds = DeepSpeedConfig(zero_stage=args.zero, precision=args.precision, overlap_comm=args.overlap_comm,
                          contiguous_gradients=args.contiguous_gradients)
     strategy = DeepSpeedStrategy(ds, args.batch, use_gpu=gpu)
     engine = strategy.setup(model, lr=1e-4, weight_decay=0.0, total_steps=10_000, warmup_steps=0)

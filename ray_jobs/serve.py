@@ -6,9 +6,9 @@ one by default) and keep it up until Ctrl+C, or send the demo requests and shut 
     interest serve --model ml100k-transfer --demo outputs/demo/prepared --scenario ml-100k
 
 ``--set`` overrides fields of serving/config.py's ServeConfig. Deployment options (replicas,
-CPUs, autoscaling, max_ongoing_requests) come from the serve config YAML, except those given with
-``--set``, which are written into it (DEPLOYMENT_FIELDS). The app's replicas get the model, registry and overrides
-through its runtime_env; INTEREST_API_TOKEN and INTEREST_PSEUDONYM_KEY are passed on from this
+CPUs, autoscaling, max_ongoing_requests) come from the serve config YAML, except those given
+with ``--set``, which are written into it (DEPLOYMENT_FIELDS). The app's replicas get the model,
+registry and overrides through its runtime_env; INTEREST_API_TOKEN and INTEREST_PSEUDONYM_KEY are passed on from this
 process's environment when set. On a running cluster ``serve deploy serving/serve_config.yaml``
 deploys the same file (set the model and registry in its runtime_env there).
 """
@@ -83,9 +83,11 @@ def deployment_options(overrides: list[str]) -> dict[str, dict]:
     """{deployment name: options} for the deployment fields the overrides set."""
     from serving.config import ServeConfig
 
-    cfg = ServeConfig.load(None, overrides)
     keys = [o.split("=", 1)[0].strip() for o in overrides if "=" in o]
-    given = {k.split(".")[0] for k in keys}
+    given = {k.split(".")[0] for k in keys} & set(DEPLOYMENT_FIELDS)
+    if not given:
+        return {}
+    cfg = ServeConfig.load(None, overrides)
     model: dict = {}
     api: dict = {}
     scaling = cfg.autoscaling.model_dump()

@@ -176,7 +176,7 @@ def pretrain_part(report: Report, args, budget: float) -> None:
         if mode == "lora":
             sets.append("encoder_lora={r: 16, alpha: 32}")
         if args.tiny:
-            sets += ["scaling.use_gpu=false", "scaling.cpus_per_worker=1", "deepspeed.precision=fp32", "train.batch_size=8",
+            sets += ["scaling.use_gpu=false", "scaling.cpus_per_worker=1", "train.batch_size=8",
                      "model.num_negatives=16", "model.user_encoder.max_len=16", "train.eval_batch_size=64",
                      "model.item_encoder.gradient_checkpointing=true"]
         cmd = [sys.executable, "-m", "ray_jobs.pretrain", "--config", str(PRETRAIN_CONFIG)]
@@ -235,7 +235,7 @@ def main(argv=None) -> int:
         run_prepare(PrepareConfig.load(REPO / "ray_jobs/configs/tiny.yaml", [
             f"input.root={out}/work/raw", f"output_dir={out}/work/prepared"]), PandasEngine())
         args.prepared = str(out / "work" / "prepared")
-    args.pretrain_steps = args.pretrain_steps or (2 if args.tiny else 60)
+    args.pretrain_steps = args.pretrain_steps or (2 if args.tiny else 40)
     meta = {"device": torch.cuda.get_device_name() if gpu else "CPU", "mode": "tiny" if args.tiny else "gpu",
             "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "commit": commit(),
             "torch": torch.__version__}
@@ -245,8 +245,8 @@ def main(argv=None) -> int:
         train_step_part(report, TINY_STEP_PLAN, args.step_budget_s or 120, 60,
                         ["--items", "300", "--steps", "2", "--warmup", "1", "--batch", "4"], one_process=True)
     else:
-        train_step_part(report, GPU_STEP_PLAN, args.step_budget_s or 300, 75, [])
-    pretrain_part(report, args, args.pretrain_budget_s or (150 if args.tiny else 170))
+        train_step_part(report, GPU_STEP_PLAN, args.step_budget_s or 250, 75, [])
+    pretrain_part(report, args, args.pretrain_budget_s or (150 if args.tiny else 200))
     print(report.markdown())
     return 0
 

@@ -9,8 +9,9 @@
 #
 # Parts (benchmarks/gpu/check.py), each with its own time limit, results rewritten after each row:
 # (a) the training step, plain PyTorch against our DeepSpeed strategy lever by lever, for a 1.5B
-# and a 0.5B Qwen2-style random-init encoder (about 5 min); (b) interest pretrain through Ray Train
-# with a trainable 0.5B decoder item encoder, full and LoRA, a fixed number of steps (about 3 min).
+# and a 0.5B Qwen2-style random-init encoder (at most 250 s; the variants that matter most first);
+# (b) interest pretrain through Ray Train with a trainable 0.5B decoder item encoder, full and
+# LoRA, 40 steps each (at most 200 s).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 TINY=""
