@@ -1,7 +1,9 @@
-"""Serving benchmark: latency (p50/p95/p99) and throughput of the Ray Serve endpoint at 1, 8 and
-32 concurrent clients on loopback, against a naive baseline in the same command (one FastAPI
-process running transformers per request, no batching, no embedding cache:
-benchmarks/naive_server.py), then a schemathesis run over /openapi.json counting 5xx answers.
+"""Serving benchmark: latency (p50/p95/p99), throughput and CPU per request of the Ray Serve
+endpoint at 1, 8 and 32 concurrent clients on loopback (keep-alive connections), against, in the
+same command, the floor (an empty Serve app on the same proxy: benchmarks/serve_floor.py) and a
+naive baseline (one FastAPI process running transformers per request, no batching, no embedding
+cache: benchmarks/naive_server.py); then a schemathesis run over /openapi.json counting 5xx
+answers.
 
     python benchmarks/bench_serve.py --model ml100k-transfer --prepared outputs/demo/prepared \\
         --scenario ml-100k
@@ -42,8 +44,18 @@ def wait_port(port: int, timeout: float = 120) -> None:
     raise TimeoutError(f"nothing listening on {port}")
 
 
+def busy_cpu_seconds() -> float:
+    """CPU seconds every core of this machine has spent busy since boot (/proc/stat)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, idle, iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def load(url: str, bodies: list[dict], concurrency: int, total: int, headers: dict) -> dict:
-    """``total`` requests from ``concurrency`` clients, each waiting for its answer."""
+    """``total`` requests from ``concurrency`` clients, each waiting for its answer and reusing its
+    connection (keep-alive). CPU ms per request: the machine's busy CPU time over the load, less
+    this client process's own, per request (Serve's proxy, replicas and Ray's daemons; or the
+    naive server)."""
     sessions = [requests.Session() for _ in range(concurrency)]
 
     def one(i: int) -> tuple[float, int]:
@@ -52,14 +64,40 @@ def load(url: str, bodies: list[dict], concurrency: int, total: int, headers: di
         r = s.post(url + "/v1/recommend", json=bodies[i % len(bodies)], headers=headers, timeout=300)
         return time.perf_counter() - t, r.status_code
 
-    started = time.perf_counter()
+    me = os.times()
+    busy, started = busy_cpu_seconds(), time.perf_counter()
     with cf.ThreadPoolExecutor(concurrency) as pool:
         results = list(pool.map(one, range(total)))
     wall = time.perf_counter() - started
+    mine = sum(os.times()[:2]) - sum(me[:2])
+    server_cpu = max(0.0, busy_cpu_seconds() - busy - mine)
     lat = np.array([r[0] for r in results]) * 1000
     return {"concurrency": concurrency, "requests": total, "errors": sum(r[1] != 200 for r in results),
             "p50_ms": float(np.percentile(lat, 50)), "p95_ms": float(np.percentile(lat, 95)),
-            "p99_ms": float(np.percentile(lat, 99)), "throughput_rps": total / wall}
+            "p99_ms": float(np.percentile(lat, 99)), "throughput_rps": total / wall,
+            "cpu_ms_per_request": server_cpu * 1000 / total, "client_cpu_ms_per_request": mine * 1000 / total}
+
+
+def run_levels(name: str, url: str, bodies: list[dict], levels: list[int], total: int, headers: dict) -> list[dict]:
+    load(url, bodies, 4, 32, headers)  # warm-up: replicas, connections, first batches
+    rows = []
+    for c in levels:
+        rows.append(load(url, bodies, c, total, headers))
+        print(name, rows[-1], flush=True)
+    return rows
+
+
+def floor_levels(args, bodies: list[dict], headers: dict) -> list[dict]:
+    """The empty Serve app's figures, on the same proxy and port, then removed."""
+    from ray import serve
+
+    from benchmarks.serve_floor import app
+
+    serve.run(app, name="floor", route_prefix="/", blocking=False)
+    try:
+        return run_levels("floor", f"http://127.0.0.1:{args.port}", bodies, args.concurrency, args.requests, headers)
+    finally:
+        serve.delete("floor")
 
 
 def schemathesis_run(url: str, examples: int, token: str | None, workdir: Path) -> dict:
@@ -127,15 +165,18 @@ def main() -> int:
     reg = str(Path(args.registry).resolve())
     from ray import serve
 
-    deploy(deploy_config(str(DEFAULT_CONFIG), sets, "127.0.0.1", args.port))
-    results: dict = {"model": args.model, "serve": [], "naive": [], "cpus": os.cpu_count()}
+    config = deploy_config(str(DEFAULT_CONFIG), sets, "127.0.0.1", args.port)
+    results: dict = {"model": args.model, "serve": [], "naive": [], "floor": [], "cpus": os.cpu_count()}
     try:
+        from ray.serve._private import api as serve_api
+
+        # Serve on the endpoint's HTTP options, the floor app first and alone, then the endpoint.
+        serve_api.serve_start(http_options=config["http_options"], proxy_location=config.get("proxy_location"))
+        results["floor"] = floor_levels(args, bodies, headers)
+        deploy(config)
         wait_running(["interest"], timeout=300)
         url = f"http://127.0.0.1:{args.port}"
-        load(url, bodies, 4, 32, headers)  # warm-up: replicas, connections, first batches
-        for c in args.concurrency:
-            results["serve"].append(load(url, bodies, c, args.requests, headers))
-            print("serve", results["serve"][-1], flush=True)
+        results["serve"] = run_levels("serve", url, bodies, args.concurrency, args.requests, headers)
 
         model_dir = registry.local_model_dir(reg, args.model)
         naive = subprocess.Popen([sys.executable, str(REPO / "benchmarks" / "naive_server.py"), model_dir,
@@ -143,10 +184,7 @@ def main() -> int:
         try:
             wait_port(args.naive_port)
             nurl = f"http://127.0.0.1:{args.naive_port}"
-            load(nurl, bodies, 2, 8, {})
-            for c in args.concurrency:
-                results["naive"].append(load(nurl, bodies, c, args.naive_requests, {}))
-                print("naive", results["naive"][-1], flush=True)
+            results["naive"] = run_levels("naive", nurl, bodies, args.concurrency, args.naive_requests, {})
         finally:
             naive.terminate()
             naive.wait(30)
@@ -162,10 +200,17 @@ def main() -> int:
               f"{s['throughput_rps']:.1f} | {n['p50_ms']:.0f} / {n['p95_ms']:.0f} / {n['p99_ms']:.0f} | "
               f"{n['throughput_rps']:.1f} | {s['throughput_rps'] / n['throughput_rps']:.1f}x | "
               f"{n['p50_ms'] / s['p50_ms']:.1f}x |")
+    print(f"\n| clients | floor req/s | endpoint req/s | endpoint / floor | floor CPU ms/req | endpoint CPU ms/req "
+          f"| CPU ratio | floor p50 ms | endpoint p50 ms |\n|---|---|---|---|---|---|---|---|---|")
+    for f, s in zip(results["floor"], results["serve"]):
+        print(f"| {s['concurrency']} | {f['throughput_rps']:.0f} | {s['throughput_rps']:.0f} | "
+              f"{s['throughput_rps'] / f['throughput_rps']:.2f}x | {f['cpu_ms_per_request']:.1f} | "
+              f"{s['cpu_ms_per_request']:.1f} | {s['cpu_ms_per_request'] / f['cpu_ms_per_request']:.2f}x | "
+              f"{f['p50_ms']:.0f} | {s['p50_ms']:.0f} |")
     st = results["schemathesis"]
     print(f"\nschemathesis: {st['cases']} generated cases, {st['server_errors_5xx']} answered 5xx "
           f"({st['client_errors_4xx']} 4xx, {st['ok_2xx']} 2xx)")
-    errors = sum(r["errors"] for r in results["serve"] + results["naive"])
+    errors = sum(r["errors"] for r in results["serve"] + results["naive"] + results["floor"])
     print(f"non-200 answers under load: {errors}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2))
