@@ -2,8 +2,8 @@
 answers POST /v1/recommend with a constant body the size of a real answer (10 items). What Serve
 itself costs per request on this machine: the endpoint cannot do better than this."""
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: FastAPI must see the Request type itself (as a string
+# it takes `request` for a query parameter and answers 422).
 from fastapi import FastAPI, Request
 from ray import serve
 
