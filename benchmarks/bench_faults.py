@@ -34,9 +34,9 @@ def model_replica_pid() -> int:
     from ray.util.state import list_actors
 
     alive = [a for a in list_actors(filters=[("state", "=", "ALIVE")], detail=True)
-             if "ModelServer" in (a.get("class_name") or "")]
+             if "InterestApi" in (a.get("class_name") or "")]
     if len(alive) != 1:
-        raise RuntimeError(f"expected one live ModelServer replica, found {len(alive)}")
+        raise RuntimeError(f"expected one live InterestApi replica, found {len(alive)}")
     return int(alive[0]["pid"])
 
 
@@ -48,7 +48,7 @@ def main() -> int:
     p.add_argument("--kill-at", type=float, default=60.0)
     p.add_argument("--slow-s", type=float, default=2.0)
     p.add_argument("--max-replicas", type=int, default=None,
-                   help="ModelServer autoscaling max_replicas (default: serving/serve_config.yaml's)")
+                   help="autoscaling max_replicas (default: serving/serve_config.yaml's)")
     p.add_argument("--out", default="outputs/bench/faults.json")
     args = p.parse_args()
 
@@ -60,9 +60,8 @@ def main() -> int:
     url = f"http://127.0.0.1:{args.port}"
     config = deploy_config(str(DEFAULT_CONFIG), sets, "127.0.0.1", args.port)
     if args.max_replicas is not None:  # the YAML's deployment values win over ServeConfig's: edit them
-        for dep in config["applications"][0]["deployments"]:
-            if dep["name"] == "ModelServer":
-                dep["autoscaling_config"]["max_replicas"] = args.max_replicas
+        (dep,) = config["applications"][0]["deployments"]
+        dep["autoscaling_config"]["max_replicas"] = args.max_replicas
     deploy(config)
     log: list[tuple[float, float, int, str]] = []  # (start, end, status, route) since t0
     added: list[str] = []
@@ -112,7 +111,7 @@ def main() -> int:
         pid = model_replica_pid()
         killed_at = time.monotonic() - t0
         os.kill(pid, signal.SIGKILL)
-        print(f"killed the ModelServer replica (pid {pid}) at {killed_at:.1f}s", flush=True)
+        print(f"killed the InterestApi replica (pid {pid}) at {killed_at:.1f}s", flush=True)
         for t in threads:
             t.join()
 

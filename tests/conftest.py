@@ -36,6 +36,9 @@ def ray_cluster():
 
     os.environ.pop("RAY_ADDRESS", None)  # never join a cluster the environment points at
     os.environ["RAY_AUTH_MODE"] = "disabled"  # local test cluster on loopback only
+    from ray_jobs.serve import serve_environment
+
+    serve_environment()  # Serve's data path as `interest serve` starts it (HAProxy)
     tmp = tempfile.mkdtemp(prefix="rt-", dir="/tmp")  # short: Ray's socket paths have a length limit
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", _temp_dir=tmp, log_to_driver=False,
