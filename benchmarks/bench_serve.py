@@ -188,6 +188,9 @@ def main() -> int:
     p.add_argument("--variant", dest="variants", action="append", default=[], type=parse_variant,
                    metavar="NAME:KEY=VALUE,...", help="also measure the endpoint with these ServeConfig overrides")
     p.add_argument("--examples", type=int, default=400, help="schemathesis examples per operation (0: skip)")
+    p.add_argument("--floor-only", action="store_true", help="measure the floor alone and write it to --out")
+    p.add_argument("--no-default-floor", action="store_true",
+                   help="with --proxy haproxy: skip the floor on Serve's default (Python) proxy")
     p.add_argument("--naive-port", type=int, default=8011)
     p.add_argument("--out", default="outputs/bench/serve.json")
     args = p.parse_args()
@@ -195,6 +198,14 @@ def main() -> int:
     from interest_model import registry
     from ray_jobs.serve import DEFAULT_CONFIG, deploy, deploy_config, wait_running
 
+    default_floor = []
+    if args.proxy == "haproxy" and not args.no_default_floor and not args.floor_only:
+        # Serve's default data path, for reference: its own cluster, before this one starts
+        path = Path(tempfile.mkdtemp(prefix="bench-floor-")) / "floor.json"
+        subprocess.run([sys.executable, __file__, "--floor-only", "--proxy", "serve", "--port", str(args.port),
+                        "--seconds", str(args.seconds), "--prepared", args.prepared, "--scenario", args.scenario,
+                        "--concurrency", *map(str, args.concurrency), "--out", str(path)], check=True)
+        default_floor = json.loads(path.read_text())["floor"]
     bodies, headers, sets, work = endpoint_setup(args, "bench-serve-")  # the fuzzer adds items: into work
     token = os.environ.get("INTEREST_API_TOKEN")
     reg = str(Path(args.registry).resolve())
@@ -202,7 +213,7 @@ def main() -> int:
 
     config = deploy_config(str(DEFAULT_CONFIG), sets, "127.0.0.1", args.port)
     results: dict = {"model": args.model, "proxy": args.proxy, "seconds_per_level": args.seconds, "cpus": os.cpu_count(),
-                     "floor": [], "serve": [], "variants": {}, "naive": []}
+                     "floor": [], "floor_default_proxy": default_floor, "serve": [], "variants": {}, "naive": []}
     url = f"http://127.0.0.1:{args.port}"
     try:
         from ray.serve._private import api as serve_api
@@ -210,6 +221,9 @@ def main() -> int:
         # Serve on the endpoint's HTTP options, the floor app first and alone, then the endpoint.
         serve_api.serve_start(http_options=config["http_options"], proxy_location=config.get("proxy_location"))
         results["floor"] = floor_levels(args, bodies, headers)
+        if args.floor_only:
+            Path(args.out).write_text(json.dumps(results, indent=2))
+            return 0
         deploy(config)
         wait_running(["interest"], timeout=300)
         results["serve"] = run_levels("endpoint", url, bodies, args.concurrency, args.seconds, headers)
@@ -239,6 +253,9 @@ def main() -> int:
     print(f"\nproxy: {args.proxy}; {args.seconds:.0f} s per level; endpoint settings: serving/serve_config.yaml "
           f"+ {args.overrides or 'nothing'}")
     print(ratio_table(results["floor"], "endpoint", results["serve"]))
+    if default_floor:
+        print(ratio_table(default_floor, "endpoint", results["serve"]).replace(
+            "(same proxy, same run)", "on Serve's default (Python) proxy, same command"))
     for name, v in results["variants"].items():
         print(ratio_table(results["floor"], f"{name} ({', '.join(v['set'])})", v["levels"]))
     if results["naive"]:
@@ -253,7 +270,7 @@ def main() -> int:
     if st:
         print(f"\nschemathesis: {st['cases']} generated cases, {st['server_errors_5xx']} answered 5xx "
               f"({st['client_errors_4xx']} 4xx, {st['ok_2xx']} 2xx)")
-    levels = results["serve"] + results["naive"] + results["floor"] + [
+    levels = results["serve"] + results["naive"] + results["floor"] + default_floor + [
         r for v in results["variants"].values() for r in v["levels"]]
     errors = sum(r["errors"] for r in levels)
     print(f"non-200 answers under load: {errors} of {sum(r['requests'] for r in levels):,} requests")

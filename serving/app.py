@@ -120,7 +120,7 @@ class Limits:
 api.add_middleware(Limits)
 
 
-def authorized(request: Request) -> None:
+async def authorized(request: Request) -> None:  # async: FastAPI runs a sync dependency in a thread
     token = SETTINGS.token
     if not token:
         return
@@ -187,7 +187,8 @@ class InterestApi:
                                   hnsw_m=cfg.hnsw_m, ef_search=cfg.hnsw_ef_search, max_history=cfg.max_history)
         self.store = store
         self._recommend_batch.set_max_batch_size(cfg.max_batch_size)
-        self._recommend_batch.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
+        self.batch_wait_s = cfg.batch_wait_timeout_s
+        self.waiting = 0  # /v1/recommend requests in this replica now (queued or being encoded)
         self.batch_size = metrics.Histogram("interest_batch_size", description="requests per user-encoding batch",
                                             boundaries=BATCH_BOUNDARIES)
         self.pseudonymize = Pseudonymizer(cfg.pseudonymize.resolve_key(), cfg.pseudonymize.digest_chars)
@@ -227,7 +228,15 @@ class InterestApi:
               dependencies=[Depends(authorized)], tags=["recommend"])
     async def recommend(self, body: schemas.RecommendRequest, request: Request):
         self._log(request, "recommend", body, f"k={body.k}")
-        out = await self._recommend_batch(body.model_dump())
+        # A batch waits for company only when there is some: a request alone in the replica is
+        # encoded at once (the whole wait would be added to its latency); under load batches
+        # still fill, so the forward passes stay few.
+        self.waiting += 1
+        try:
+            self._recommend_batch.set_batch_wait_timeout_s(self.batch_wait_s if self.waiting > 1 else 0.0)
+            out = await self._recommend_batch(body.model_dump())
+        finally:
+            self.waiting -= 1
         if isinstance(out, Exception):
             raise out  # a RequestError: its 4xx (the handler above)
         # the model's answer already has the response's shape: no second validation on the hot path
