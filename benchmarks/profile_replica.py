@@ -40,10 +40,11 @@ PARTS = [
     ("Serve's metrics", ("_record_errors_and_metrics", "Metric._record", "Gauge.set", "Counter.inc")),
     ("batching (serve.batch)", ("_BatchQueue", "_process_batches", "batch_handler")),
     ("sync FastAPI dependencies (a thread each)", ("run_in_threadpool",)),
-    ("FastAPI and Starlette routing", ("Starlette.__call__", "FastAPI.__call__", "APIRoute.handle")),
+    ("HTTP server (uvicorn: parse, write the answer)", ("RequestResponseCycle.send", "HttpToolsProtocol",
+                                                       "H11Protocol", "httptools_impl")),
+    ("FastAPI and Starlette routing, middleware", ("Starlette.__call__", "FastAPI.__call__", "APIRoute.handle")),
     ("Serve's request wrapping (ids, context)", ("Replica._direct_ingress_asgi", "RequestIdMiddleware",
                                                  "ProxyHeadersMiddleware", "Replica._wrap_request")),
-    ("HTTP server (uvicorn)", ("httptools_impl", "H11Protocol", "HttpToolsProtocol")),
 ]
 # Leaf frames of a thread that waits (py-spy shows the Python frame that called into C)
 IDLE = ("Condition.wait", "Queue.get", "Event.wait", "select", "epoll", "poll", "_run_once", "sleep",
@@ -64,6 +65,29 @@ def replica_pid() -> int:
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def processes_cpu() -> dict[str, float]:
+    """CPU seconds so far of every process on this machine, by a short name (the same name summed)."""
+    out: dict[str, float] = collections.defaultdict(float)
+    tick = os.sysconf("SC_CLK_TCK")
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_text()
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        comm, fields = stat[stat.index("(") + 1:stat.rindex(")")], stat.rsplit(")", 1)[1].split()
+        words = [a.decode(errors="replace") for a in argv if a]
+        name = words[0].rsplit("/", 1)[-1] if words else comm
+        if name.startswith("ray::"):
+            name = words[0]  # ray::ServeReplica:interest:InterestApi, ray::HAProxyManager, ...
+        elif name.startswith("python") and len(words) > 1:
+            name = next((w.rsplit("/", 1)[-1] for w in words[1:] if w.endswith(".py")), words[1])
+        out[name] += (int(fields[11]) + int(fields[12])) / tick
+    return out
 
 
 def split(raw: Path) -> tuple[int, dict[str, int]]:
@@ -108,9 +132,10 @@ def main() -> int:
         spy_proc = subprocess.Popen([spy, "record", "-p", str(pid), "-d", str(int(args.seconds)), "-r", str(args.rate),
                                      "-f", "raw", "-o", str(raw), "--threads", "--nonblocking"],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        cpu0 = cpu_seconds(pid)
+        cpu0, every0 = cpu_seconds(pid), processes_cpu()
         level = load(url, bodies, args.clients, args.seconds, headers)
         replica_ms = (cpu_seconds(pid) - cpu0) * 1000 / level["requests"]
+        every = {k: (v - every0.get(k, 0.0)) * 1000 / level["requests"] for k, v in processes_cpu().items()}
         spy_proc.wait(60)
     finally:
         serve.shutdown()
@@ -124,8 +149,13 @@ def main() -> int:
     rows = sorted(parts.items(), key=lambda kv: -kv[1])
     for name, n in rows:
         print(f"| {name} | {100 * n / busy:.1f} % | {1000 * replica_ms * n / busy:.0f} |")
+    top = sorted(((k, v) for k, v in every.items() if v >= 0.01), key=lambda kv: -kv[1])
+    print("\n| process (py-spy and this script included) | CPU ms per request |\n|---|---|")
+    for name, ms in top[:12]:
+        print(f"| {name} | {ms:.2f} |")
     result = {"clients": args.clients, "seconds": args.seconds, "settings": args.overrides, "level": level,
               "replica_cpu_ms_per_request": replica_ms, "samples_on_cpu": busy,
+              "processes_cpu_ms_per_request": dict(top),
               "parts": {name: {"share": n / busy, "us_per_request": 1000 * replica_ms * n / busy} for name, n in rows}}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))

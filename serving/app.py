@@ -4,7 +4,7 @@
                   one registry model version: @serve.batch user encoding + retrieval over the live
                   catalog (exact or HNSW), items added by text, explanations
 
-One hop: a request goes from Serve's proxy (or HAProxy, see cluster/README) straight to the
+One hop: a request goes from the proxy (HAProxy: SERVE_ENV in ray_jobs/serve.py) straight to the
 replica that answers it. Splitting the ingress from the model cost a second hop between
 deployments, which on 2 cores took more CPU per request than the model itself (README,
 "Serving speed"). The model's work (encoding, scoring, explanations) runs in a worker thread,

@@ -34,7 +34,7 @@ def _config(registry: Path, port: int, *overrides: str) -> dict:
     from ray_jobs.serve import DEFAULT_CONFIG, deploy_config
 
     sets = [f"registry={registry}", "model=tiny", "replica_cpus=0.5", "max_body_bytes=4096",
-            "max_batch_size=8", "batch_wait_timeout_s=0.2", "max_ongoing_requests=16", *overrides]
+            "max_batch_size=8", "batch_wait_timeout_s=1.0", "max_ongoing_requests=16", *overrides]
     config = deploy_config(str(DEFAULT_CONFIG), sets, "127.0.0.1", port)
     app = config["applications"][0]
     app["runtime_env"]["env_vars"].update({"INTEREST_API_TOKEN": TOKEN, "INTEREST_PSEUDONYM_KEY": "serve-test-key"})
@@ -220,6 +220,11 @@ def test_concurrent_requests_are_batched(endpoint):
     assert all(a.status_code == 200 for a in answers)
     sizes = [int(a.headers["x-batch-size"]) for a in answers]
     assert max(sizes) > 1, sizes
+    # A request alone is not held for the batch wait (1 s here): it is encoded at once.
+    started = time.monotonic()
+    alone = _post(ep, "/v1/recommend", bodies[0])
+    assert alone.status_code == 200 and alone.headers["x-batch-size"] == "1"
+    assert time.monotonic() - started < 0.5
 
 
 def test_item_added_by_text_is_recommended_next(endpoint):
