@@ -1,6 +1,6 @@
 """Faults under load, bounded and on loopback: the endpoint with ``--clients`` closed-loop clients
-for ``--duration`` seconds while one more client adds items by text, and the model replica's
-process killed once (SIGKILL) at ``--kill-at`` seconds. Reports every request, every failure (and
+for ``--duration`` seconds while one more client adds items by text, and a replica's process (the
+oldest) killed once (SIGKILL) at ``--kill-at`` seconds. Reports every request, every failure (and
 how many after recovery), the recovery time, and whether every acknowledged item survived.
 
     python benchmarks/bench_faults.py --model ml100k-transfer --prepared outputs/demo/prepared \\
@@ -28,16 +28,18 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench_serve import add_endpoint_args, endpoint_setup  # noqa: E402  (benchmarks/ is the script's folder)
+from serving.client import retrying_session  # noqa: E402
 
 
-def model_replica_pid() -> int:
+def replica_pids() -> list[int]:
+    """Process ids of the endpoint's live replicas, oldest first."""
     from ray.util.state import list_actors
 
     alive = [a for a in list_actors(filters=[("state", "=", "ALIVE")], detail=True)
-             if "ModelServer" in (a.get("class_name") or "")]
-    if len(alive) != 1:
-        raise RuntimeError(f"expected one live ModelServer replica, found {len(alive)}")
-    return int(alive[0]["pid"])
+             if "InterestApi" in (a.get("class_name") or "")]
+    if not alive:
+        raise RuntimeError("no live InterestApi replica")
+    return [int(a["pid"]) for a in sorted(alive, key=lambda a: a.get("start_time_ms") or 0)]
 
 
 def main() -> int:
@@ -48,7 +50,9 @@ def main() -> int:
     p.add_argument("--kill-at", type=float, default=60.0)
     p.add_argument("--slow-s", type=float, default=2.0)
     p.add_argument("--max-replicas", type=int, default=None,
-                   help="ModelServer autoscaling max_replicas (default: serving/serve_config.yaml's)")
+                   help="autoscaling max_replicas (default: serving/serve_config.yaml's)")
+    p.add_argument("--retries", type=int, default=0,
+                   help="clients repeat a broken or 5xx request this many times (serving.client.retrying_session)")
     p.add_argument("--out", default="outputs/bench/faults.json")
     args = p.parse_args()
 
@@ -60,9 +64,8 @@ def main() -> int:
     url = f"http://127.0.0.1:{args.port}"
     config = deploy_config(str(DEFAULT_CONFIG), sets, "127.0.0.1", args.port)
     if args.max_replicas is not None:  # the YAML's deployment values win over ServeConfig's: edit them
-        for dep in config["applications"][0]["deployments"]:
-            if dep["name"] == "ModelServer":
-                dep["autoscaling_config"]["max_replicas"] = args.max_replicas
+        (dep,) = config["applications"][0]["deployments"]
+        dep["autoscaling_config"]["max_replicas"] = args.max_replicas
     deploy(config)
     log: list[tuple[float, float, int, str]] = []  # (start, end, status, route) since t0
     added: list[str] = []
@@ -77,7 +80,7 @@ def main() -> int:
                 log.append((start - t0, time.monotonic() - t0, status, route))
 
         def client(i: int) -> None:
-            s = requests.Session()
+            s = retrying_session(args.retries)
             n = i
             while time.monotonic() < stop:
                 start = time.monotonic()
@@ -89,7 +92,7 @@ def main() -> int:
                 n += args.clients
 
         def adder() -> None:
-            s, n = requests.Session(), 0
+            s, n = retrying_session(args.retries), 0
             while time.monotonic() < stop:
                 item = f"fault-test-item-{n}"
                 start = time.monotonic()
@@ -109,10 +112,11 @@ def main() -> int:
         for t in threads:
             t.start()
         time.sleep(args.kill_at)
-        pid = model_replica_pid()
+        pids = replica_pids()
+        pid = pids[0]
         killed_at = time.monotonic() - t0
         os.kill(pid, signal.SIGKILL)
-        print(f"killed the ModelServer replica (pid {pid}) at {killed_at:.1f}s", flush=True)
+        print(f"killed an InterestApi replica (pid {pid}, the oldest of {len(pids)}) at {killed_at:.1f}s", flush=True)
         for t in threads:
             t.join()
 
@@ -129,7 +133,8 @@ def main() -> int:
     after = failed[failed[:, 0] > recovered]
     lat = (arr[:, 1] - arr[:, 0]) * 1000
     result = {
-        "clients": args.clients, "duration_s": args.duration, "max_replicas": args.max_replicas, "killed_at_s": round(killed_at, 1),
+        "clients": args.clients, "client_retries": args.retries, "duration_s": args.duration, "max_replicas": args.max_replicas, "killed_at_s": round(killed_at, 1),
+        "replicas_at_kill": len(pids),
         "requests": int(len(arr)), "failed": int(len(failed)), "failed_after_recovery": int(len(after)),
         "failed_by_status": {str(int(k)): int(v) for k, v in zip(*np.unique(failed[:, 2], return_counts=True))} if len(failed) else {},
         "recovery_s": round(recovered - killed_at, 1), "p50_ms": float(np.percentile(lat, 50)),
@@ -137,9 +142,9 @@ def main() -> int:
         "items_added": len(added), "items_lost": len(lost),
     }
     print(json.dumps(result, indent=2))
-    print(f"\n| clients | duration | requests | failed | failed after recovery | recovery | p50 / p99 / max ms | items added | items lost |\n"
-          f"|---|---|---|---|---|---|---|---|---|\n"
-          f"| {args.clients} | {args.duration:.0f} s | {result['requests']:,} | {result['failed']} | {result['failed_after_recovery']} "
+    print(f"\n| clients | client retries | replicas at the kill | duration | requests | failed | failed after recovery | recovery | p50 / p99 / max ms | items added | items lost |\n"
+          f"|---|---|---|---|---|---|---|---|---|---|---|\n"
+          f"| {args.clients} | {args.retries} | {len(pids)} | {args.duration:.0f} s | {result['requests']:,} | {result['failed']} | {result['failed_after_recovery']} "
           f"| {result['recovery_s']} s | {result['p50_ms']:.0f} / {result['p99_ms']:.0f} / {result['max_ms']:.0f} "
           f"| {result['items_added']} | {result['items_lost']} |")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -5,12 +5,15 @@ naive baseline (one FastAPI process running transformers per request, no batchin
 cache: benchmarks/naive_server.py); then a schemathesis run over /openapi.json counting 5xx
 answers.
 
-    python benchmarks/bench_serve.py --model ml100k-transfer --prepared outputs/demo/prepared \\
+    python benchmarks/bench_serve.py --model ml100k-transfer --prepared outputs/demo/prepared \
         --scenario ml-100k
+    python benchmarks/bench_serve.py --proxy serve         # Serve's Python proxy instead of HAProxy
+    python benchmarks/bench_serve.py --variant quiet:log_requests=false \
+        --variant nowait:batch_wait_timeout_s=0            # more endpoint settings, same cluster
 
-Every load is bounded (a fixed number of requests per level). The same real user histories
-(leave-one-out training prefixes of the prepared data) go to both servers. Prints a table with
-ratios to the baseline and writes JSON next to it (``--out``).
+Every level runs for a fixed time (``--seconds``) with closed-loop clients. The same real user
+histories (leave-one-out training prefixes of the prepared data) go to every server. Prints tables
+with the ratios and writes JSON (``--out``).
 """
 
 from __future__ import annotations
@@ -51,26 +54,30 @@ def busy_cpu_seconds() -> float:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
-def load(url: str, bodies: list[dict], concurrency: int, total: int, headers: dict) -> dict:
-    """``total`` requests from ``concurrency`` clients, each waiting for its answer and reusing its
-    connection (keep-alive). CPU ms per request: the machine's busy CPU time over the load, less
-    this client process's own, per request (Serve's proxy, replicas and Ray's daemons; or the
-    naive server)."""
-    sessions = [requests.Session() for _ in range(concurrency)]
+def load(url: str, bodies: list[dict], concurrency: int, seconds: float, headers: dict) -> dict:
+    """``concurrency`` clients for ``seconds``, each sending its next request when the previous
+    answer arrives and reusing its connection (keep-alive). CPU ms per request: the machine's busy
+    CPU time over the load, less this client process's own, per request (Serve's proxies,
+    replicas and Ray's daemons; or the naive server)."""
 
-    def one(i: int) -> tuple[float, int]:
-        s = sessions[i % concurrency]
-        t = time.perf_counter()
-        r = s.post(url + "/v1/recommend", json=bodies[i % len(bodies)], headers=headers, timeout=300)
-        return time.perf_counter() - t, r.status_code
+    def client(c: int) -> list[tuple[float, int]]:
+        s, out, i = requests.Session(), [], c
+        while time.perf_counter() < stop:
+            t = time.perf_counter()
+            r = s.post(url + "/v1/recommend", json=bodies[i % len(bodies)], headers=headers, timeout=300)
+            out.append((time.perf_counter() - t, r.status_code))
+            i += concurrency
+        return out
 
     me = os.times()
     busy, started = busy_cpu_seconds(), time.perf_counter()
+    stop = started + seconds
     with cf.ThreadPoolExecutor(concurrency) as pool:
-        results = list(pool.map(one, range(total)))
+        results = [r for rs in pool.map(client, range(concurrency)) for r in rs]
     wall = time.perf_counter() - started
     mine = sum(os.times()[:2]) - sum(me[:2])
     server_cpu = max(0.0, busy_cpu_seconds() - busy - mine)
+    total = len(results)
     lat = np.array([r[0] for r in results]) * 1000
     return {"concurrency": concurrency, "requests": total, "errors": sum(r[1] != 200 for r in results),
             "p50_ms": float(np.percentile(lat, 50)), "p95_ms": float(np.percentile(lat, 95)),
@@ -78,12 +85,14 @@ def load(url: str, bodies: list[dict], concurrency: int, total: int, headers: di
             "cpu_ms_per_request": server_cpu * 1000 / total, "client_cpu_ms_per_request": mine * 1000 / total}
 
 
-def run_levels(name: str, url: str, bodies: list[dict], levels: list[int], total: int, headers: dict) -> list[dict]:
-    load(url, bodies, 4, 32, headers)  # warm-up: replicas, connections, first batches
+def run_levels(name: str, url: str, bodies: list[dict], levels: list[int], seconds: float, headers: dict) -> list[dict]:
+    load(url, bodies, 4, min(seconds, 3.0), headers)  # warm-up: replicas, connections, first batches
     rows = []
     for c in levels:
-        rows.append(load(url, bodies, c, total, headers))
-        print(name, rows[-1], flush=True)
+        rows.append(load(url, bodies, c, seconds, headers))
+        r = rows[-1]
+        print(f"{name:>10} {c:>3} clients: {r['throughput_rps']:6.1f} req/s, p50 {r['p50_ms']:6.1f} ms, "
+              f"p99 {r['p99_ms']:6.1f} ms, {r['cpu_ms_per_request']:5.2f} CPU ms/req, {r['errors']} errors", flush=True)
     return rows
 
 
@@ -95,7 +104,7 @@ def floor_levels(args, bodies: list[dict], headers: dict) -> list[dict]:
 
     serve.run(app, name="floor", route_prefix="/", blocking=False)
     try:
-        return run_levels("floor", f"http://127.0.0.1:{args.port}", bodies, args.concurrency, args.requests, headers)
+        return run_levels("floor", f"http://127.0.0.1:{args.port}", bodies, args.concurrency, args.seconds, headers)
     finally:
         serve.delete("floor")
 
@@ -125,12 +134,15 @@ def add_endpoint_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scenario", default="ml-100k")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--set", dest="overrides", action="append", default=[], help="ServeConfig override")
+    p.add_argument("--proxy", choices=["haproxy", "serve"], default="haproxy",
+                   help="HTTP proxy of the local cluster: HAProxy (what `interest serve` starts) or Serve's Python proxy")
 
 
 def endpoint_setup(args, prefix: str) -> tuple[list[dict], dict, list[str], Path]:
     """(request bodies from real histories, auth headers, ServeConfig overrides, a work folder);
     items added during a benchmark go to the work folder, not to the registry's item store."""
     from ray_jobs.common import init_ray, setup_logging
+    from ray_jobs.serve import serve_environment
     from serving.client import sample_histories
 
     setup_logging("WARNING")
@@ -142,17 +154,43 @@ def endpoint_setup(args, prefix: str) -> tuple[list[dict], dict, list[str], Path
     work = Path(tempfile.mkdtemp(prefix=prefix))
     sets = [f"registry={Path(args.registry).resolve()}", f"model={args.model}", f"item_store={work / 'items'}",
             *args.overrides]
+    serve_environment(args.proxy == "haproxy")
     init_ray(None, None)
     return bodies, headers, sets, work
+
+
+def parse_variant(text: str) -> tuple[str, list[str]]:
+    """'name:key=value,key=value' -> (name, ["key=value", ...])."""
+    name, _, sets = text.partition(":")
+    if not name or not sets:
+        raise argparse.ArgumentTypeError(f"--variant NAME:KEY=VALUE[,KEY=VALUE...], not {text!r}")
+    return name, [x.strip() for x in sets.split(",") if x.strip()]
+
+
+def ratio_table(floor: list[dict], name: str, rows: list[dict]) -> str:
+    lines = [f"\n{name} against the floor (same proxy, same run)\n"
+             "| clients | floor req/s | endpoint req/s | endpoint / floor | floor CPU ms/req | endpoint CPU ms/req "
+             "| CPU ratio | floor p50 ms | endpoint p50 / p99 ms |", "|---|---|---|---|---|---|---|---|---|"]
+    for f, s in zip(floor, rows):
+        lines.append(f"| {s['concurrency']} | {f['throughput_rps']:.0f} | {s['throughput_rps']:.0f} | "
+                     f"{s['throughput_rps'] / f['throughput_rps']:.2f}x | {f['cpu_ms_per_request']:.2f} | "
+                     f"{s['cpu_ms_per_request']:.2f} | {s['cpu_ms_per_request'] / f['cpu_ms_per_request']:.2f}x | "
+                     f"{f['p50_ms']:.1f} | {s['p50_ms']:.1f} / {s['p99_ms']:.0f} |")
+    return "\n".join(lines)
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_endpoint_args(p)
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
-    p.add_argument("--requests", type=int, default=320, help="requests per level for the endpoint")
-    p.add_argument("--naive-requests", type=int, default=64, help="requests per level for the baseline")
-    p.add_argument("--examples", type=int, default=400, help="schemathesis examples per operation")
+    p.add_argument("--seconds", type=float, default=10.0, help="seconds per level (floor and endpoint)")
+    p.add_argument("--naive-seconds", type=float, default=8.0, help="seconds per level of the naive baseline")
+    p.add_argument("--variant", dest="variants", action="append", default=[], type=parse_variant,
+                   metavar="NAME:KEY=VALUE,...", help="also measure the endpoint with these ServeConfig overrides")
+    p.add_argument("--examples", type=int, default=400, help="schemathesis examples per operation (0: skip)")
+    p.add_argument("--floor-only", action="store_true", help="measure the floor alone and write it to --out")
+    p.add_argument("--no-default-floor", action="store_true",
+                   help="with --proxy haproxy: skip the floor on Serve's default (Python) proxy")
     p.add_argument("--naive-port", type=int, default=8011)
     p.add_argument("--out", default="outputs/bench/serve.json")
     args = p.parse_args()
@@ -160,62 +198,86 @@ def main() -> int:
     from interest_model import registry
     from ray_jobs.serve import DEFAULT_CONFIG, deploy, deploy_config, wait_running
 
+    default_floor = []
+    if args.proxy == "haproxy" and not args.no_default_floor and not args.floor_only:
+        # Serve's default data path, for reference: its own cluster, before this one starts
+        path = Path(tempfile.mkdtemp(prefix="bench-floor-")) / "floor.json"
+        subprocess.run([sys.executable, __file__, "--floor-only", "--proxy", "serve", "--port", str(args.port),
+                        "--seconds", str(args.seconds), "--prepared", args.prepared, "--scenario", args.scenario,
+                        "--concurrency", *map(str, args.concurrency), "--out", str(path)], check=True)
+        default_floor = json.loads(path.read_text())["floor"]
     bodies, headers, sets, work = endpoint_setup(args, "bench-serve-")  # the fuzzer adds items: into work
     token = os.environ.get("INTEREST_API_TOKEN")
     reg = str(Path(args.registry).resolve())
     from ray import serve
 
     config = deploy_config(str(DEFAULT_CONFIG), sets, "127.0.0.1", args.port)
-    results: dict = {"model": args.model, "serve": [], "naive": [], "floor": [], "cpus": os.cpu_count()}
+    results: dict = {"model": args.model, "proxy": args.proxy, "seconds_per_level": args.seconds, "cpus": os.cpu_count(),
+                     "floor": [], "floor_default_proxy": default_floor, "serve": [], "variants": {}, "naive": []}
+    url = f"http://127.0.0.1:{args.port}"
     try:
         from ray.serve._private import api as serve_api
 
         # Serve on the endpoint's HTTP options, the floor app first and alone, then the endpoint.
         serve_api.serve_start(http_options=config["http_options"], proxy_location=config.get("proxy_location"))
         results["floor"] = floor_levels(args, bodies, headers)
+        if args.floor_only:
+            Path(args.out).write_text(json.dumps(results, indent=2))
+            return 0
         deploy(config)
         wait_running(["interest"], timeout=300)
-        url = f"http://127.0.0.1:{args.port}"
-        results["serve"] = run_levels("serve", url, bodies, args.concurrency, args.requests, headers)
+        results["serve"] = run_levels("endpoint", url, bodies, args.concurrency, args.seconds, headers)
+        if args.examples:
+            results["schemathesis"] = schemathesis_run(url, args.examples, token, work)
+        for name, extra in args.variants:
+            deploy(deploy_config(str(DEFAULT_CONFIG), [*sets, *extra], "127.0.0.1", args.port))
+            time.sleep(2)  # the redeploy has started before the status is polled
+            wait_running(["interest"], timeout=300)
+            results["variants"][name] = {"set": extra, "levels": run_levels(name, url, bodies, args.concurrency,
+                                                                            args.seconds, headers)}
+    finally:
+        serve.shutdown()
 
+    if args.naive_seconds > 0:
         model_dir = registry.local_model_dir(reg, args.model)
         naive = subprocess.Popen([sys.executable, str(REPO / "benchmarks" / "naive_server.py"), model_dir,
                                   str(args.naive_port)], cwd=REPO)
         try:
             wait_port(args.naive_port)
-            nurl = f"http://127.0.0.1:{args.naive_port}"
-            results["naive"] = run_levels("naive", nurl, bodies, args.concurrency, args.naive_requests, {})
+            results["naive"] = run_levels("naive", f"http://127.0.0.1:{args.naive_port}", bodies, args.concurrency,
+                                          args.naive_seconds, {})
         finally:
             naive.terminate()
             naive.wait(30)
 
-        results["schemathesis"] = schemathesis_run(url, args.examples, token, work)
-    finally:
-        serve.shutdown()
-
-    print(f"\n| clients | endpoint p50 / p95 / p99 ms | endpoint req/s | naive p50 / p95 / p99 ms | naive req/s "
-          f"| throughput ratio | p50 ratio (naive / endpoint) |\n|---|---|---|---|---|---|---|")
-    for s, n in zip(results["serve"], results["naive"]):
-        print(f"| {s['concurrency']} | {s['p50_ms']:.0f} / {s['p95_ms']:.0f} / {s['p99_ms']:.0f} | "
-              f"{s['throughput_rps']:.1f} | {n['p50_ms']:.0f} / {n['p95_ms']:.0f} / {n['p99_ms']:.0f} | "
-              f"{n['throughput_rps']:.1f} | {s['throughput_rps'] / n['throughput_rps']:.1f}x | "
-              f"{n['p50_ms'] / s['p50_ms']:.1f}x |")
-    print(f"\n| clients | floor req/s | endpoint req/s | endpoint / floor | floor CPU ms/req | endpoint CPU ms/req "
-          f"| CPU ratio | floor p50 ms | endpoint p50 ms |\n|---|---|---|---|---|---|---|---|---|")
-    for f, s in zip(results["floor"], results["serve"]):
-        print(f"| {s['concurrency']} | {f['throughput_rps']:.0f} | {s['throughput_rps']:.0f} | "
-              f"{s['throughput_rps'] / f['throughput_rps']:.2f}x | {f['cpu_ms_per_request']:.1f} | "
-              f"{s['cpu_ms_per_request']:.1f} | {s['cpu_ms_per_request'] / f['cpu_ms_per_request']:.2f}x | "
-              f"{f['p50_ms']:.0f} | {s['p50_ms']:.0f} |")
-    st = results["schemathesis"]
-    print(f"\nschemathesis: {st['cases']} generated cases, {st['server_errors_5xx']} answered 5xx "
-          f"({st['client_errors_4xx']} 4xx, {st['ok_2xx']} 2xx)")
-    errors = sum(r["errors"] for r in results["serve"] + results["naive"] + results["floor"])
-    print(f"non-200 answers under load: {errors}")
+    print(f"\nproxy: {args.proxy}; {args.seconds:.0f} s per level; endpoint settings: serving/serve_config.yaml "
+          f"+ {args.overrides or 'nothing'}")
+    print(ratio_table(results["floor"], "endpoint", results["serve"]))
+    if default_floor:
+        print(ratio_table(default_floor, "endpoint", results["serve"]).replace(
+            "(same proxy, same run)", "on Serve's default (Python) proxy, same command"))
+    for name, v in results["variants"].items():
+        print(ratio_table(results["floor"], f"{name} ({', '.join(v['set'])})", v["levels"]))
+    if results["naive"]:
+        print("\n| clients | endpoint p50 / p95 / p99 ms | endpoint req/s | naive p50 / p95 / p99 ms | naive req/s "
+              "| throughput ratio | p50 ratio (naive / endpoint) |\n|---|---|---|---|---|---|---|")
+        for s, n in zip(results["serve"], results["naive"]):
+            print(f"| {s['concurrency']} | {s['p50_ms']:.0f} / {s['p95_ms']:.0f} / {s['p99_ms']:.0f} | "
+                  f"{s['throughput_rps']:.1f} | {n['p50_ms']:.0f} / {n['p95_ms']:.0f} / {n['p99_ms']:.0f} | "
+                  f"{n['throughput_rps']:.1f} | {s['throughput_rps'] / n['throughput_rps']:.1f}x | "
+                  f"{n['p50_ms'] / s['p50_ms']:.1f}x |")
+    st = results.get("schemathesis")
+    if st:
+        print(f"\nschemathesis: {st['cases']} generated cases, {st['server_errors_5xx']} answered 5xx "
+              f"({st['client_errors_4xx']} 4xx, {st['ok_2xx']} 2xx)")
+    levels = results["serve"] + results["naive"] + results["floor"] + default_floor + [
+        r for v in results["variants"].values() for r in v["levels"]]
+    errors = sum(r["errors"] for r in levels)
+    print(f"non-200 answers under load: {errors} of {sum(r['requests'] for r in levels):,} requests")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2))
     print(f"written {args.out}")
-    return 0 if st["server_errors_5xx"] == 0 and errors == 0 else 1
+    return 0 if (not st or st["server_errors_5xx"] == 0) and errors == 0 else 1
 
 
 if __name__ == "__main__":

@@ -1,8 +1,14 @@
-"""The Ray Serve application: a FastAPI ingress in front of the model deployment.
+"""The Ray Serve application: one deployment, a FastAPI ingress that holds the model.
 
-    Api (FastAPI ingress)  validation, auth, size limit, request ids, latency metric, error mapping
-      -> ModelServer       a registry model version: @serve.batch user encoding + retrieval over
-                           the live catalog (exact or HNSW), items added by text, explanations
+    InterestApi   validation, auth, size limit, request ids, latency metric, error mapping; and
+                  one registry model version: @serve.batch user encoding + retrieval over the live
+                  catalog (exact or HNSW), items added by text, explanations
+
+One hop: a request goes from the proxy (HAProxy: SERVE_ENV in ray_jobs/serve.py) straight to the
+replica that answers it. Splitting the ingress from the model cost a second hop between
+deployments, which on 2 cores took more CPU per request than the model itself (README,
+"Serving speed"). The model's work (encoding, scoring, explanations) runs in a worker thread,
+never on the replica's event loop.
 
 Import path ``serving.app:app`` (built from ``ServeConfig.from_env()``); ``serve build
 serving.app:app`` wrote ``serving/serve_config.yaml`` from it; ``interest serve`` runs that file
@@ -22,10 +28,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from ray import serve
-from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve import metrics
-from ray.serve.exceptions import DeploymentUnavailableError, ReplicaUnavailableError
-from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from interest_model import io
@@ -54,56 +57,6 @@ def resolve_model(cfg: ServeConfig) -> tuple[str, str, str | None]:
     if store is None and not io.is_remote(cfg.registry):
         store = os.path.join(os.path.abspath(cfg.registry), name, "items")
     return local, f"{name}:{version}", store
-
-
-@serve.deployment
-class ModelServer:
-    """One model version; user encoding is batched across concurrent requests."""
-
-    def __init__(self, cfg: ServeConfig):
-        import torch
-
-        from interest_model.online import OnlineModel
-
-        torch.set_num_threads(max(1, round(cfg.model_cpus)))
-        model_dir, label, store = resolve_model(cfg)
-        if store is None:
-            log.warning("no item_store for a remote registry: items added by text live only in this replica")
-        self.online = OnlineModel(model_dir, item_store=store, label=label, exact_max_items=cfg.exact_search_max_items,
-                                  hnsw_m=cfg.hnsw_m, ef_search=cfg.hnsw_ef_search, max_history=cfg.max_history)
-        self.store = store
-        self._recommend_batch.set_max_batch_size(cfg.max_batch_size)
-        self._recommend_batch.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
-        self.batch_size = metrics.Histogram("interest_batch_size", description="requests per user-encoding batch",
-                                            boundaries=BATCH_BOUNDARIES)
-        log.info("serving %s from %s: %d items, %s search", label, model_dir, self.online.num_items,
-                 self.online.index.kind)
-
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
-    async def _recommend_batch(self, queries: list[dict]) -> list:
-        self.batch_size.observe(len(queries))
-        answers = await asyncio.to_thread(self.online.recommend_batch, queries)
-        return [a if isinstance(a, Exception) else {**a, "batch_size": len(queries), "model": self.online.label}
-                for a in answers]
-
-    async def recommend(self, query: dict) -> dict:
-        """One request's answer, encoded in a batch with concurrent ones; a request the model
-        cannot answer raises its RequestError (the ingress turns it into a 4xx)."""
-        out = await self._recommend_batch(query)
-        if isinstance(out, Exception):
-            raise out
-        return out
-
-    async def interests(self, query: dict) -> dict:
-        out = await asyncio.to_thread(self.online.interests, query, query.get("top_categories", 5))
-        return {**out, "model": self.online.label}
-
-    async def add_items(self, items: list[dict]) -> dict:
-        return {"items": await asyncio.to_thread(self.online.add_items, items), "model": self.online.label}
-
-    async def info(self) -> dict:
-        await asyncio.to_thread(self.online.refresh)
-        return {**self.online.info(), "item_store": self.store}
 
 
 api = FastAPI(
@@ -167,7 +120,7 @@ class Limits:
 api.add_middleware(Limits)
 
 
-def authorized(request: Request) -> None:
+async def authorized(request: Request) -> None:  # async: FastAPI runs a sync dependency in a thread
     token = SETTINGS.token
     if not token:
         return
@@ -211,50 +164,56 @@ async def unanswerable(request: Request, exc: RequestError) -> JSONResponse:
     return JSONResponse(bounded(exc.body()), status_code=exc.status)
 
 
+
 ERRORS = {401: {"model": schemas.ErrorResponse}, 413: {"model": schemas.ErrorResponse},
-          422: {"model": schemas.ErrorResponse}, 503: {"model": schemas.ErrorResponse}}
-
-# A model replica that dies (killed, out of memory, its node lost) fails the requests it holds;
-# Serve starts another. Every model call is safe to repeat (recommend and interests read, adding
-# items is an upsert by id), so the ingress repeats it until a replica answers, within a bound.
-REPLICA_LOST = (RayActorError, ActorUnavailableError, ReplicaUnavailableError, DeploymentUnavailableError)
-REPLICA_WAIT_S = 60.0
-
-
-async def call_model(method, *args):
-    """``await method.remote(*args)``, repeated while the model replica is being replaced."""
-    deadline, pause = time.monotonic() + REPLICA_WAIT_S, 0.1
-    while True:
-        try:
-            return await method.remote(*args)
-        except REPLICA_LOST as exc:
-            if time.monotonic() + pause > deadline:
-                raise HTTPException(503, "the model is restarting; retry shortly", headers={"Retry-After": "5"}) from exc
-            log.warning("model replica unavailable (%s); retrying in %.1fs", type(exc).__name__, pause)
-            await asyncio.sleep(pause)
-            pause = min(2.0, pause * 2)
-
+          422: {"model": schemas.ErrorResponse}}
 
 @serve.deployment
 @serve.ingress(api)
-class Api:
-    def __init__(self, model: DeploymentHandle, cfg: ServeConfig):
-        from interest_model.data.validate import Pseudonymizer
+class InterestApi:
+    """One model version behind the HTTP API; user encoding is batched across concurrent requests."""
 
-        self.model = model
+    def __init__(self, cfg: ServeConfig):
+        import torch
+
+        from interest_model.data.validate import Pseudonymizer
+        from interest_model.online import OnlineModel
+
+        torch.set_num_threads(max(1, round(cfg.replica_cpus)))
+        model_dir, label, store = resolve_model(cfg)
+        if store is None:
+            log.warning("no item_store for a remote registry: items added by text live only in this replica")
+        self.online = OnlineModel(model_dir, item_store=store, label=label, exact_max_items=cfg.exact_search_max_items,
+                                  hnsw_m=cfg.hnsw_m, ef_search=cfg.hnsw_ef_search, max_history=cfg.max_history)
+        self.store = store
+        self._recommend_batch.set_max_batch_size(cfg.max_batch_size)
+        self.batch_wait_s = cfg.batch_wait_timeout_s
+        self.waiting = 0  # /v1/recommend requests in this replica now (queued or being encoded)
+        self.batch_size = metrics.Histogram("interest_batch_size", description="requests per user-encoding batch",
+                                            boundaries=BATCH_BOUNDARIES)
         self.pseudonymize = Pseudonymizer(cfg.pseudonymize.resolve_key(), cfg.pseudonymize.digest_chars)
+        self.log_requests = cfg.log_requests
         settings = importlib.import_module("serving.app").SETTINGS
         settings.token = os.environ.get(cfg.auth_token_env) or None
         settings.max_body_bytes = cfg.max_body_bytes
         settings.latency = metrics.Histogram(
             "interest_request_latency_ms", description="HTTP request latency at the ingress",
             boundaries=LATENCY_BOUNDARIES_MS, tag_keys=("route", "status"))
-        log.info("ingress up: auth %s, body limit %d bytes", "on" if settings.token else "off", cfg.max_body_bytes)
+        log.info("serving %s from %s: %d items, %s search; auth %s, body limit %d bytes", label, model_dir,
+                 self.online.num_items, self.online.index.kind, "on" if settings.token else "off", cfg.max_body_bytes)
 
     def _log(self, request: Request, route: str, body, extra: str = "") -> None:
+        if not self.log_requests:
+            return
         user = self.pseudonymize(body.user_id) if getattr(body, "user_id", None) else "-"
         log.info("%s request_id=%s user=%s history=%d %s", route, request_id(request), user,
                  len(getattr(body, "history", []) or []), extra)
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    async def _recommend_batch(self, queries: list[dict]) -> list:
+        self.batch_size.observe(len(queries))
+        answers = await asyncio.to_thread(self.online.recommend_batch, queries)
+        return [a if isinstance(a, Exception) else {**a, "batch_size": len(queries)} for a in answers]
 
     @api.get("/healthz", tags=["ops"])
     async def healthz(self) -> dict:
@@ -262,42 +221,54 @@ class Api:
 
     @api.get("/v1/model", tags=["ops"], dependencies=[Depends(authorized)], responses=ERRORS)
     async def model_info(self) -> dict:
-        return await call_model(self.model.info)
+        await asyncio.to_thread(self.online.refresh)
+        return {**self.online.info(), "item_store": self.store}
 
     @api.post("/v1/recommend", response_model=schemas.RecommendResponse, responses=ERRORS,
               dependencies=[Depends(authorized)], tags=["recommend"])
     async def recommend(self, body: schemas.RecommendRequest, request: Request):
         self._log(request, "recommend", body, f"k={body.k}")
-        out = await call_model(self.model.recommend, body.model_dump())
-        body = schemas.RecommendResponse(items=out["items"], fallback=out["fallback"], model=out["model"],
-                                         request_id=request_id(request))
-        return JSONResponse(body.model_dump(), headers={"x-batch-size": str(out["batch_size"])})
+        # A batch waits for company only when there is some: a request alone in the replica is
+        # encoded at once (the whole wait would be added to its latency); under load batches
+        # still fill, so the forward passes stay few.
+        self.waiting += 1
+        try:
+            self._recommend_batch.set_batch_wait_timeout_s(self.batch_wait_s if self.waiting > 1 else 0.0)
+            out = await self._recommend_batch(body.model_dump())
+        finally:
+            self.waiting -= 1
+        if isinstance(out, Exception):
+            raise out  # a RequestError: its 4xx (the handler above)
+        # the model's answer already has the response's shape: no second validation on the hot path
+        answer = {"items": out["items"], "fallback": out["fallback"], "model": self.online.label,
+                  "request_id": request_id(request)}
+        return JSONResponse(answer, headers={"x-batch-size": str(out["batch_size"])})
 
     @api.post("/v1/interests", response_model=schemas.InterestsResponse, responses=ERRORS,
               dependencies=[Depends(authorized)], tags=["recommend"])
     async def interests(self, body: schemas.InterestsRequest, request: Request):
         self._log(request, "interests", body)
-        out = await call_model(self.model.interests, body.model_dump())
-        return {**out, "request_id": request_id(request)}
+        query = body.model_dump()
+        out = await asyncio.to_thread(self.online.interests, query, query.get("top_categories", 5))
+        return {**out, "model": self.online.label, "request_id": request_id(request)}
 
     @api.post("/v1/items", response_model=schemas.ItemsResponse, responses={**ERRORS, 409: {"model": schemas.ErrorResponse}},
               dependencies=[Depends(authorized)], tags=["catalog"])
     async def add_items(self, body: schemas.ItemsRequest, request: Request):
-        log.info("items request_id=%s count=%d", request_id(request), len(body.items))
-        out = await call_model(self.model.add_items, [it.model_dump() for it in body.items])
-        return {**out, "request_id": request_id(request)}
+        if self.log_requests:
+            log.info("items request_id=%s count=%d", request_id(request), len(body.items))
+        added = await asyncio.to_thread(self.online.add_items, [it.model_dump() for it in body.items])
+        return {"items": added, "model": self.online.label, "request_id": request_id(request)}
 
 
 def build_app(cfg: ServeConfig):
     if cfg.max_ongoing_requests < cfg.max_batch_size:
         raise ValueError("max_ongoing_requests must be at least max_batch_size, or batches never fill")
-    model = ModelServer.options(
+    return InterestApi.options(
         autoscaling_config=cfg.autoscaling.model_dump(),
         max_ongoing_requests=cfg.max_ongoing_requests,
-        ray_actor_options={"num_cpus": cfg.model_cpus},
+        ray_actor_options={"num_cpus": cfg.replica_cpus},
     ).bind(cfg)
-    return Api.options(num_replicas=cfg.ingress_replicas, max_ongoing_requests=4 * cfg.max_ongoing_requests,
-                       ray_actor_options={"num_cpus": cfg.ingress_cpus}).bind(model, cfg)
 
 
 app = build_app(ServeConfig.from_env())

@@ -19,10 +19,28 @@ class ApiError(RuntimeError):
         self.status, self.body = status, body
 
 
+def retrying_session(retries: int = 2, backoff_s: float = 0.2) -> requests.Session:
+    """A session that repeats a request whose connection broke or that got a 500/502/503/504,
+    up to ``retries`` times with a growing pause. Safe for every route of this API: recommend and
+    interests read, adding items is an upsert by id. This is what a replica lost mid-request needs:
+    HAProxy answers 500 or closes the connection for the requests it held."""
+    from requests.adapters import HTTPAdapter
+    from urllib3.util.retry import Retry
+
+    session = requests.Session()
+    if retries > 0:
+        policy = Retry(total=retries, connect=retries, read=retries, status=retries, backoff_factor=backoff_s,
+                       status_forcelist=(500, 502, 503, 504), allowed_methods=None, raise_on_status=False)
+        adapter = HTTPAdapter(max_retries=policy)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+    return session
+
+
 class InterestClient:
-    def __init__(self, base_url: str, token: str | None = None, timeout: float = 30.0):
+    def __init__(self, base_url: str, token: str | None = None, timeout: float = 30.0, retries: int = 2):
         self.base = base_url.rstrip("/")
-        self.session = requests.Session()
+        self.session = retrying_session(retries)
         if token:
             self.session.headers["Authorization"] = f"Bearer {token}"
         self.timeout = timeout

@@ -8,7 +8,7 @@ config's ``runtime_env.env_vars`` sets:
     INTEREST_REGISTRY    registry root, a path or URI (default: ./registry)
     INTEREST_SERVE_SET   JSON list of overrides, e.g. '["max_batch_size=32"]'
 
-Deployment options (replicas, CPUs, autoscaling, max_ongoing_requests) are set from here when
+Deployment options (CPUs, autoscaling, max_ongoing_requests) are set from here when
 the app is built; the serve config YAML written by ``serve build`` carries them too, and Serve
 applies the file's. ``interest serve --set`` writes the fields it sets into the file's
 deployments, so the order is: --set, then the file, then the defaults here.
@@ -46,7 +46,7 @@ class ServeConfig(JobConfig):
     item_store: str | None = None  # items added by text; default <registry>/<name>/items (local registry)
     # user encoding: dynamic batching
     max_batch_size: int = Field(16, ge=1, le=1024)
-    batch_wait_timeout_s: float = Field(0.005, ge=0, le=5)
+    batch_wait_timeout_s: float = Field(0.005, ge=0, le=5)  # only while other requests are in the replica
     # retrieval: exact search up to this many items, a faiss HNSW graph above
     exact_search_max_items: int = Field(50_000, ge=0)
     hnsw_m: int = Field(32, ge=4, le=128)
@@ -56,12 +56,11 @@ class ServeConfig(JobConfig):
     max_history: int = Field(1000, ge=1)
     auth_token_env: str = "INTEREST_API_TOKEN"  # bearer token required when this variable is set
     pseudonymize: PseudonymConfig = PseudonymConfig()
-    # deployments
+    log_requests: bool = True  # one INFO line per request (route, request id, hashed user, history size)
+    # the deployment (one: the ingress holds the model); a fixed replica count is min = max
     autoscaling: AutoscalingSpec = AutoscalingSpec()
     max_ongoing_requests: int = Field(64, ge=1)
-    model_cpus: float = Field(1.0, gt=0)
-    ingress_replicas: int = Field(1, ge=1)
-    ingress_cpus: float = Field(0.25, gt=0)
+    replica_cpus: float = Field(1.0, gt=0)  # CPUs reserved per replica; torch uses as many threads
 
     @classmethod
     def from_env(cls) -> "ServeConfig":

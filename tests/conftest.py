@@ -36,6 +36,12 @@ def ray_cluster():
 
     os.environ.pop("RAY_ADDRESS", None)  # never join a cluster the environment points at
     os.environ["RAY_AUTH_MODE"] = "disabled"  # local test cluster on loopback only
+    from ray_jobs.serve import serve_environment
+
+    serve_environment()  # Serve's data path as `interest serve` starts it (HAProxy)
+    # A replica leaving waits this long for load balancers to stop sending to it (30 s by
+    # default); on loopback HAProxy's health check sees it at once.
+    os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2")
     tmp = tempfile.mkdtemp(prefix="rt-", dir="/tmp")  # short: Ray's socket paths have a length limit
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", _temp_dir=tmp, log_to_driver=False,

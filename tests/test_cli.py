@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from ray_jobs import cli
 from tests.conftest import CONFIGS, REPO
 
@@ -104,26 +106,29 @@ def test_a_job_survives_its_working_directory_being_replaced(tmp_path, monkeypat
 
 
 def test_serve_set_of_a_deployment_option_wins_over_the_serve_config_file(tmp_path):
-    """The committed serve config pins the ingress at num_replicas 1; `interest serve --set
-    ingress_replicas=2` must change what deploys, and fields not given keep the file's values."""
+    """The committed serve config carries the deployment's options; `interest serve --set
+    autoscaling.max_replicas=4` must change what deploys, and fields not given keep the file's
+    values. An option the app does not have is refused before anything starts."""
     import yaml
 
+    from interest_model.config import ConfigError
     from ray_jobs.serve import DEFAULT_CONFIG, deploy_config
 
     plain = deploy_config(str(DEFAULT_CONFIG), ["model=m"], "127.0.0.1", 8123)
     assert plain["applications"][0]["deployments"] == yaml.safe_load(DEFAULT_CONFIG.read_text())["applications"][0]["deployments"]
     edited = yaml.safe_load(DEFAULT_CONFIG.read_text())  # an operator's edit the override must keep
-    next(d for d in edited["applications"][0]["deployments"] if d["name"] == "ModelServer")[
-        "autoscaling_config"]["downscale_delay_s"] = 30.0
+    (dep,) = edited["applications"][0]["deployments"]
+    dep["autoscaling_config"]["downscale_delay_s"] = 30.0
     (tmp_path / "serve.yaml").write_text(yaml.safe_dump(edited))
-    config = deploy_config(str(tmp_path / "serve.yaml"), ["model=m", "ingress_replicas=2",
-                                                         "autoscaling.max_replicas=4", "model_cpus=0.5"],
+    config = deploy_config(str(tmp_path / "serve.yaml"), ["model=m", "autoscaling.max_replicas=4", "replica_cpus=0.5"],
                            "127.0.0.1", 8123)
-    deps = {d["name"]: d for d in config["applications"][0]["deployments"]}
-    assert deps["Api"]["num_replicas"] == 2 and deps["Api"]["ray_actor_options"]["num_cpus"] == 0.25  # the file's
-    assert deps["ModelServer"]["autoscaling_config"]["max_replicas"] == 4
-    assert deps["ModelServer"]["autoscaling_config"]["min_replicas"] == 1
-    assert deps["ModelServer"]["autoscaling_config"]["downscale_delay_s"] == 30.0
-    assert deps["ModelServer"]["ray_actor_options"]["num_cpus"] == 0.5
-    assert deps["ModelServer"]["max_ongoing_requests"] == 64  # not given: the file's
+    (dep,) = config["applications"][0]["deployments"]
+    assert dep["name"] == "InterestApi"
+    assert dep["autoscaling_config"]["max_replicas"] == 4
+    assert dep["autoscaling_config"]["min_replicas"] == 1
+    assert dep["autoscaling_config"]["downscale_delay_s"] == 30.0
+    assert dep["ray_actor_options"]["num_cpus"] == 0.5
+    assert dep["max_ongoing_requests"] == 64  # not given: the file's
+    with pytest.raises(ConfigError, match="ingress_replicas"):
+        deploy_config(str(DEFAULT_CONFIG), ["model=m", "ingress_replicas=2"], "127.0.0.1", 8123)
     assert config["http_options"]["port"] == 8123

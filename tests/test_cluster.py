@@ -138,3 +138,22 @@ def test_launcher_config_is_valid_for_ray_up_with_gpu_spot_workers(cloud):
         assert any(s.get("provisioningModel") == "SPOT" for n in nodes for s in n.get("scheduling", []))
     assert all("RAY_AUTH_MODE=token" in " ".join(raw[k]) for k in ("head_start_ray_commands", "worker_start_ray_commands"))
 
+
+
+def test_every_cluster_that_serves_starts_serve_with_our_data_path():
+    """SERVE_ENV (HAProxy, Serve's throughput settings, retries) is what `interest serve` sets for
+    a local cluster; the clusters in cluster/ that run the endpoint set the same values."""
+    from ray_jobs.serve import SERVE_ENV
+
+    for name in ("raycluster.yaml", "rayservice.yaml"):
+        doc = _load(CLUSTER / "kuberay" / name)
+        spec = doc["spec"]["rayClusterConfig"] if doc["kind"] == "RayService" else doc["spec"]
+        for container in _containers(spec):
+            env = {e["name"]: e.get("value") for e in container.get("env", [])}
+            assert {k: env.get(k) for k in SERVE_ENV} == SERVE_ENV, (name, container["name"])
+    for cloud in ("aws", "gcp"):
+        raw = _load(CLUSTER / "launcher" / f"{cloud}.yaml")
+        for command in [*raw["head_start_ray_commands"], *raw["worker_start_ray_commands"]]:
+            if "ray start" in command:
+                words = shlex.split(command.replace(";", " ; "))
+                assert all(f"{k}={v}" in words for k, v in SERVE_ENV.items()), (cloud, command)

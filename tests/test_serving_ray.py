@@ -33,18 +33,15 @@ def _free_port() -> int:
 def _config(registry: Path, port: int, *overrides: str) -> dict:
     from ray_jobs.serve import DEFAULT_CONFIG, deploy_config
 
-    sets = [f"registry={registry}", "model=tiny", "model_cpus=0.5", "ingress_cpus=0.1", "max_body_bytes=4096",
-            "max_batch_size=8", "batch_wait_timeout_s=0.2", "max_ongoing_requests=16", *overrides]
+    sets = [f"registry={registry}", "model=tiny", "replica_cpus=0.5", "max_body_bytes=4096",
+            "max_batch_size=8", "batch_wait_timeout_s=1.0", "max_ongoing_requests=16", *overrides]
     config = deploy_config(str(DEFAULT_CONFIG), sets, "127.0.0.1", port)
     app = config["applications"][0]
     app["runtime_env"]["env_vars"].update({"INTEREST_API_TOKEN": TOKEN, "INTEREST_PSEUDONYM_KEY": "serve-test-key"})
-    for dep in app["deployments"]:  # what an operator edits in the YAML; must be what runs
-        if dep["name"] == "ModelServer":
-            dep["autoscaling_config"].update(min_replicas=1, max_replicas=3, target_ongoing_requests=2.0)
-            dep["ray_actor_options"]["num_cpus"] = 0.5
-            dep["max_ongoing_requests"] = 16
-        else:
-            dep["ray_actor_options"]["num_cpus"] = 0.1
+    (dep,) = app["deployments"]  # what an operator edits in the YAML; must be what runs
+    dep["autoscaling_config"].update(min_replicas=1, max_replicas=3, target_ongoing_requests=2.0)
+    dep["ray_actor_options"]["num_cpus"] = 0.5
+    dep["max_ongoing_requests"] = 16
     return config
 
 
@@ -223,6 +220,11 @@ def test_concurrent_requests_are_batched(endpoint):
     assert all(a.status_code == 200 for a in answers)
     sizes = [int(a.headers["x-batch-size"]) for a in answers]
     assert max(sizes) > 1, sizes
+    # A request alone is not held for the batch wait (1 s here): it is encoded at once.
+    started = time.monotonic()
+    alone = _post(ep, "/v1/recommend", bodies[0])
+    assert alone.status_code == 200 and alone.headers["x-batch-size"] == "1"
+    assert time.monotonic() - started < 0.5
 
 
 def test_item_added_by_text_is_recommended_next(endpoint):
@@ -290,7 +292,7 @@ def test_serve_deploy_of_the_file_applies_its_values_and_keeps_added_items(endpo
     app = config["applications"][0]
     sets = json.loads(app["runtime_env"]["env_vars"]["INTEREST_SERVE_SET"]) + ["max_batch_size=4"]
     app["runtime_env"]["env_vars"]["INTEREST_SERVE_SET"] = json.dumps(sets)
-    model_dep = next(d for d in app["deployments"] if d["name"] == "ModelServer")
+    (model_dep,) = app["deployments"]
     model_dep["autoscaling_config"].update(max_replicas=2, target_ongoing_requests=3.0)
     path = tmp_path / "serve_config.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -301,7 +303,7 @@ def test_serve_deploy_of_the_file_applies_its_values_and_keeps_added_items(endpo
     time.sleep(2)
     wait_running(["interest"], timeout=180)
     details = ServeSubmissionClient(dashboard).get_serve_details()
-    deployed = details["applications"]["interest"]["deployments"]["ModelServer"]["deployment_config"]
+    deployed = details["applications"]["interest"]["deployments"]["InterestApi"]["deployment_config"]
     assert deployed["autoscaling_config"]["min_replicas"] == 1
     assert deployed["autoscaling_config"]["max_replicas"] == 2
     assert deployed["autoscaling_config"]["target_ongoing_requests"] == 3.0
