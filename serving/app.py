@@ -125,7 +125,7 @@ class Limits:
 
         length = dict(scope.get("headers") or []).get(b"content-length")
         batcher = state.batcher
-        if batcher is not None and scope.get("path") == "/v1/recommend":
+        if batcher is not None and scope.get("path", "").endswith("/v1/recommend"):  # any route prefix
             batcher.expect()  # a batch forming now waits for it (while it is parsed and validated)
             scope[EXPECTED] = True
         try:
