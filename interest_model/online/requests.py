@@ -56,7 +56,7 @@ def resolve(query: dict, catalog: LiveCatalog, max_len: int, max_history: int, t
     tail = history[-max_len:]
     event_types = [EVENT_INDEX.get(h.get("event_type") or "rate", -1) for h in tail]
     if -1 in event_types:
-        bad = sorted({str(h.get("event_type")) for h in tail if h.get("event_type") not in EVENT_INDEX})
+        bad = sorted({str(h.get("event_type")) for h in tail if (h.get("event_type") or "rate") not in EVENT_INDEX})
         raise RequestError(f"unknown event types {bad}; known: {list(EVENT_TYPES)}")
     scenario_index = {name: i for i, name in enumerate(catalog.scenarios)}
     return Resolved(target, seen, tail, event_types=event_types,
