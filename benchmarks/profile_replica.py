@@ -38,7 +38,7 @@ PARTS = [
     ("JSON parse and answer", ("Request.json", "Request.body", "JSONResponse.render", "JSONResponse.__init__")),
     ("Serve's logs (access log, replica log)", ("Logger.handle", "Logger._log", "Logger.info")),
     ("Serve's metrics", ("_record_errors_and_metrics", "Metric._record", "Gauge.set", "Counter.inc")),
-    ("batching (serve.batch)", ("_BatchQueue", "_process_batches", "batch_handler")),
+    ("batching", ("_BatchQueue", "_process_batches", "batch_handler", "Batcher.")),
     ("sync FastAPI dependencies (a thread each)", ("run_in_threadpool",)),
     ("HTTP server (uvicorn: parse, write the answer)", ("RequestResponseCycle.send", "HttpToolsProtocol",
                                                        "H11Protocol", "httptools_impl")),

@@ -81,18 +81,20 @@ class ItemIndex:
         rows are allowed). ``allowed[b]``: bool mask over rows (shorter masks: missing rows allowed
         is False)."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        masks = [self.full_mask(a) for a in allowed]
+        masks = self.full_masks(allowed)
         if self._hnsw is None:
-            return [top_k(s, m, k) for s, m in zip(self.scores(queries), masks)]
+            return top_k_rows(self.scores(queries), masks, k)
         return [self._search_one(q, k, m) for q, m in zip(queries, masks)]
 
-    def full_mask(self, allowed: np.ndarray) -> np.ndarray:
-        """A mask over every row from one that may be shorter (rows past it not allowed)."""
-        mask = np.zeros(self.size, dtype=bool)
-        n = min(len(allowed), self.size)
-        mask[:n] = allowed[:n]
-        mask[0] = False
-        return mask
+    def full_masks(self, allowed: list[np.ndarray]) -> np.ndarray:
+        """Masks [B, rows] over every row from ones that may be shorter (rows past them are not
+        allowed); row 0 never is."""
+        masks = np.zeros((len(allowed), self.size), dtype=bool)
+        for mask, a in zip(masks, allowed):
+            n = min(len(a), self.size)
+            mask[:n] = a[:n]
+        masks[:, 0] = False
+        return masks
 
     def _search_one(self, query: np.ndarray, k: int, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         want = min(k, int(mask.sum()))
@@ -110,6 +112,22 @@ class ItemIndex:
             if fetch >= total or fetch >= 16 * max(k, 64):
                 return top_k(self.scores(query[None])[0], mask, k)  # too selective for the graph
             fetch = min(total, fetch * 4)
+
+
+def top_k_rows(scores: np.ndarray, masks: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``top_k`` of every row of ``scores`` [B, N] under ``masks`` [B, N], in one pass over the
+    batch (a request's Python work does not grow with the catalog)."""
+    scores = np.where(masks, scores, -np.inf).astype(np.float32, copy=False)
+    allowed = masks.sum(1)
+    k = min(k, scores.shape[1])
+    if k <= 0:
+        return [(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)) for _ in scores]
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    best = np.take_along_axis(scores, part, 1)
+    order = np.argsort(-best, axis=1, kind="stable")
+    rows = np.take_along_axis(part, order, 1).astype(np.int64)
+    best = np.take_along_axis(best, order, 1)
+    return [(r[:n], b[:n]) for r, b, n in zip(rows, best, np.minimum(allowed, k).tolist())]
 
 
 def top_k(scores: np.ndarray, mask: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -46,7 +46,8 @@ class ServeConfig(JobConfig):
     item_store: str | None = None  # items added by text; default <registry>/<name>/items (local registry)
     # user encoding: dynamic batching
     max_batch_size: int = Field(16, ge=1, le=1024)
-    batch_wait_timeout_s: float = Field(0.005, ge=0, le=5)  # only while other requests are in the replica
+    # the longest a forming batch waits for requests already in the replica (parsed, validated)
+    batch_wait_timeout_s: float = Field(0.005, ge=0, le=5)
     # retrieval: exact search up to this many items, a faiss HNSW graph above
     exact_search_max_items: int = Field(50_000, ge=0)
     hnsw_m: int = Field(32, ge=4, le=128)

@@ -24,7 +24,8 @@ def _q(*items, **kw):
 def test_batch_answers_each_request_on_its_own(export_dir, tmp_path):
     online = OnlineModel(str(export_dir), item_store=str(tmp_path / "store"))
     out = online.recommend_batch([_q("i1", "i2"), _q("i1", "nope", "zzz"), _q(), _q("i1", scenario="b"),
-                                  {"history": [{"text": "Title: i5"}, {"item_id": "i2"}], "scenario": "a", "k": 8}])
+                                  {"history": [{"text": "Title: i5"}, {"item_id": "i2"}], "scenario": "a", "k": 8},
+                                  {"history": [{"item_id": "i1", "event_type": "teleport"}], "scenario": "a"}])
     assert [it["item_id"] not in ("i1", "i2") for it in out[0]["items"]] == [True] * 3
     assert out[0]["fallback"] is None
     assert isinstance(out[1], RequestError) and out[1].status == 422
@@ -32,6 +33,7 @@ def test_batch_answers_each_request_on_its_own(export_dir, tmp_path):
     assert out[2]["fallback"] == "catalog_order" and len(out[2]["items"]) == 3
     assert "unknown scenario" in out[3].detail
     assert len(out[4]["items"]) == 7 and "i2" not in [it["item_id"] for it in out[4]["items"]]
+    assert isinstance(out[5], RequestError) and out[5].status == 422 and "teleport" in out[5].detail
     # the same request alone or in a batch gets the same answer
     alone = online.recommend_batch([_q("i1", "i2")])[0]["items"]
     assert [it["item_id"] for it in alone] == [it["item_id"] for it in out[0]["items"]]

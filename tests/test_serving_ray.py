@@ -215,12 +215,17 @@ def test_concurrent_requests_are_batched(endpoint):
     ids = ep["catalog"]["item_ids"]
     bodies = [{"history": [{"item_id": ids[i]}, {"item_id": ids[i + 1]}], "scenario": scenario, "k": 3}
               for i in range(16)]
+    started = time.monotonic()
     with cf.ThreadPoolExecutor(16) as pool:
         answers = list(pool.map(lambda b: _post(ep, "/v1/recommend", b), bodies))
     assert all(a.status_code == 200 for a in answers)
     sizes = [int(a.headers["x-batch-size"]) for a in answers]
     assert max(sizes) > 1, sizes
-    # A request alone is not held for the batch wait (1 s here): it is encoded at once.
+    # A batch waits (up to 1 s here) only for requests already in the replica: none of these
+    # waited for one that never came.
+    assert time.monotonic() - started < 0.9
+    # A request refused before the batcher (422) is not waited for; a request alone goes at once.
+    assert _post(ep, "/v1/recommend", {"history": "not a list", "scenario": scenario}).status_code == 422
     started = time.monotonic()
     alone = _post(ep, "/v1/recommend", bodies[0])
     assert alone.status_code == 200 and alone.headers["x-batch-size"] == "1"

@@ -25,7 +25,7 @@ from interest_model.online.explain import explain
 from interest_model.online.errors import RequestError
 from interest_model.online.requests import Resolved, answer_mask, resolve
 from interest_model.online.store import ItemStore
-from interest_model.retrieval import top_k
+from interest_model.retrieval import top_k_rows
 
 
 class OnlineModel:
@@ -46,6 +46,8 @@ class OnlineModel:
         with torch.no_grad():
             bias = self.model.item_bias(torch.arange(len(self.rec.catalog.scenarios)))
         self.item_bias = None if bias is None else bias.float().numpy()
+        self._table: torch.Tensor | None = None  # user encoding's view of the catalog's vectors
+        self._bias: np.ndarray | None = None  # item_bias widened to the live catalog
         self.lock = threading.RLock()
         self.store = ItemStore(item_store) if item_store else None
         self.refresh()
@@ -117,38 +119,50 @@ class OnlineModel:
             if (~base).any():
                 vecs[~base] = self.model.vectors_from_features(feats[~base]).float()
         self.catalog.set_vectors(rows, vecs.numpy())
+        self._table = None  # re-read by the next user encoding
 
     # -- user encoding --------------------------------------------------------------------------------
     def _resolve(self, query: dict) -> Resolved:
         return resolve(query, self.catalog, self.model.cfg.user_encoder.max_len, self.max_history, self.text_tower)
 
-    @torch.no_grad()
+    def _vector_table(self) -> torch.Tensor:
+        """The live catalog's vectors and one blank row after them (what an occluded event
+        points at), as the model's user encoding reads them; rebuilt when the catalog changes."""
+        vectors = self.catalog.index.vectors
+        if self._table is None or self._table.shape[0] != vectors.shape[0] + 1:
+            self._table = torch.cat([torch.from_numpy(vectors), torch.zeros(1, vectors.shape[1])])
+        return self._table
+
+    @torch.inference_mode()
     def user_vectors(self, resolved: list[Resolved]) -> np.ndarray:
         """Current interest vectors [B, D] of resolved non-empty histories, in one forward pass of
         the model's own user encoding (``InterestModel.last_user_vector``). Events given by text
         are encoded here; an occluded event is a zero vector in its place."""
         texts = sorted({h["text"] for r in resolved for h in r.events if h.get("item_id") is None})
-        parts = [torch.from_numpy(self.catalog.index.vectors)]
-        if texts:
-            parts.append(self.model.vectors_from_features(self.rec.encode_texts(texts).float()).float())
-        parts.append(torch.zeros(1, self.catalog.index.vectors.shape[1]))
-        vectors = torch.cat(parts)
-        text_row = {t: self.catalog.index.size + i for i, t in enumerate(texts)}
-        blank = vectors.shape[0] - 1
+        table = self._vector_table()
+        size = self.catalog.index.size
+        blank = size
+        if texts:  # rows after the catalog's, then the blank row
+            encoded = self.model.vectors_from_features(self.rec.encode_texts(texts).float()).float()
+            table = torch.cat([table[:size], encoded, table[size:]])
+            blank = size + len(texts)
+        text_row = {t: size + i for i, t in enumerate(texts)}
+        rows = self.catalog.rows
         L = max(len(r.events) for r in resolved)
-        items = torch.zeros(len(resolved), L, dtype=torch.long)
-        events = torch.zeros_like(items)
-        scenarios = torch.zeros_like(items)
+        items = np.zeros((len(resolved), L), dtype=np.int64)
+        events = np.zeros_like(items)
+        scenarios = np.zeros_like(items)
         for b, r in enumerate(resolved):
             n = len(r.events)
-            items[b, :n] = torch.tensor([self.catalog.rows[h["item_id"]] if h.get("item_id") is not None
-                                         else text_row[h["text"]] for h in r.events])
+            items[b, :n] = [rows[h["item_id"]] if h.get("item_id") is not None else text_row[h["text"]]
+                            for h in r.events]
             if r.occlude is not None:
                 items[b, r.occlude] = blank
-            events[b, :n] = torch.tensor(r.event_types)
-            scenarios[b, :n] = torch.tensor(r.scenarios)
+            events[b, :n] = r.event_types
+            scenarios[b, :n] = r.scenarios
             scenarios[b, n:] = r.target
-        return self.model.last_user_vector(items, events, scenarios, catalog=vectors).float().numpy()
+        return self.model.last_user_vector(torch.from_numpy(items), torch.from_numpy(events),
+                                           torch.from_numpy(scenarios), catalog=table).float().numpy()
 
     def search(self, users: np.ndarray, targets: list[int], k: int, masks: list[np.ndarray]):
         """[(rows, scores)] of each user's k best allowed rows; scores are the model's logits
@@ -157,10 +171,18 @@ class OnlineModel:
         if self.item_bias is None:
             return [(rows, scores / self.temperature) for rows, scores in self.catalog.index.search(users, k, masks)]
         scores = self.catalog.index.scores(users) / self.temperature
-        n = min(self.item_bias.shape[1], scores.shape[1])
-        prior = np.repeat(self.item_bias[targets, :1], scores.shape[1], axis=1)
-        prior[:, :n] = self.item_bias[targets, :n]
-        return [top_k(s, self.catalog.index.full_mask(m), k) for s, m in zip(scores + prior, masks)]
+        return top_k_rows(scores + self._prior()[targets], self.catalog.index.full_masks(masks), k)
+
+    def _prior(self) -> np.ndarray:
+        """The model's item bias [scenarios, rows] over the live catalog: items added by text
+        get column 0's (no interactions)."""
+        size = self.catalog.index.size
+        if self._bias is None or self._bias.shape[1] != size:
+            n = min(self.item_bias.shape[1], size)
+            prior = np.repeat(self.item_bias[:, :1], size, axis=1)
+            prior[:, :n] = self.item_bias[:, :n]
+            self._bias = prior
+        return self._bias
 
     # -- requests -------------------------------------------------------------------------------------
     def recommend_batch(self, queries: list[dict]) -> list[dict | RequestError]:

@@ -25,27 +25,42 @@ class Resolved:
         return replace(self, occlude=i)
 
 
+EVENT_INDEX = {name: i for i, name in enumerate(EVENT_TYPES)}
+
+
 def resolve(query: dict, catalog: LiveCatalog, max_len: int, max_history: int, text_tower: bool) -> Resolved:
     history = list(query.get("history") or [])
     if len(history) > max_history:
         raise RequestError(f"history has {len(history)} events; at most {max_history} are accepted")
     if all(h.get("timestamp") is not None for h in history):
         history = sorted(history, key=lambda h: h["timestamp"])  # stable: ties keep their order
-    unknown = sorted({h["item_id"] for h in history if h.get("item_id") is not None and h["item_id"] not in catalog.rows})
+    rows = catalog.rows
+    seen, unknown, by_text = [], set(), False  # one pass: this runs for every request
+    for h in history:
+        item_id = h.get("item_id")
+        if item_id is None:
+            by_text = True
+        elif (row := rows.get(item_id)) is None:
+            unknown.add(item_id)
+        else:
+            seen.append(row)
     if unknown:
+        unknown = sorted(unknown)
         raise RequestError(f"unknown item ids: {unknown[:20]}", unknown_item_ids=unknown[:100])
-    if any(h.get("item_id") is None for h in history) and not text_tower:
+    if by_text and not text_tower:
         raise RequestError("this model ranks by item id only: history items must be given by item_id")
     try:
         target = catalog.scenario(query.get("scenario"))
     except KeyError:
         raise RequestError(f"unknown scenario {query.get('scenario')!r}; the model knows {catalog.scenarios}") from None
-    seen = [catalog.rows[h["item_id"]] for h in history if h.get("item_id") is not None]
     tail = history[-max_len:]
-    return Resolved(target, seen, tail,
-                    event_types=[EVENT_TYPES.index(h.get("event_type") or "rate") for h in tail],
-                    scenarios=[catalog.scenarios.index(h["scenario"]) if h.get("scenario") in catalog.scenarios
-                               else target for h in tail])
+    event_types = [EVENT_INDEX.get(h.get("event_type") or "rate", -1) for h in tail]
+    if -1 in event_types:
+        bad = sorted({str(h.get("event_type")) for h in tail if (h.get("event_type") or "rate") not in EVENT_INDEX})
+        raise RequestError(f"unknown event types {bad}; known: {list(EVENT_TYPES)}")
+    scenario_index = {name: i for i, name in enumerate(catalog.scenarios)}
+    return Resolved(target, seen, tail, event_types=event_types,
+                    scenarios=[scenario_index.get(h.get("scenario"), target) for h in tail])
 
 
 def answer_mask(catalog: LiveCatalog, query: dict, resolved: Resolved):
