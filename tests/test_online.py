@@ -32,7 +32,8 @@ def test_batch_answers_each_request_on_its_own(export_dir, tmp_path):
     assert out[1].extra["unknown_item_ids"] == ["nope", "zzz"]
     assert out[2]["fallback"] == "catalog_order" and len(out[2]["items"]) == 3
     assert "unknown scenario" in out[3].detail
-    assert len(out[4]["items"]) == 7 and "i2" not in [it["item_id"] for it in out[4]["items"]]
+    # i2 by id and i5 by its own text ("Title: i5") are both seen: neither comes back
+    assert len(out[4]["items"]) == 6 and not {"i2", "i5"} & {it["item_id"] for it in out[4]["items"]}
     assert isinstance(out[5], RequestError) and out[5].status == 422 and "teleport" in out[5].detail
     # the same request alone or in a batch gets the same answer
     alone = online.recommend_batch([_q("i1", "i2")])[0]["items"]
@@ -94,3 +95,18 @@ def test_catalog_popularity_round_trips():
     back = Catalog.from_json(pop.to_json())
     assert back.popularity.tolist() == [[0.0, 0.0, 4.0]]
     assert Catalog.from_json(cat.to_json()).popularity is None
+
+
+def test_a_catalog_item_named_by_its_own_text_is_seen(export_dir, tmp_path):
+    online = OnlineModel(str(export_dir), item_store=str(tmp_path / "store"))
+
+    def ids(history, **kw):
+        out = online.recommend_batch([{"history": history, "scenario": "a", "k": 8, **kw}])[0]
+        return [it["item_id"] for it in out["items"]]
+
+    by_text = [{"text": "Title: i3"}]
+    assert "i3" not in ids(by_text) and len(ids(by_text)) == 7
+    assert "i3" in ids(by_text, exclude_seen=False)
+    assert "i3" in ids([{"text": "Title: i3, a remake"}])  # another text names no catalog item
+    online.add_items([{"item_id": "i3", "text": "Title: i3 remastered"}])  # its text changed
+    assert "i3" in ids(by_text) and "i3" not in ids([{"text": "Title: i3 remastered"}])

@@ -23,6 +23,9 @@ class LiveCatalog:
         self.member = catalog.scenario_items.copy()  # [S, rows]
         self.popularity = None if catalog.popularity is None else catalog.popularity.copy()
         self.rows = dict(catalog.vocab)
+        # A history event given by text names a catalog item when its text is that item's own
+        # (what `exclude_seen` leaves out); the last item wins where two share a text.
+        self.text_rows = {text: row for row, text in enumerate(self.texts) if text}
         self.added = 0
         self.index = ItemIndex(vectors, exact_max_items=exact_max_items, hnsw_m=hnsw_m, ef_search=ef_search)
         self._category_masks: dict[str, np.ndarray] = {}
@@ -47,7 +50,10 @@ class LiveCatalog:
             row = self.rows.get(r["item_id"])
             if row is None:
                 row = self._new_row(r["item_id"])
+            if self.text_rows.get(self.texts[row]) == row:
+                del self.text_rows[self.texts[row]]
             self.titles[row], self.texts[row] = r.get("title"), r["text"]
+            self.text_rows[r["text"]] = row
             self.categories[row] = list(r.get("categories") or [])
             self.member[:, row] = [s in r["scenarios"] for s in self.scenarios]
             rows.append(row)

@@ -15,7 +15,7 @@ class Resolved:
     """A request's history in model terms, oldest first, cut to the model's history length."""
 
     target: int  # the scenario to recommend in
-    seen: list[int]  # rows of every catalog item in the history (excluded from answers)
+    seen: list[int]  # rows of every catalog item in the history, by id or by its exact text (excluded)
     events: list[dict]  # the last max_len history events (by item_id or by text)
     event_types: list[int] = field(default_factory=list)
     scenarios: list[int] = field(default_factory=list)  # each event's scenario (default: the target)
@@ -34,12 +34,14 @@ def resolve(query: dict, catalog: LiveCatalog, max_len: int, max_history: int, t
         raise RequestError(f"history has {len(history)} events; at most {max_history} are accepted")
     if all(h.get("timestamp") is not None for h in history):
         history = sorted(history, key=lambda h: h["timestamp"])  # stable: ties keep their order
-    rows = catalog.rows
+    rows, text_rows = catalog.rows, catalog.text_rows
     seen, unknown, by_text = [], set(), False  # one pass: this runs for every request
     for h in history:
         item_id = h.get("item_id")
         if item_id is None:
             by_text = True
+            if (row := text_rows.get(h.get("text"))) is not None:
+                seen.append(row)  # a catalog item named by its own text: seen as well
         elif (row := rows.get(item_id)) is None:
             unknown.add(item_id)
         else:
