@@ -60,12 +60,12 @@ def load(url: str, bodies: list[dict], concurrency: int, seconds: float, headers
     CPU time over the load, less this client process's own, per request (Serve's proxies,
     replicas and Ray's daemons; or the naive server)."""
 
-    def client(c: int) -> list[tuple[float, int]]:
+    def client(c: int) -> list[tuple[float, int, int]]:
         s, out, i = requests.Session(), [], c
         while time.perf_counter() < stop:
             t = time.perf_counter()
             r = s.post(url + "/v1/recommend", json=bodies[i % len(bodies)], headers=headers, timeout=300)
-            out.append((time.perf_counter() - t, r.status_code))
+            out.append((time.perf_counter() - t, r.status_code, int(r.headers.get("x-batch-size", 0))))
             i += concurrency
         return out
 
@@ -79,7 +79,9 @@ def load(url: str, bodies: list[dict], concurrency: int, seconds: float, headers
     server_cpu = max(0.0, busy_cpu_seconds() - busy - mine)
     total = len(results)
     lat = np.array([r[0] for r in results]) * 1000
+    batches = [r[2] for r in results if r[2]]  # the endpoint's x-batch-size (the floor sends none)
     return {"concurrency": concurrency, "requests": total, "errors": sum(r[1] != 200 for r in results),
+            "mean_batch": float(np.mean(batches)) if batches else None,
             "p50_ms": float(np.percentile(lat, 50)), "p95_ms": float(np.percentile(lat, 95)),
             "p99_ms": float(np.percentile(lat, 99)), "throughput_rps": total / wall,
             "cpu_ms_per_request": server_cpu * 1000 / total, "client_cpu_ms_per_request": mine * 1000 / total}
@@ -92,7 +94,8 @@ def run_levels(name: str, url: str, bodies: list[dict], levels: list[int], secon
         rows.append(load(url, bodies, c, seconds, headers))
         r = rows[-1]
         print(f"{name:>10} {c:>3} clients: {r['throughput_rps']:6.1f} req/s, p50 {r['p50_ms']:6.1f} ms, "
-              f"p99 {r['p99_ms']:6.1f} ms, {r['cpu_ms_per_request']:5.2f} CPU ms/req, {r['errors']} errors", flush=True)
+              f"p99 {r['p99_ms']:6.1f} ms, {r['cpu_ms_per_request']:5.2f} CPU ms/req, {r['errors']} errors"
+              + (f", mean batch {r['mean_batch']:.1f}" if r["mean_batch"] else ""), flush=True)
     return rows
 
 

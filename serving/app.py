@@ -33,7 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from interest_model import io
 from interest_model.online.errors import RequestError
-from serving import schemas
+from serving import bodies, schemas
 from serving.batcher import Batcher
 from serving.config import ServeConfig
 
@@ -201,6 +201,11 @@ async def unanswerable(request: Request, exc: RequestError) -> JSONResponse:
 
 
 
+# The POST routes below read their bodies themselves (serving/bodies.py); the spec still shows
+# them. Set before the class: `serve.ingress` freezes a copy of `api` when it decorates it.
+bodies.documented(api, {"/v1/recommend": schemas.RecommendRequest, "/v1/interests": schemas.InterestsRequest,
+                        "/v1/items": schemas.ItemsRequest})
+
 ERRORS = {401: {"model": schemas.ErrorResponse}, 413: {"model": schemas.ErrorResponse},
           422: {"model": schemas.ErrorResponse}}
 
@@ -256,7 +261,8 @@ class InterestApi:
 
     @api.post("/v1/recommend", response_model=schemas.RecommendResponse, responses=ERRORS,
               dependencies=[Depends(authorized)], tags=["recommend"])
-    async def recommend(self, body: schemas.RecommendRequest, request: Request):
+    async def recommend(self, request: Request):
+        body = await bodies.body(request, schemas.RecommendRequest)
         self._log(request, "recommend", body, f"k={body.k}")
         out, batch = await self.batcher.submit(body.model_dump(), expected=request.scope.pop(EXPECTED, False))
         if isinstance(out, Exception):
@@ -264,11 +270,12 @@ class InterestApi:
         # the model's answer already has the response's shape: no second validation on the hot path
         answer = {"items": out["items"], "fallback": out["fallback"], "model": self.online.label,
                   "request_id": request_id(request)}
-        return JSONResponse(answer, headers={"x-batch-size": str(batch)})
+        return bodies.answer(answer, headers={"x-batch-size": str(batch)})
 
     @api.post("/v1/interests", response_model=schemas.InterestsResponse, responses=ERRORS,
               dependencies=[Depends(authorized)], tags=["recommend"])
-    async def interests(self, body: schemas.InterestsRequest, request: Request):
+    async def interests(self, request: Request):
+        body = await bodies.body(request, schemas.InterestsRequest)
         self._log(request, "interests", body)
         query = body.model_dump()
         out = await asyncio.to_thread(self.online.interests, query, query.get("top_categories", 5))
@@ -276,7 +283,8 @@ class InterestApi:
 
     @api.post("/v1/items", response_model=schemas.ItemsResponse, responses={**ERRORS, 409: {"model": schemas.ErrorResponse}},
               dependencies=[Depends(authorized)], tags=["catalog"])
-    async def add_items(self, body: schemas.ItemsRequest, request: Request):
+    async def add_items(self, request: Request):
+        body = await bodies.body(request, schemas.ItemsRequest)
         if self.log_requests:
             log.info("items request_id=%s count=%d", request_id(request), len(body.items))
         added = await asyncio.to_thread(self.online.add_items, [it.model_dump() for it in body.items])

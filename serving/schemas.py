@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from interest_model.events import EVENT_TYPES
 
@@ -12,24 +12,11 @@ EventType = Literal[EVENT_TYPES]  # type: ignore[valid-type]
 Id = Field(min_length=1, max_length=512)
 
 
-def _unicode(value):
-    """Text must be real Unicode: JSON can spell a lone surrogate ("\\udcff"), which no text
-    encoder, log or UTF-8 answer can hold."""
-    for text in value if isinstance(value, list) else [value]:
-        if isinstance(text, str):
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError as exc:
-                raise ValueError(f"not valid Unicode text: a lone surrogate at position {exc.start}") from None
-    return value
-
-
 class Strict(BaseModel):
-    """Request bodies: unknown fields and text that is not valid Unicode are client errors."""
+    """Request bodies: unknown fields are client errors. Text that is not valid Unicode (a lone
+    surrogate, which JSON can spell) is refused by the JSON parser (``serving/bodies.py``)."""
 
     model_config = ConfigDict(extra="forbid")
-
-    _text = field_validator("*")(_unicode)
 
 
 class HistoryEvent(Strict):

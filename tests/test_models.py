@@ -238,6 +238,25 @@ def test_user_encoders_are_causal_and_ignore_padding(kind):
     assert torch.allclose(h[0, :3], h3[0, :3], atol=1e-5)
 
 
+@pytest.mark.parametrize("kind, layers", [("transformer", 1), ("transformer", 2), ("lstm", 2)])
+def test_last_user_vector_is_user_vectors_at_the_last_event(kind, layers):
+    # The inference path computes only the last event's row in the last layer: same numbers.
+    torch.manual_seed(0)
+    mc = ModelConfig(user_encoder=UserEncoderConfig(kind=kind, dim=16, layers=layers, heads=2, dropout=0.3, max_len=8))
+    model = InterestModel(mc, 11, 2, 8)
+    model.set_catalog(torch.from_numpy(_catalog(10).scenario_items), item_text=torch.randn(11, 8))
+    model.eval()
+    items = torch.tensor([[1, 2, 3, 4, 5, 6], [7, 2, 0, 0, 0, 0], [9, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0]])
+    events = (items % 3) * (items != 0)
+    scen = torch.tensor([[0, 1, 0, 1, 1, 0]] * 4)
+    full = model.user_vectors(items, events, scen)
+    last = model.last_user_vector(items, events, scen)
+    assert torch.allclose(last[:3], full[[0, 1, 2], [5, 1, 0]], atol=1e-6)
+    assert torch.isfinite(last).all()  # an empty history: position 0, finite
+    model.train()  # with dropout the full path runs: still one row per history
+    assert model.last_user_vector(items, events, scen).shape == (4, 16)
+
+
 def test_deepspeed_config_and_schedule():
     from interest_model.training.config import DeepSpeedConfig
     from interest_model.training.deepspeed_strategy import DeepSpeedStrategy

@@ -81,6 +81,10 @@ def test_routes_answer(endpoint):
     assert info["model"] == "tiny:1" and info["scenarios"] == ep["catalog"]["scenarios"] and info["index"] == "exact"
     spec = requests.get(ep["url"] + "/openapi.json", timeout=10).json()
     assert {"/v1/recommend", "/v1/interests", "/v1/items", "/v1/model", "/healthz"} <= set(spec["paths"])
+    for path, model in [("/v1/recommend", "RecommendRequest"), ("/v1/interests", "InterestsRequest"),
+                        ("/v1/items", "ItemsRequest")]:  # the routes read their bodies themselves
+        body = spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        assert body == {"$ref": f"#/components/schemas/{model}"} and model in spec["components"]["schemas"]
     assert "swagger" in requests.get(ep["url"] + "/docs", timeout=10).text.lower()
 
     r = _post(ep, "/v1/recommend", {"history": _history(ep), "scenario": scenario, "k": 5, "user_id": "alice"},

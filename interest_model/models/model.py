@@ -204,18 +204,18 @@ class InterestModel(nn.Module):
         ``catalog``: the vectors ``items`` index [M, D] when already computed (the whole
         catalog for a training step; the live catalog and texts for the endpoint). Training,
         evaluation and serving all encode users through this one function."""
-        mask = items != 0
-        scen = scenario.unsqueeze(1).expand_as(items) if scenario.dim() == 1 else scenario
-        vecs = catalog[items] if catalog is not None else self.item_vectors(items)
-        h = self.user(vecs.to(self.user.position.weight.dtype), mask, scen, events)
-        return F.normalize(h, dim=-1)
+        return F.normalize(self.user(*self._user_inputs(items, events, scenario, catalog)), dim=-1)
 
     def last_user_vector(self, items: torch.Tensor, events: torch.Tensor, scenario: torch.Tensor,
                          catalog: torch.Tensor | None = None) -> torch.Tensor:
         """The current interest [B, D]: ``user_vectors`` at each history's last event."""
-        h = self.user_vectors(items, events, scenario, catalog)
-        last = (items != 0).sum(1).clamp(min=1) - 1
-        return h[torch.arange(h.shape[0], device=h.device), last]
+        return F.normalize(self.user.last(*self._user_inputs(items, events, scenario, catalog)), dim=-1)
+
+    def _user_inputs(self, items, events, scenario, catalog):
+        """The user encoder's arguments: item vectors, event mask, per-event scenarios, events."""
+        scen = scenario.unsqueeze(1).expand_as(items) if scenario.dim() == 1 else scenario
+        vecs = catalog[items] if catalog is not None else self.item_vectors(items)
+        return vecs.to(self.user.position.weight.dtype), items != 0, scen, events
 
     # -- objective ------------------------------------------------------------------------------
     def loss_kind(self) -> str:
