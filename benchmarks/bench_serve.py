@@ -8,7 +8,7 @@ answers.
     python benchmarks/bench_serve.py --model ml100k-transfer --prepared outputs/demo/prepared \
         --scenario ml-100k
     python benchmarks/bench_serve.py --proxy serve         # Serve's Python proxy instead of HAProxy
-    python benchmarks/bench_serve.py --variant quiet:log_requests=false \
+    python benchmarks/bench_serve.py --variant logged:log_requests=true \
         --variant nowait:batch_wait_timeout_s=0            # more endpoint settings, same cluster
 
 Every level runs for a fixed time (``--seconds``) with closed-loop clients. The same real user

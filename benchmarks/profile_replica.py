@@ -4,7 +4,7 @@ request (the model, validation, our request log line, metrics, Serve's own wrapp
 the replica's measured CPU time per request, each part is given in microseconds per request.
 
     python benchmarks/profile_replica.py --prepared outputs/demo/prepared    # after `make demo`
-    python benchmarks/profile_replica.py --set log_requests=false            # a setting's effect
+    python benchmarks/profile_replica.py --set log_requests=true             # a setting's effect
 
 Needs py-spy (`pip install -e ".[bench]"`) and permission to attach to a process of the same user
 (ptrace; root in a container, or kernel.yama.ptrace_scope=0).

@@ -34,7 +34,7 @@ def _config(registry: Path, port: int, *overrides: str) -> dict:
     from ray_jobs.serve import DEFAULT_CONFIG, deploy_config
 
     sets = [f"registry={registry}", "model=tiny", "replica_cpus=0.5", "max_body_bytes=4096",
-            "max_batch_size=8", "batch_wait_timeout_s=1.0", "max_ongoing_requests=16", *overrides]
+            "max_batch_size=8", "batch_wait_timeout_s=1.0", "max_ongoing_requests=16", "log_requests=true", *overrides]
     config = deploy_config(str(DEFAULT_CONFIG), sets, "127.0.0.1", port)
     app = config["applications"][0]
     app["runtime_env"]["env_vars"].update({"INTEREST_API_TOKEN": TOKEN, "INTEREST_PSEUDONYM_KEY": "serve-test-key"})
