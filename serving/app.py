@@ -200,7 +200,6 @@ async def unanswerable(request: Request, exc: RequestError) -> JSONResponse:
     return JSONResponse(bounded(exc.body()), status_code=exc.status)
 
 
-
 # The POST routes below read their bodies themselves (serving/bodies.py); the spec still shows
 # them. Set before the class: `serve.ingress` freezes a copy of `api` when it decorates it.
 bodies.documented(api, {"/v1/recommend": schemas.RecommendRequest, "/v1/interests": schemas.InterestsRequest,

@@ -103,8 +103,8 @@ class UserEncoder(nn.Module):
              event: torch.Tensor) -> torch.Tensor:
         """``forward``'s rows [B, D] at each history's last event (position 0 of an empty one).
         In inference, a transformer's last layer computes only those rows: every position's
-        keys and values, one query per history. That is about 40 % of the encoding's work at
-        two layers, the serving path's largest cost (benchmarks/bench_serve.py)."""
+        keys and values, one query per history: about a quarter less time at two layers, on
+        the serving path's largest cost (README, "Serving speed")."""
         last = mask.sum(1).clamp(min=1) - 1
         rows = torch.arange(item_vecs.shape[0], device=item_vecs.device)
         if self.cfg.kind != "transformer" or self.training:
