@@ -224,7 +224,8 @@ class InterestApi:
         if store is None:
             log.warning("no item_store for a remote registry: items added by text live only in this replica")
         self.online = OnlineModel(model_dir, item_store=store, label=label, exact_max_items=cfg.exact_search_max_items,
-                                  hnsw_m=cfg.hnsw_m, ef_search=cfg.hnsw_ef_search, max_history=cfg.max_history)
+                                  hnsw_m=cfg.hnsw_m, ef_search=cfg.hnsw_ef_search, max_history=cfg.max_history,
+                                  compile_encoder=cfg.compile_encoder)
         self.store = store
         batch_size = metrics.Histogram("interest_batch_size", description="requests per user-encoding batch",
                                        boundaries=BATCH_BOUNDARIES)
@@ -239,8 +240,10 @@ class InterestApi:
         settings.latency = DeferredHistogram(metrics.Histogram(
             "interest_request_latency_ms", description="HTTP request latency at the ingress",
             boundaries=LATENCY_BOUNDARIES_MS, tag_keys=("route", "status")))
-        log.info("serving %s from %s: %d items, %s search; auth %s, body limit %d bytes", label, model_dir,
-                 self.online.num_items, self.online.index.kind, "on" if settings.token else "off", cfg.max_body_bytes)
+        log.info("serving %s from %s: %d items, %s search, %s user encoder; auth %s, body limit %d bytes", label,
+                 model_dir, self.online.num_items, self.online.index.kind,
+                 "compiled" if self.online.encoder is not None else "eager", "on" if settings.token else "off",
+                 cfg.max_body_bytes)
 
     def _log(self, request: Request, route: str, body, extra: str = "") -> None:
         if not self.log_requests:

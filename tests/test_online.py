@@ -45,6 +45,20 @@ def test_batch_answers_each_request_on_its_own(export_dir, tmp_path):
     assert np.allclose([r["score"] for r in ref], [it["score"] for it in out[0]["items"]], atol=1e-4)
 
 
+def test_compiled_user_encoder_answers_as_the_eager_one(export_dir):
+    # The endpoint's encoder compiled ahead of time (online/compiled.py): the same vectors for
+    # any batch size and history length, events given by text included.
+    eager, compiled = OnlineModel(str(export_dir)), OnlineModel(str(export_dir), compile_encoder=True)
+    assert compiled.encoder is not None and eager.encoder is None
+    queries = [_q("i1"), _q("i1", "i2", "i3", "i4", "i5", "i6"), _q("i2", "i1", k=5),
+               {"history": [{"text": "Title: something new"}, {"item_id": "i3"}], "scenario": "a", "k": 4}]
+    for batch in (queries[:1], queries, queries[1:3]):
+        resolved = [eager._resolve(q) for q in batch]
+        assert np.allclose(eager.user_vectors(resolved), compiled.user_vectors(resolved), atol=1e-5)
+    a, b = eager.recommend_batch(queries), compiled.recommend_batch(queries)
+    assert [[it["item_id"] for it in x["items"]] for x in a] == [[it["item_id"] for it in x["items"]] for x in b]
+
+
 def test_popular_fallback_uses_training_popularity(export_dir):
     online = OnlineModel(str(export_dir))
     counts = pd.DataFrame({"scenario": ["a"] * 3, "item_id": ["i6", "i2", "i4"], "count": [50, 30, 10]})

@@ -204,14 +204,14 @@ class InterestModel(nn.Module):
         ``catalog``: the vectors ``items`` index [M, D] when already computed (the whole
         catalog for a training step; the live catalog and texts for the endpoint). Training,
         evaluation and serving all encode users through this one function."""
-        return F.normalize(self.user(*self._user_inputs(items, events, scenario, catalog)), dim=-1)
+        return F.normalize(self.user(*self.user_inputs(items, events, scenario, catalog)), dim=-1)
 
     def last_user_vector(self, items: torch.Tensor, events: torch.Tensor, scenario: torch.Tensor,
                          catalog: torch.Tensor | None = None) -> torch.Tensor:
         """The current interest [B, D]: ``user_vectors`` at each history's last event."""
-        return F.normalize(self.user.last(*self._user_inputs(items, events, scenario, catalog)), dim=-1)
+        return F.normalize(self.user.last(*self.user_inputs(items, events, scenario, catalog)), dim=-1)
 
-    def _user_inputs(self, items, events, scenario, catalog):
+    def user_inputs(self, items, events, scenario, catalog=None):
         """The user encoder's arguments: item vectors, event mask, per-event scenarios, events."""
         scen = scenario.unsqueeze(1).expand_as(items) if scenario.dim() == 1 else scenario
         vecs = catalog[items] if catalog is not None else self.item_vectors(items)

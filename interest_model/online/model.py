@@ -21,6 +21,7 @@ import torch
 
 from interest_model.checkpoint import load_model
 from interest_model.online.catalog import LiveCatalog
+from interest_model.online.compiled import MAX_BATCH, compile_user_encoder
 from interest_model.online.explain import explain
 from interest_model.online.errors import RequestError
 from interest_model.online.requests import Resolved, answer_mask, resolve
@@ -30,7 +31,10 @@ from interest_model.retrieval import top_k_rows
 
 class OnlineModel:
     def __init__(self, model_dir: str, item_store: str | None = None, label: str | None = None,
-                 exact_max_items: int = 50_000, hnsw_m: int = 32, ef_search: int = 128, max_history: int = 1000):
+                 exact_max_items: int = 50_000, hnsw_m: int = 32, ef_search: int = 128, max_history: int = 1000,
+                 compile_encoder: bool = False):
+        """``compile_encoder``: encode users with an ahead-of-time compiled copy of the model's user
+        encoder (``online/compiled.py``; seconds to build, falls back to eager)."""
         self.rec = load_model(model_dir)
         self.model = self.rec.model
         self.label = label or str(model_dir)
@@ -50,6 +54,7 @@ class OnlineModel:
         self._bias: np.ndarray | None = None  # item_bias widened to the live catalog
         self.lock = threading.RLock()
         self.store = ItemStore(item_store) if item_store else None
+        self.encoder = compile_user_encoder(self.model) if compile_encoder else None
         self.refresh()
 
     @property
@@ -148,7 +153,7 @@ class OnlineModel:
             blank = size + len(texts)
         text_row = {t: size + i for i, t in enumerate(texts)}
         rows = self.catalog.rows
-        L = max(len(r.events) for r in resolved)
+        L = max(2, max(len(r.events) for r in resolved))  # at least 2: what the compiled encoder takes
         items = np.zeros((len(resolved), L), dtype=np.int64)
         events = np.zeros_like(items)
         scenarios = np.zeros_like(items)
@@ -161,8 +166,10 @@ class OnlineModel:
             events[b, :n] = r.event_types
             scenarios[b, :n] = r.scenarios
             scenarios[b, n:] = r.target
-        return self.model.last_user_vector(torch.from_numpy(items), torch.from_numpy(events),
-                                           torch.from_numpy(scenarios), catalog=table).float().numpy()
+        inputs = (torch.from_numpy(items), torch.from_numpy(events), torch.from_numpy(scenarios))
+        if self.encoder is not None and len(resolved) <= MAX_BATCH:
+            return self.encoder(*self.model.user_inputs(*inputs, catalog=table)).float().numpy()
+        return self.model.last_user_vector(*inputs, catalog=table).float().numpy()
 
     def search(self, users: np.ndarray, targets: list[int], k: int, masks: list[np.ndarray]):
         """[(rows, scores)] of each user's k best allowed rows; scores are the model's logits
@@ -229,6 +236,7 @@ class OnlineModel:
         cfg = self.rec.config
         return {"model": self.label, "scenarios": self.catalog.scenarios, "catalog_items": self.catalog.base_size - 1,
                 "added_items": self.catalog.added, "index": self.catalog.index.kind, "text_tower": self.text_tower,
+                "user_encoder": "compiled" if self.encoder is not None else "eager",
                 "history_length": self.model.cfg.user_encoder.max_len, "created_at": cfg.get("created_at"),
                 "training": {k: v for k, v in cfg.get("training", {}).items() if k in (
                     "scenarios", "transfer", "user_fraction", "histories", "context", "config_hash", "best",
