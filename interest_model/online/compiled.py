@@ -41,7 +41,7 @@ class _LastUserVector(nn.Module):
         return F.normalize(self.user.last(vecs, mask, scenario, events), dim=-1)
 
 
-def compile_user_encoder(model, workdir: str | None = None) -> Callable | None:
+def compile_user_encoder(model) -> Callable | None:
     """A callable (vecs [B, L, D] float, mask [B, L] bool, scenarios [B, L], events [B, L]) ->
     [B, D], or None (with a warning) when the model cannot be compiled here. L is at most the
     model's history length and at least 2 (pad shorter histories: padding is masked)."""
@@ -54,14 +54,12 @@ def compile_user_encoder(model, workdir: str | None = None) -> Callable | None:
         example = (torch.randn(2, 3, dim), torch.ones(2, 3, dtype=torch.bool),
                    torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 3, dtype=torch.long))
         shapes = tuple({0: batch, 1: length} for _ in example)
-        with torch.no_grad():
+        with torch.no_grad(), tempfile.TemporaryDirectory(prefix="interest-encoder-") as folder:
             program = torch.export.export(module, example, dynamic_shapes=shapes)
-            folder = Path(workdir or tempfile.mkdtemp(prefix="interest-encoder-"))
-            folder.mkdir(parents=True, exist_ok=True)
-            package = torch._inductor.aoti_compile_and_package(program, package_path=str(folder / "user_encoder.pt2"))
-        runner = torch._inductor.aoti_load_package(package)
-    except Exception as exc:  # no compiler, an operation export does not support, ...
+            package = torch._inductor.aoti_compile_and_package(program, package_path=str(Path(folder) / "encoder.pt2"))
+            runner = torch._inductor.aoti_load_package(package)  # loaded: the package file may go
+    except Exception as exc:  # no compiler, an operation export does not support, a history length < 3, ...
         log.warning("user encoder not compiled (%s: %s); serving it eagerly", type(exc).__name__, str(exc)[:300])
         return None
-    log.info("user encoder compiled in %.1f s (%s)", time.perf_counter() - started, package)
+    log.info("user encoder compiled in %.1f s", time.perf_counter() - started)
     return runner

@@ -153,7 +153,9 @@ class OnlineModel:
             blank = size + len(texts)
         text_row = {t: size + i for i, t in enumerate(texts)}
         rows = self.catalog.rows
-        L = max(2, max(len(r.events) for r in resolved))  # at least 2: what the compiled encoder takes
+        L = max(len(r.events) for r in resolved)
+        if self.encoder is not None:
+            L = max(2, L)  # what the compiled encoder takes (padding is masked)
         items = np.zeros((len(resolved), L), dtype=np.int64)
         events = np.zeros_like(items)
         scenarios = np.zeros_like(items)
