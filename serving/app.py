@@ -240,10 +240,11 @@ class InterestApi:
         settings.latency = DeferredHistogram(metrics.Histogram(
             "interest_request_latency_ms", description="HTTP request latency at the ingress",
             boundaries=LATENCY_BOUNDARIES_MS, tag_keys=("route", "status")))
-        log.info("serving %s from %s: %d items, %s search, %s user encoder; auth %s, body limit %d bytes", label,
-                 model_dir, self.online.num_items, self.online.index.kind,
-                 "compiled" if self.online.encoder is not None else "eager", "on" if settings.token else "off",
-                 cfg.max_body_bytes)
+        log.info("serving %s from %s: %d items, %s search, user encoder %s; auth %s, body limit %d bytes", label,
+                 model_dir, self.online.num_items, self.online.index.kind, self.online.encoder_status,
+                 "on" if settings.token else "off", cfg.max_body_bytes)
+        if cfg.compile_encoder and self.online.encoder is None:  # Serve's log: the reason reaches the replica's file
+            log.warning("compile_encoder is on but the user encoder runs %s", self.online.encoder_status)
 
     def _log(self, request: Request, route: str, body, extra: str = "") -> None:
         if not self.log_requests:

@@ -50,6 +50,7 @@ def test_compiled_user_encoder_answers_as_the_eager_one(export_dir):
     # any batch size and history length, events given by text included.
     eager, compiled = OnlineModel(str(export_dir)), OnlineModel(str(export_dir), compile_encoder=True)
     assert compiled.encoder is not None and eager.encoder is None
+    assert compiled.encoder_status.startswith("compiled in") and compiled.info()["user_encoder"] == "compiled"
     queries = [_q("i1"), _q("i1", "i2", "i3", "i4", "i5", "i6"), _q("i2", "i1", k=5),
                {"history": [{"text": "Title: something new"}, {"item_id": "i3"}], "scenario": "a", "k": 4}]
     for batch in (queries[:1], queries, queries[1:3]):
@@ -57,6 +58,18 @@ def test_compiled_user_encoder_answers_as_the_eager_one(export_dir):
         assert np.allclose(eager.user_vectors(resolved), compiled.user_vectors(resolved), atol=1e-5)
     a, b = eager.recommend_batch(queries), compiled.recommend_batch(queries)
     assert [[it["item_id"] for it in x["items"]] for x in a] == [[it["item_id"] for it in x["items"]] for x in b]
+
+
+def test_a_user_encoder_that_cannot_compile_is_served_eagerly(export_dir, monkeypatch):
+    import torch
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("no C++ compiler here")
+
+    monkeypatch.setattr(torch.export, "export", refuse)
+    online = OnlineModel(str(export_dir), compile_encoder=True)
+    assert online.encoder is None and "no C++ compiler here" in online.encoder_status
+    assert online.info()["user_encoder"] == "eager" and len(online.recommend_batch([_q("i1")])[0]["items"]) == 3
 
 
 def test_popular_fallback_uses_training_popularity(export_dir):

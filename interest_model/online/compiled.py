@@ -41,10 +41,11 @@ class _LastUserVector(nn.Module):
         return F.normalize(self.user.last(vecs, mask, scenario, events), dim=-1)
 
 
-def compile_user_encoder(model) -> Callable | None:
-    """A callable (vecs [B, L, D] float, mask [B, L] bool, scenarios [B, L], events [B, L]) ->
-    [B, D], or None (with a warning) when the model cannot be compiled here. L is at most the
-    model's history length and at least 2 (pad shorter histories: padding is masked)."""
+def compile_user_encoder(model) -> tuple[Callable | None, str]:
+    """(a callable, what happened): the callable takes (vecs [B, L, D] float, mask [B, L] bool,
+    scenarios [B, L], events [B, L]) and gives [B, D]; it is None when the model cannot be
+    compiled here, and the text says why. L is at most the model's history length and at least
+    2 (pad shorter histories: padding is masked)."""
     module = _LastUserVector(model).eval()
     dim, max_len = model.user.cfg.dim, model.user.cfg.max_len
     started = time.perf_counter()
@@ -59,7 +60,7 @@ def compile_user_encoder(model) -> Callable | None:
             package = torch._inductor.aoti_compile_and_package(program, package_path=str(Path(folder) / "encoder.pt2"))
             runner = torch._inductor.aoti_load_package(package)  # loaded: the package file may go
     except Exception as exc:  # no compiler, an operation export does not support, a history length < 3, ...
-        log.warning("user encoder not compiled (%s: %s); serving it eagerly", type(exc).__name__, str(exc)[:300])
-        return None
-    log.info("user encoder compiled in %.1f s", time.perf_counter() - started)
-    return runner
+        status = f"eager: not compiled ({type(exc).__name__}: {str(exc)[:300]})"
+        log.warning("user encoder %s", status)
+        return None, status
+    return runner, f"compiled in {time.perf_counter() - started:.1f} s"

@@ -54,7 +54,7 @@ class OnlineModel:
         self._bias: np.ndarray | None = None  # item_bias widened to the live catalog
         self.lock = threading.RLock()
         self.store = ItemStore(item_store) if item_store else None
-        self.encoder = compile_user_encoder(self.model) if compile_encoder else None
+        self.encoder, self.encoder_status = compile_user_encoder(self.model) if compile_encoder else (None, "eager")
         self.refresh()
 
     @property
