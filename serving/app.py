@@ -243,8 +243,8 @@ class InterestApi:
         log.info("serving %s from %s: %d items, %s search, user encoder %s; auth %s, body limit %d bytes", label,
                  model_dir, self.online.num_items, self.online.index.kind, self.online.encoder_status,
                  "on" if settings.token else "off", cfg.max_body_bytes)
-        if cfg.compile_encoder and self.online.encoder is None:  # Serve's log: the reason reaches the replica's file
-            log.warning("compile_encoder is on but the user encoder runs %s", self.online.encoder_status)
+        if cfg.compile_encoder and self.online.compiled is None:  # Serve's log: the reason reaches the replica's file
+            log.warning("compile_encoder is on but the model runs %s", self.online.encoder_status)
 
     def _log(self, request: Request, route: str, body, extra: str = "") -> None:
         if not self.log_requests:

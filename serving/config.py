@@ -48,8 +48,8 @@ class ServeConfig(JobConfig):
     max_batch_size: int = Field(16, ge=1, le=1024)
     # the longest a forming batch waits for requests already in the replica (parsed, validated)
     batch_wait_timeout_s: float = Field(0.005, ge=0, le=5)
-    # encode users with the user encoder compiled ahead of time when the replica starts (needs a
-    # C++ compiler; seconds; eager, with a warning, where it cannot): interest_model/online/compiled.py
+    # encode and score users with the model compiled ahead of time when the replica starts (needs
+    # a C++ compiler; seconds; eager, with a warning, where it cannot): interest_model/online/ranker.py
     compile_encoder: bool = True
     # retrieval: exact search up to this many items, a faiss HNSW graph above
     exact_search_max_items: int = Field(50_000, ge=0)
