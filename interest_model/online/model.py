@@ -145,7 +145,7 @@ class OnlineModel:
         """(items, events, scenarios [B, L], table [T, D]) of resolved non-empty histories, items
         as rows of ``table``: the live catalog's vectors, then those of the events given by
         text (encoded here), then a blank row (an occluded event)."""
-        texts = sorted({h["text"] for r in resolved for h in r.events if h.get("item_id") is None})
+        texts = sorted({h["text"] for r in resolved for h, row in zip(r.events, r.rows) if row is None})
         table = self._vector_table()
         size = self.catalog.index.size
         blank = size
@@ -154,20 +154,19 @@ class OnlineModel:
             table = torch.cat([table[:size], encoded, table[size:]])
             blank = size + len(texts)
         text_row = {t: size + i for i, t in enumerate(texts)}
-        rows = self.catalog.rows
         L = max(2, max(len(r.events) for r in resolved))  # the compiled ranker's shortest (padding is masked)
-        items = np.zeros((len(resolved), L), dtype=np.int64)
-        events = np.zeros_like(items)
-        scenarios = np.zeros_like(items)
-        for b, r in enumerate(resolved):
-            n = len(r.events)
-            items[b, :n] = [rows[h["item_id"]] if h.get("item_id") is not None else text_row[h["text"]]
-                            for h in r.events]
+        items, events, scenarios = [], [], []
+        for r in resolved:  # padded rows, then one conversion each
+            pad = L - len(r.events)
+            rows = r.rows if not texts else [text_row[h["text"]] if row is None else row
+                                             for row, h in zip(r.rows, r.events)]
             if r.occlude is not None:
-                items[b, r.occlude] = blank
-            events[b, :n] = r.event_types
-            scenarios[b, :n] = r.scenarios
-            scenarios[b, n:] = r.target
+                rows = [*rows]
+                rows[r.occlude] = blank
+            items.append(rows + [0] * pad)
+            events.append(r.event_types + [0] * pad)
+            scenarios.append(r.scenarios + [r.target] * pad)
+        items, events, scenarios = (np.array(x, dtype=np.int64) for x in (items, events, scenarios))
         return torch.from_numpy(items), torch.from_numpy(events), torch.from_numpy(scenarios), table
 
     @torch.inference_mode()
