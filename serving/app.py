@@ -33,6 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from interest_model import io
 from interest_model.online.errors import RequestError
+from interest_model.online.requests import DEFAULT_TOP_CATEGORIES, k_of
 from serving import bodies, schemas
 from serving.batcher import Batcher
 from serving.config import ServeConfig
@@ -246,12 +247,12 @@ class InterestApi:
         if cfg.compile_encoder and self.online.compiled is None:  # Serve's log: the reason reaches the replica's file
             log.warning("compile_encoder is on but the model runs %s", self.online.encoder_status)
 
-    def _log(self, request: Request, route: str, body, extra: str = "") -> None:
+    def _log(self, request: Request, route: str, body: dict, extra: str = "") -> None:
         if not self.log_requests:
             return
-        user = self.pseudonymize(body.user_id) if getattr(body, "user_id", None) else "-"
+        user = self.pseudonymize(body["user_id"]) if body.get("user_id") else "-"
         log.info("%s request_id=%s user=%s history=%d %s", route, request_id(request), user,
-                 len(getattr(body, "history", []) or []), extra)
+                 len(body.get("history") or []), extra)
 
     @api.get("/healthz", tags=["ops"])
     async def healthz(self) -> dict:
@@ -266,8 +267,8 @@ class InterestApi:
               dependencies=[Depends(authorized)], tags=["recommend"])
     async def recommend(self, request: Request):
         body = await bodies.body(request, schemas.RecommendRequest)
-        self._log(request, "recommend", body, f"k={body.k}")
-        out, batch = await self.batcher.submit(body.model_dump(), expected=request.scope.pop(EXPECTED, False))
+        self._log(request, "recommend", body, f"k={k_of(body)}")
+        out, batch = await self.batcher.submit(body, expected=request.scope.pop(EXPECTED, False))
         if isinstance(out, Exception):
             raise out  # a RequestError: its 4xx (the handler above)
         # the model's answer already has the response's shape: no second validation on the hot path
@@ -280,8 +281,8 @@ class InterestApi:
     async def interests(self, request: Request):
         body = await bodies.body(request, schemas.InterestsRequest)
         self._log(request, "interests", body)
-        query = body.model_dump()
-        out = await asyncio.to_thread(self.online.interests, query, query.get("top_categories", 5))
+        out = await asyncio.to_thread(self.online.interests, body,
+                                      body.get("top_categories", DEFAULT_TOP_CATEGORIES))
         return {**out, "model": self.online.label, "request_id": request_id(request)}
 
     @api.post("/v1/items", response_model=schemas.ItemsResponse, responses={**ERRORS, 409: {"model": schemas.ErrorResponse}},
@@ -289,8 +290,8 @@ class InterestApi:
     async def add_items(self, request: Request):
         body = await bodies.body(request, schemas.ItemsRequest)
         if self.log_requests:
-            log.info("items request_id=%s count=%d", request_id(request), len(body.items))
-        added = await asyncio.to_thread(self.online.add_items, [it.model_dump() for it in body.items])
+            log.info("items request_id=%s count=%d", request_id(request), len(body["items"]))
+        added = await asyncio.to_thread(self.online.add_items, body["items"])
         return {"items": added, "model": self.online.label, "request_id": request_id(request)}
 
 

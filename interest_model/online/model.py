@@ -25,7 +25,7 @@ from interest_model.online.catalog import LiveCatalog
 from interest_model.online.explain import explain
 from interest_model.online.errors import RequestError
 from interest_model.online.ranker import MAX_BATCH, Ranker, compile_ranker
-from interest_model.online.requests import Resolved, answer_mask, resolve
+from interest_model.online.requests import DEFAULT_TOP_CATEGORIES, Resolved, answer_mask, k_of, resolve
 from interest_model.online.store import ItemStore
 from interest_model.retrieval import top_k_masked
 
@@ -241,22 +241,22 @@ class OnlineModel:
                     resolved.append(r)
                 else:
                     rows, vals, source = self.catalog.popular(r.target, answer_mask(self.catalog, q, r),
-                                                              int(q.get("k", 10)))
+                                                              k_of(q))
                     out[i] = {"items": self.catalog.describe(rows, vals), "fallback": source}
             if todo:
                 masks = [answer_mask(self.catalog, queries[i], r) for i, r in zip(todo, resolved)]
-                k_max = max(int(queries[i].get("k", 10)) for i in todo)
+                k_max = max(k_of(queries[i]) for i in todo)
                 if self.exact:  # encoding, scoring and masks in one call
                     allowed = self.catalog.index.full_masks(masks)
                     found = top_k_masked(self._rank(resolved, allowed)[1], allowed, k_max)
                 else:
                     found = self.search(self.user_vectors(resolved), [r.target for r in resolved], k_max, masks)
                 for j, (rows, scores) in enumerate(found):
-                    k = int(queries[todo[j]].get("k", 10))
+                    k = k_of(queries[todo[j]])
                     out[todo[j]] = {"items": self.catalog.describe(rows[:k], scores[:k]), "fallback": None}
             return out
 
-    def interests(self, query: dict, top_categories: int = 5) -> dict:
+    def interests(self, query: dict, top_categories: int = DEFAULT_TOP_CATEGORIES) -> dict:
         """The user's interest vector, the categories it favours and each history event's share
         of the top-k (see ``online/explain.py``)."""
         self.refresh()
@@ -265,7 +265,7 @@ class OnlineModel:
             if not r.events:
                 raise RequestError("interests need a non-empty history")
             return explain(self.user_vectors, self.search, self.catalog, r, answer_mask(self.catalog, query, r),
-                           int(query.get("k", 10)), self.temperature, top_categories)
+                           k_of(query), self.temperature, top_categories)
 
     def info(self) -> dict:
         cfg = self.rec.config

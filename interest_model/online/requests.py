@@ -27,6 +27,14 @@ class Resolved:
 
 
 EVENT_INDEX = {name: i for i, name in enumerate(EVENT_TYPES)}
+# What a request that leaves a field out gets (the HTTP API documents them: serving/schemas.py)
+DEFAULT_K = 10
+DEFAULT_EVENT = "rate"
+DEFAULT_TOP_CATEGORIES = 5
+
+
+def k_of(query: dict) -> int:
+    return int(query.get("k", DEFAULT_K))
 
 
 def resolve(query: dict, catalog: LiveCatalog, max_len: int, max_history: int, text_tower: bool) -> Resolved:
@@ -58,9 +66,9 @@ def resolve(query: dict, catalog: LiveCatalog, max_len: int, max_history: int, t
     except KeyError:
         raise RequestError(f"unknown scenario {query.get('scenario')!r}; the model knows {catalog.scenarios}") from None
     tail = history[-max_len:]
-    event_types = [EVENT_INDEX.get(h.get("event_type") or "rate", -1) for h in tail]
+    event_types = [EVENT_INDEX.get(h.get("event_type") or DEFAULT_EVENT, -1) for h in tail]
     if -1 in event_types:
-        bad = sorted({str(h.get("event_type")) for h in tail if (h.get("event_type") or "rate") not in EVENT_INDEX})
+        bad = sorted({str(h.get("event_type")) for h in tail if (h.get("event_type") or DEFAULT_EVENT) not in EVENT_INDEX})
         raise RequestError(f"unknown event types {bad}; known: {list(EVENT_TYPES)}")
     scenario_index = catalog.scenario_index
     return Resolved(target, seen, tail, event_rows[-max_len:], event_types,
