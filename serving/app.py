@@ -17,6 +17,7 @@ locally and ``serve deploy serving/serve_config.yaml`` deploys it on a running c
 
 
 import asyncio
+import gc
 import hmac
 import importlib
 import logging
@@ -221,6 +222,7 @@ class InterestApi:
         from interest_model.online import OnlineModel
 
         torch.set_num_threads(max(1, round(cfg.replica_cpus)))
+        gc.set_threshold(cfg.gc_threshold, *gc.get_threshold()[1:])
         model_dir, label, store = resolve_model(cfg)
         if store is None:
             log.warning("no item_store for a remote registry: items added by text live only in this replica")
@@ -241,9 +243,9 @@ class InterestApi:
         settings.latency = DeferredHistogram(metrics.Histogram(
             "interest_request_latency_ms", description="HTTP request latency at the ingress",
             boundaries=LATENCY_BOUNDARIES_MS, tag_keys=("route", "status")))
-        log.info("serving %s from %s: %d items, %s search, user encoder %s; auth %s, body limit %d bytes", label,
-                 model_dir, self.online.num_items, self.online.index.kind, self.online.encoder_status,
-                 "on" if settings.token else "off", cfg.max_body_bytes)
+        log.info("serving %s from %s: %d items, %s search, model %s; auth %s, body limit %d bytes, GC threshold %d",
+                 label, model_dir, self.online.num_items, self.online.index.kind, self.online.encoder_status,
+                 "on" if settings.token else "off", cfg.max_body_bytes, cfg.gc_threshold)
         if cfg.compile_encoder and self.online.compiled is None:  # Serve's log: the reason reaches the replica's file
             log.warning("compile_encoder is on but the model runs %s", self.online.encoder_status)
 
