@@ -6,9 +6,10 @@ serving process the ranking runs in a worker thread beside an event loop that ho
 half the time, and each hand-over costs CPU and waits. Measured in one process (README, "Serving
 speed"): 16 histories of 20 events cost 79 µs of CPU per user alone and 419 µs beside a busy
 Python thread, eager; the user encoder compiled, 41 and 43 µs. With the scoring, the item bias and
-the request masks in the same compiled call, a batch of 13 requests cost 164 µs of the worker's
-CPU per request beside a busy thread (the encoder alone compiled: 309). Same numbers as the
-model's own functions (``InterestModel.last_user_vector``, ``logits``; ``tests/test_online.py``).
+the request masks in the same compiled call, a whole batch of 13 requests (``recommend_batch``)
+cost about 200 µs of the worker's CPU per request beside a busy thread, against about 270 with
+only the encoder compiled (wall time 1.2 against 3 ms). Same numbers as the model's own
+functions (``InterestModel.last_user_vector``, ``logits``; ``tests/test_online.py``).
 
 Compiling needs a C++ compiler on the serving node and takes seconds (about 12 s for the demo's
 model on 2 cores); a model that cannot be exported or compiled is served eagerly, with a
