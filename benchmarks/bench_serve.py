@@ -11,9 +11,13 @@ answers.
     python benchmarks/bench_serve.py --variant logged:log_requests=true \
         --variant nowait:batch_wait_timeout_s=0            # more endpoint settings, same cluster
 
-Every level runs for a fixed time (``--seconds``) with closed-loop clients. The same real user
-histories (leave-one-out training prefixes of the prepared data) go to every server. Prints tables
-with the ratios and writes JSON (``--out``).
+The floor, the endpoint and its variants run side by side in one cluster behind one proxy (the
+endpoint at /, the floor at /floor, a variant at /<name>; one replica each), and their loads take
+turns: every level is ``--rounds`` slices per server, in turn, so that the ratios compare the
+servers and not this machine's drift between two minutes. Every level runs for a fixed time
+(``--seconds`` per server) with closed-loop clients. The same real user histories (leave-one-out
+training prefixes of the prepared data) go to every server. Prints tables with the ratios and
+writes JSON (``--out``).
 """
 
 from __future__ import annotations
@@ -54,11 +58,12 @@ def busy_cpu_seconds() -> float:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
-def load(url: str, bodies: list[dict], concurrency: int, seconds: float, headers: dict) -> dict:
+def measure(url: str, bodies: list[dict], concurrency: int, seconds: float, headers: dict) -> dict:
     """``concurrency`` clients for ``seconds``, each sending its next request when the previous
-    answer arrives and reusing its connection (keep-alive). CPU ms per request: the machine's busy
-    CPU time over the load, less this client process's own, per request (Serve's proxies,
-    replicas and Ray's daemons; or the naive server)."""
+    answer arrives and reusing its connection (keep-alive): each answer's latency, status and
+    batch size (the endpoint's x-batch-size), the wall time, and the CPU time of the machine
+    (every core busy, less this client process's own: Serve's proxies, replicas and Ray's
+    daemons; or the naive server) and of this process."""
 
     def client(c: int) -> list[tuple[float, int, int]]:
         s, out, i = requests.Session(), [], c
@@ -76,15 +81,33 @@ def load(url: str, bodies: list[dict], concurrency: int, seconds: float, headers
         results = [r for rs in pool.map(client, range(concurrency)) for r in rs]
     wall = time.perf_counter() - started
     mine = sum(os.times()[:2]) - sum(me[:2])
-    server_cpu = max(0.0, busy_cpu_seconds() - busy - mine)
+    return {"answers": results, "wall": wall, "server_cpu": max(0.0, busy_cpu_seconds() - busy - mine),
+            "client_cpu": mine}
+
+
+def summary(concurrency: int, slices: list[dict]) -> dict:
+    """One level's figures from its measured slices (``measure``)."""
+    results = [r for s in slices for r in s["answers"]]
     total = len(results)
     lat = np.array([r[0] for r in results]) * 1000
     batches = [r[2] for r in results if r[2]]  # the endpoint's x-batch-size (the floor sends none)
     return {"concurrency": concurrency, "requests": total, "errors": sum(r[1] != 200 for r in results),
             "mean_batch": float(np.mean(batches)) if batches else None,
             "p50_ms": float(np.percentile(lat, 50)), "p95_ms": float(np.percentile(lat, 95)),
-            "p99_ms": float(np.percentile(lat, 99)), "throughput_rps": total / wall,
-            "cpu_ms_per_request": server_cpu * 1000 / total, "client_cpu_ms_per_request": mine * 1000 / total}
+            "p99_ms": float(np.percentile(lat, 99)), "throughput_rps": total / sum(s["wall"] for s in slices),
+            "cpu_ms_per_request": sum(s["server_cpu"] for s in slices) * 1000 / total,
+            "client_cpu_ms_per_request": sum(s["client_cpu"] for s in slices) * 1000 / total}
+
+
+def load(url: str, bodies: list[dict], concurrency: int, seconds: float, headers: dict) -> dict:
+    """One level: ``measure`` for ``seconds``, summarized."""
+    return summary(concurrency, [measure(url, bodies, concurrency, seconds, headers)])
+
+
+def _print(name: str, r: dict) -> None:
+    print(f"{name:>10} {r['concurrency']:>3} clients: {r['throughput_rps']:6.1f} req/s, p50 {r['p50_ms']:6.1f} ms, "
+          f"p99 {r['p99_ms']:6.1f} ms, {r['cpu_ms_per_request']:5.2f} CPU ms/req, {r['errors']} errors"
+          + (f", mean batch {r['mean_batch']:.1f}" if r["mean_batch"] else ""), flush=True)
 
 
 def run_levels(name: str, url: str, bodies: list[dict], levels: list[int], seconds: float, headers: dict) -> list[dict]:
@@ -92,11 +115,28 @@ def run_levels(name: str, url: str, bodies: list[dict], levels: list[int], secon
     rows = []
     for c in levels:
         rows.append(load(url, bodies, c, seconds, headers))
-        r = rows[-1]
-        print(f"{name:>10} {c:>3} clients: {r['throughput_rps']:6.1f} req/s, p50 {r['p50_ms']:6.1f} ms, "
-              f"p99 {r['p99_ms']:6.1f} ms, {r['cpu_ms_per_request']:5.2f} CPU ms/req, {r['errors']} errors"
-              + (f", mean batch {r['mean_batch']:.1f}" if r["mean_batch"] else ""), flush=True)
+        _print(name, rows[-1])
     return rows
+
+
+def interleaved_levels(urls: dict[str, str], bodies: list[dict], levels: list[int], seconds: float, headers: dict,
+                       rounds: int) -> dict[str, list[dict]]:
+    """``run_levels`` for several servers at once, their loads taking turns: each level is
+    ``rounds`` slices of ``seconds / rounds`` per server, in turn (the order reversed every other
+    round), summed. This machine's speed drifts by 10-30 % over minutes; servers measured one
+    after the other compare that drift, taking turns they compare themselves."""
+    for url in urls.values():
+        load(url, bodies, 4, 3.0, headers)  # warm-up: replicas, connections, first batches
+    out: dict[str, list[dict]] = {name: [] for name in urls}
+    for c in levels:
+        slices: dict[str, list[dict]] = {name: [] for name in urls}
+        for r in range(rounds):
+            for name in (list(urls) if r % 2 == 0 else list(urls)[::-1]):
+                slices[name].append(measure(urls[name], bodies, c, seconds / rounds, headers))
+        for name in urls:
+            out[name].append(summary(c, slices[name]))
+            _print(name, out[name][-1])
+    return out
 
 
 def floor_levels(args, bodies: list[dict], headers: dict) -> list[dict]:
@@ -141,9 +181,10 @@ def add_endpoint_args(p: argparse.ArgumentParser) -> None:
                    help="HTTP proxy of the local cluster: HAProxy (what `interest serve` starts) or Serve's Python proxy")
 
 
-def endpoint_setup(args, prefix: str) -> tuple[list[dict], dict, list[str], Path]:
+def endpoint_setup(args, prefix: str, num_cpus: int | None = None) -> tuple[list[dict], dict, list[str], Path]:
     """(request bodies from real histories, auth headers, ServeConfig overrides, a work folder);
-    items added during a benchmark go to the work folder, not to the registry's item store."""
+    items added during a benchmark go to the work folder, not to the registry's item store.
+    ``num_cpus``: the local cluster's logical CPUs (Ray's scheduling units; default: the cores)."""
     from ray_jobs.common import init_ray, setup_logging
     from ray_jobs.serve import serve_environment
     from serving.client import sample_histories
@@ -158,15 +199,16 @@ def endpoint_setup(args, prefix: str) -> tuple[list[dict], dict, list[str], Path
     sets = [f"registry={Path(args.registry).resolve()}", f"model={args.model}", f"item_store={work / 'items'}",
             *args.overrides]
     serve_environment(args.proxy == "haproxy")
-    init_ray(None, None)
+    init_ray(None, num_cpus)
     return bodies, headers, sets, work
 
 
 def parse_variant(text: str) -> tuple[str, list[str]]:
     """'name:key=value,key=value' -> (name, ["key=value", ...])."""
     name, _, sets = text.partition(":")
-    if not name or not sets:
-        raise argparse.ArgumentTypeError(f"--variant NAME:KEY=VALUE[,KEY=VALUE...], not {text!r}")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name) or name in ("floor", "endpoint") or not sets:
+        raise argparse.ArgumentTypeError(f"--variant NAME:KEY=VALUE[,KEY=VALUE...] (NAME: lower-case letters, "
+                                         f"digits, - and _; its route prefix), not {text!r}")
     return name, [x.strip() for x in sets.split(",") if x.strip()]
 
 
@@ -182,11 +224,18 @@ def ratio_table(floor: list[dict], name: str, rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+# One replica, whatever the committed autoscaling: what a replica costs (bench_autoscale.py shows
+# the scaling).
+PINNED = ["autoscaling.min_replicas=1", "autoscaling.max_replicas=1"]
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_endpoint_args(p)
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
-    p.add_argument("--seconds", type=float, default=10.0, help="seconds per level (floor and endpoint)")
+    p.add_argument("--seconds", type=float, default=10.0, help="seconds per level (floor, endpoint, each variant)")
+    p.add_argument("--rounds", type=int, default=5,
+                   help="the floor, the endpoint and the variants take turns this many times per level")
     p.add_argument("--naive-seconds", type=float, default=8.0, help="seconds per level of the naive baseline")
     p.add_argument("--variant", dest="variants", action="append", default=[], type=parse_variant,
                    metavar="NAME:KEY=VALUE,...", help="also measure the endpoint with these ServeConfig overrides")
@@ -209,35 +258,41 @@ def main() -> int:
                         "--seconds", str(args.seconds), "--prepared", args.prepared, "--scenario", args.scenario,
                         "--concurrency", *map(str, args.concurrency), "--out", str(path)], check=True)
         default_floor = json.loads(path.read_text())["floor"]
-    bodies, headers, sets, work = endpoint_setup(args, "bench-serve-")  # the fuzzer adds items: into work
+    # Ray's logical CPUs: room for the floor, the endpoint and each variant side by side
+    bodies, headers, sets, work = endpoint_setup(args, "bench-serve-", num_cpus=(os.cpu_count() or 2) + len(args.variants))
+    sets = [*PINNED, *sets]  # the caller's --set may still change them
     token = os.environ.get("INTEREST_API_TOKEN")
     reg = str(Path(args.registry).resolve())
     from ray import serve
 
     config = deploy_config(str(DEFAULT_CONFIG), sets, "127.0.0.1", args.port)
     results: dict = {"model": args.model, "proxy": args.proxy, "seconds_per_level": args.seconds, "cpus": os.cpu_count(),
-                     "floor": [], "floor_default_proxy": default_floor, "serve": [], "variants": {}, "naive": []}
+                     "rounds": args.rounds, "floor": [], "floor_default_proxy": default_floor, "serve": [],
+                     "variants": {}, "naive": []}
     url = f"http://127.0.0.1:{args.port}"
     try:
-        from ray.serve._private import api as serve_api
-
-        # Serve on the endpoint's HTTP options, the floor app first and alone, then the endpoint.
-        serve_api.serve_start(http_options=config["http_options"], proxy_location=config.get("proxy_location"))
-        results["floor"] = floor_levels(args, bodies, headers)
         if args.floor_only:
+            from ray.serve._private import api as serve_api
+
+            serve_api.serve_start(http_options=config["http_options"], proxy_location=config.get("proxy_location"))
+            results["floor"] = floor_levels(args, bodies, headers)
             Path(args.out).write_text(json.dumps(results, indent=2))
             return 0
+        # One cluster, one proxy: the endpoint at /, the floor at /floor, each variant at /<name>
+        apps = config["applications"]
+        apps.append({"name": "floor", "route_prefix": "/floor", "import_path": "benchmarks.serve_floor:app"})
+        for name, extra in args.variants:
+            app = deploy_config(str(DEFAULT_CONFIG), [*sets, *extra], "127.0.0.1", args.port)["applications"][0]
+            apps.append({**app, "name": name, "route_prefix": f"/{name}"})
         deploy(config)
-        wait_running(["interest"], timeout=300)
-        results["serve"] = run_levels("endpoint", url, bodies, args.concurrency, args.seconds, headers)
+        wait_running([a["name"] for a in apps], timeout=300 + 120 * len(args.variants))
+        urls = {"floor": f"{url}/floor", "endpoint": url, **{name: f"{url}/{name}" for name, _ in args.variants}}
+        levels = interleaved_levels(urls, bodies, args.concurrency, args.seconds, headers, args.rounds)
+        results["floor"], results["serve"] = levels["floor"], levels["endpoint"]
+        for name, extra in args.variants:
+            results["variants"][name] = {"set": extra, "levels": levels[name]}
         if args.examples:
             results["schemathesis"] = schemathesis_run(url, args.examples, token, work)
-        for name, extra in args.variants:
-            deploy(deploy_config(str(DEFAULT_CONFIG), [*sets, *extra], "127.0.0.1", args.port))
-            time.sleep(2)  # the redeploy has started before the status is polled
-            wait_running(["interest"], timeout=300)
-            results["variants"][name] = {"set": extra, "levels": run_levels(name, url, bodies, args.concurrency,
-                                                                            args.seconds, headers)}
     finally:
         serve.shutdown()
 
@@ -253,8 +308,8 @@ def main() -> int:
             naive.terminate()
             naive.wait(30)
 
-    print(f"\nproxy: {args.proxy}; {args.seconds:.0f} s per level; endpoint settings: serving/serve_config.yaml "
-          f"+ {args.overrides or 'nothing'}")
+    print(f"\nproxy: {args.proxy}; {args.seconds:.0f} s per level and server in {args.rounds} turns; endpoint settings: "
+          f"serving/serve_config.yaml + {', '.join(PINNED + args.overrides)}")
     print(ratio_table(results["floor"], "endpoint", results["serve"]))
     if default_floor:
         print(ratio_table(default_floor, "endpoint", results["serve"]).replace(

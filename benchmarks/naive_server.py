@@ -15,6 +15,7 @@ from fastapi import FastAPI, HTTPException
 
 from interest_model.checkpoint import load_model
 from interest_model.events import EVENT_TYPES
+from interest_model.online.requests import DEFAULT_EVENT, k_of
 from serving.schemas import RecommendRequest
 
 
@@ -26,18 +27,18 @@ def make_app(model_dir: str) -> FastAPI:
     @app.post("/v1/recommend")
     def recommend(body: RecommendRequest) -> dict:
         texts, seen, events = [], [], []
-        for h in body.history[-model.cfg.user_encoder.max_len:]:
-            if h.item_id is not None:
-                if h.item_id not in catalog.vocab:
-                    raise HTTPException(422, f"unknown item id {h.item_id}")
-                texts.append(catalog.texts[catalog.vocab[h.item_id] - 1])
-                seen.append(catalog.vocab[h.item_id])
+        for h in body.get("history", [])[-model.cfg.user_encoder.max_len:]:
+            if h.get("item_id") is not None:
+                if h["item_id"] not in catalog.vocab:
+                    raise HTTPException(422, f"unknown item id {h['item_id']}")
+                texts.append(catalog.texts[catalog.vocab[h["item_id"]] - 1])
+                seen.append(catalog.vocab[h["item_id"]])
             else:
-                texts.append(h.text)
-            events.append(EVENT_TYPES.index(h.event_type))
+                texts.append(h["text"])
+            events.append(EVENT_TYPES.index(h.get("event_type", DEFAULT_EVENT)))
         if not texts:
             raise HTTPException(422, "empty history")
-        scenario = catalog.scenario_index(body.scenario or catalog.scenarios[0])
+        scenario = catalog.scenario_index(body.get("scenario") or catalog.scenarios[0])
         with torch.no_grad():
             history = model.vectors_from_features(rec.encode_texts(texts).float())  # transformers, every time
             items = model.item_vectors()  # the whole catalog, every time
@@ -47,9 +48,9 @@ def make_app(model_dir: str) -> FastAPI:
             user = torch.nn.functional.normalize(h[0, -1], dim=-1)
             scores = items @ user / model.cfg.temperature
             allowed = torch.from_numpy(catalog.scenario_items[scenario]).clone()
-            if body.exclude_seen:
+            if body.get("exclude_seen", True):
                 allowed[seen] = False
-            top = torch.topk(scores.masked_fill(~allowed, float("-inf")), min(body.k, int(allowed.sum())))
+            top = torch.topk(scores.masked_fill(~allowed, float("-inf")), min(k_of(body), int(allowed.sum())))
         return {"items": [{"item_id": catalog.item_ids[i - 1], "title": catalog.titles[i - 1], "score": float(s)}
                           for s, i in zip(top.values.tolist(), top.indices.tolist())]}
 

@@ -27,7 +27,7 @@ import torch
 from interest_model.catalog import Catalog
 from interest_model.events import EVENT_TYPES
 from interest_model.models.item_encoder import ItemEncoder, ItemEncoderConfig, load_tokenizer, resolve_model_path
-from interest_model.models.model import InterestModel, ModelConfig
+from interest_model.models.model import InterestModel, ModelConfig, logits
 
 FORMAT = "interest-model"
 FORMAT_VERSION = 1
@@ -116,10 +116,8 @@ class Recommender:
         scenario = scenario or self.catalog.scenarios[0]
         user = self.user_vector(history, scenario, events)
         s_idx = self.catalog.scenario_index(scenario)
-        scores = (self.model.item_vectors() @ user) / self.model.cfg.temperature
         bias = self.model.item_bias(torch.tensor([s_idx]))  # now: dynamics and prior, if any
-        if bias is not None:
-            scores = scores + bias[0]
+        scores = logits(user[None], self.model.item_vectors(), self.model.cfg.temperature, bias)[0]
         allowed = torch.from_numpy(self.catalog.scenario_items[s_idx]).clone()
         if exclude_seen:
             allowed[[self.catalog.vocab[h] for h in history]] = False

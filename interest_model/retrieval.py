@@ -117,14 +117,19 @@ class ItemIndex:
 
 def top_k_rows(scores: np.ndarray, masks: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """For each row of ``scores`` [B, N], (indices, scores) of its k best entries allowed by
-    ``masks`` [B, N], best first (fewer when fewer are allowed). One pass over the batch (a
-    request's Python work does not grow with the catalog); ``torch.topk`` selects about 5x
-    faster than ``np.argpartition`` at k = 10 over a few thousand rows."""
-    k = max(0, min(k, scores.shape[1]))
-    allowed = np.minimum(np.count_nonzero(masks, axis=1), k).tolist()
+    ``masks`` [B, N], best first (fewer when fewer are allowed)."""
     hidden = torch.from_numpy(np.ascontiguousarray(~masks))
     values = torch.from_numpy(np.ascontiguousarray(scores, dtype=np.float32)).masked_fill(hidden, -np.inf)
-    best, rows = torch.topk(values, k, dim=1)
+    return top_k_masked(values, masks, k)
+
+
+def top_k_masked(scores: torch.Tensor, masks: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``top_k_rows`` of scores already at -inf where ``masks`` is False. One pass over the
+    batch (a request's Python work does not grow with the catalog); ``torch.topk`` selects about
+    5x faster than ``np.argpartition`` at k = 10 over a few thousand rows."""
+    k = max(0, min(k, scores.shape[1]))
+    allowed = np.minimum(np.count_nonzero(masks, axis=1), k).tolist()
+    best, rows = torch.topk(scores, k, dim=1)
     best, rows = best.numpy(), rows.numpy()
     return [(r[:n], b[:n]) for r, b, n in zip(rows, best, allowed)]
 

@@ -17,6 +17,7 @@ locally and ``serve deploy serving/serve_config.yaml`` deploys it on a running c
 
 
 import asyncio
+import gc
 import hmac
 import importlib
 import logging
@@ -33,6 +34,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from interest_model import io
 from interest_model.online.errors import RequestError
+from interest_model.online.requests import DEFAULT_TOP_CATEGORIES, k_of
 from serving import bodies, schemas
 from serving.batcher import Batcher
 from serving.config import ServeConfig
@@ -220,6 +222,7 @@ class InterestApi:
         from interest_model.online import OnlineModel
 
         torch.set_num_threads(max(1, round(cfg.replica_cpus)))
+        gc.set_threshold(cfg.gc_threshold, *gc.get_threshold()[1:])
         model_dir, label, store = resolve_model(cfg)
         if store is None:
             log.warning("no item_store for a remote registry: items added by text live only in this replica")
@@ -240,18 +243,18 @@ class InterestApi:
         settings.latency = DeferredHistogram(metrics.Histogram(
             "interest_request_latency_ms", description="HTTP request latency at the ingress",
             boundaries=LATENCY_BOUNDARIES_MS, tag_keys=("route", "status")))
-        log.info("serving %s from %s: %d items, %s search, user encoder %s; auth %s, body limit %d bytes", label,
-                 model_dir, self.online.num_items, self.online.index.kind, self.online.encoder_status,
-                 "on" if settings.token else "off", cfg.max_body_bytes)
-        if cfg.compile_encoder and self.online.encoder is None:  # Serve's log: the reason reaches the replica's file
-            log.warning("compile_encoder is on but the user encoder runs %s", self.online.encoder_status)
+        log.info("serving %s from %s: %d items, %s search, model %s; auth %s, body limit %d bytes, GC threshold %d",
+                 label, model_dir, self.online.num_items, self.online.index.kind, self.online.encoder_status,
+                 "on" if settings.token else "off", cfg.max_body_bytes, cfg.gc_threshold)
+        if cfg.compile_encoder and self.online.compiled is None:  # Serve's log: the reason reaches the replica's file
+            log.warning("compile_encoder is on but the model runs %s", self.online.encoder_status)
 
-    def _log(self, request: Request, route: str, body, extra: str = "") -> None:
+    def _log(self, request: Request, route: str, body: dict, extra: str = "") -> None:
         if not self.log_requests:
             return
-        user = self.pseudonymize(body.user_id) if getattr(body, "user_id", None) else "-"
+        user = self.pseudonymize(body["user_id"]) if body.get("user_id") else "-"
         log.info("%s request_id=%s user=%s history=%d %s", route, request_id(request), user,
-                 len(getattr(body, "history", []) or []), extra)
+                 len(body.get("history") or []), extra)
 
     @api.get("/healthz", tags=["ops"])
     async def healthz(self) -> dict:
@@ -266,8 +269,8 @@ class InterestApi:
               dependencies=[Depends(authorized)], tags=["recommend"])
     async def recommend(self, request: Request):
         body = await bodies.body(request, schemas.RecommendRequest)
-        self._log(request, "recommend", body, f"k={body.k}")
-        out, batch = await self.batcher.submit(body.model_dump(), expected=request.scope.pop(EXPECTED, False))
+        self._log(request, "recommend", body, f"k={k_of(body)}")
+        out, batch = await self.batcher.submit(body, expected=request.scope.pop(EXPECTED, False))
         if isinstance(out, Exception):
             raise out  # a RequestError: its 4xx (the handler above)
         # the model's answer already has the response's shape: no second validation on the hot path
@@ -280,8 +283,8 @@ class InterestApi:
     async def interests(self, request: Request):
         body = await bodies.body(request, schemas.InterestsRequest)
         self._log(request, "interests", body)
-        query = body.model_dump()
-        out = await asyncio.to_thread(self.online.interests, query, query.get("top_categories", 5))
+        out = await asyncio.to_thread(self.online.interests, body,
+                                      body.get("top_categories", DEFAULT_TOP_CATEGORIES))
         return {**out, "model": self.online.label, "request_id": request_id(request)}
 
     @api.post("/v1/items", response_model=schemas.ItemsResponse, responses={**ERRORS, 409: {"model": schemas.ErrorResponse}},
@@ -289,8 +292,8 @@ class InterestApi:
     async def add_items(self, request: Request):
         body = await bodies.body(request, schemas.ItemsRequest)
         if self.log_requests:
-            log.info("items request_id=%s count=%d", request_id(request), len(body.items))
-        added = await asyncio.to_thread(self.online.add_items, [it.model_dump() for it in body.items])
+            log.info("items request_id=%s count=%d", request_id(request), len(body["items"]))
+        added = await asyncio.to_thread(self.online.add_items, body["items"])
         return {"items": added, "model": self.online.label, "request_id": request_id(request)}
 
 

@@ -1,5 +1,5 @@
 """Request bodies in, answers out, for the API's POST routes: one pass of pydantic over the raw
-bytes, one Rust call to write the answer.
+bytes (into the plain dicts of ``serving/schemas.py``), one Rust call to write the answer.
 
 FastAPI's own body handling (``body: Model`` in a route's signature) parses the JSON with
 ``json.loads``, then validates the Python objects, inside its dependency machinery. On the hot
@@ -14,6 +14,8 @@ shape (``loc`` starts with "body"), and the OpenAPI spec still documents each re
 
 from __future__ import annotations
 
+import functools
+
 import pydantic
 import pydantic_core
 from fastapi import FastAPI, Request
@@ -23,21 +25,22 @@ from fastapi.responses import Response
 NOT_UNICODE = ("surrogate", "unicode", "utf-8")  # what the JSON parser says of text that is not Unicode
 
 
-def parse(model: type[pydantic.BaseModel], raw: bytes, content_type: str | None = None) -> pydantic.BaseModel:
-    """``model`` from a JSON request body, or RequestValidationError (a 422 naming each problem)."""
+def parse(kind: type, raw: bytes, content_type: str | None = None):
+    """A request body of type ``kind`` (a TypedDict or a pydantic model) from its JSON, or
+    RequestValidationError (a 422 naming each problem)."""
     if content_type and not _is_json(content_type):
         raise RequestValidationError([{"loc": ("body",), "type": "content_type",
                                        "msg": f"the body must be JSON (Content-Type: application/json), not {content_type}"}])
     if not raw.strip():
         raise RequestValidationError([{"loc": ("body",), "type": "missing", "msg": "Field required"}])
     try:
-        return model.model_validate_json(raw)
+        return _adapter(kind).validate_json(raw)
     except pydantic.ValidationError as exc:
         raise RequestValidationError([_error(e) for e in exc.errors(include_url=False, include_input=False)]) from None
 
 
-async def body(request: Request, model: type[pydantic.BaseModel]) -> pydantic.BaseModel:
-    return parse(model, await request.body(), request.headers.get("content-type"))
+async def body(request: Request, kind: type):
+    return parse(kind, await request.body(), request.headers.get("content-type"))
 
 
 def answer(content, status_code: int = 200, headers: dict | None = None) -> Response:
@@ -47,8 +50,8 @@ def answer(content, status_code: int = 200, headers: dict | None = None) -> Resp
                     media_type="application/json")
 
 
-def documented(api: FastAPI, bodies: dict[str, type[pydantic.BaseModel]]) -> None:
-    """Publish ``bodies`` ({path: model} of POST routes that read their body with ``body``) as
+def documented(api: FastAPI, bodies: dict[str, type]) -> None:
+    """Publish ``bodies`` ({path: type} of POST routes that read their body with ``body``) as
     those routes' request bodies in the OpenAPI spec, as FastAPI does for a body parameter."""
     default = api.openapi
 
@@ -57,16 +60,21 @@ def documented(api: FastAPI, bodies: dict[str, type[pydantic.BaseModel]]) -> Non
             return api.openapi_schema
         spec = default()
         components = spec.setdefault("components", {}).setdefault("schemas", {})
-        for path, model in bodies.items():
-            schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        for path, kind in bodies.items():
+            schema = _adapter(kind).json_schema(ref_template="#/components/schemas/{model}")
             components.update(schema.pop("$defs", {}))
-            components[model.__name__] = schema
+            components[kind.__name__] = schema
             operation = spec["paths"][path]["post"]
             operation["requestBody"] = {"required": True, "content": {
-                "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}
+                "application/json": {"schema": {"$ref": f"#/components/schemas/{kind.__name__}"}}}}
         return spec
 
     api.openapi = openapi
+
+
+@functools.cache
+def _adapter(kind: type) -> pydantic.TypeAdapter:
+    return pydantic.TypeAdapter(kind)
 
 
 def _is_json(content_type: str) -> bool:

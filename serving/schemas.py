@@ -1,57 +1,72 @@
-"""Request and response bodies of the HTTP API (validated by pydantic, published as OpenAPI)."""
+"""Request and response bodies of the HTTP API (validated by pydantic, published as OpenAPI).
+
+Requests are TypedDicts: validated from the raw JSON straight into the plain dicts the online
+model reads (``interest_model/online``), with no model objects to build and dump on the way
+(about 20 against 33 µs for a history of 20 events, parsing included). A field a request leaves out stays out; its documented
+default is what the online model assumes. Text that is not valid Unicode (a lone surrogate,
+which JSON can spell) is refused by the JSON parser (``serving/bodies.py``).
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from typing_extensions import NotRequired, TypedDict
 
 from interest_model.events import EVENT_TYPES
+from interest_model.online.requests import DEFAULT_EVENT, DEFAULT_K, DEFAULT_TOP_CATEGORIES
 
 EventType = Literal[EVENT_TYPES]  # type: ignore[valid-type]
-Id = Field(min_length=1, max_length=512)
 
 
-class Strict(BaseModel):
-    """Request bodies: unknown fields are client errors. Text that is not valid Unicode (a lone
-    surrogate, which JSON can spell) is refused by the JSON parser (``serving/bodies.py``)."""
+def _default(value, description: str | None = None):
+    """A field's documented default: what the model assumes when a request leaves it out
+    (``interest_model/online/requests.py``); request bodies are read as they came, not filled in."""
+    return {"json_schema_extra": {"default": value}, **({"description": description} if description else {})}
 
-    model_config = ConfigDict(extra="forbid")
+
+FORBID = ConfigDict(extra="forbid")  # request bodies: unknown fields are client errors
 
 
-class HistoryEvent(Strict):
+def _one_item(event: dict) -> dict:
+    if (event.get("item_id") is None) == (event.get("text") is None):
+        raise ValueError("give exactly one of item_id or text")
+    return event
+
+
+class HistoryEvent(TypedDict):
     """One interaction: a catalog item by id, or any item by its text."""
 
-    item_id: str | None = Field(None, min_length=1, max_length=512)
-    text: str | None = Field(None, min_length=1, max_length=4096)
-    scenario: str | None = Field(None, max_length=128, description="where it happened, when the model knows it")
-    event_type: EventType = "rate"
-    timestamp: float | None = Field(None, ge=0, description="seconds since the epoch; orders the history")
-
-    @model_validator(mode="after")
-    def _one_item(self):
-        if (self.item_id is None) == (self.text is None):
-            raise ValueError("give exactly one of item_id or text")
-        return self
+    __pydantic_config__ = FORBID
+    item_id: NotRequired[Annotated[str | None, Field(min_length=1, max_length=512)]]
+    text: NotRequired[Annotated[str | None, Field(min_length=1, max_length=4096)]]
+    scenario: NotRequired[Annotated[str | None, Field(max_length=128,
+                                                      description="where it happened, when the model knows it")]]
+    event_type: NotRequired[Annotated[EventType, Field(**_default(DEFAULT_EVENT))]]
+    timestamp: NotRequired[Annotated[float | None, Field(ge=0, description="seconds since the epoch; orders the history")]]
 
 
-class ItemFilter(Strict):
-    categories: list[str] | None = Field(None, max_length=100, description="keep items with any of these")
-    exclude_categories: list[str] | None = Field(None, max_length=100)
+class ItemFilter(TypedDict):
+    __pydantic_config__ = FORBID
+    categories: NotRequired[Annotated[list[str] | None, Field(max_length=100, description="keep items with any of these")]]
+    exclude_categories: NotRequired[Annotated[list[str] | None, Field(max_length=100)]]
 
 
-class RecommendRequest(Strict):
-    user_id: str | None = Field(None, max_length=256, description="logged only as a keyed hash")
-    history: list[HistoryEvent] = Field(default_factory=list, max_length=1000,
-                                        description="oldest first (or ordered by timestamp when all have one)")
-    scenario: str | None = Field(None, max_length=128, description="target scenario (default: the model's first)")
-    k: int = Field(10, ge=1, le=1000)
-    exclude_seen: bool = True
-    filter: ItemFilter | None = None
+class RecommendRequest(TypedDict):
+    __pydantic_config__ = FORBID
+    user_id: NotRequired[Annotated[str | None, Field(max_length=256, description="logged only as a keyed hash")]]
+    history: NotRequired[Annotated[list[Annotated[HistoryEvent, AfterValidator(_one_item)]], Field(
+        max_length=1000, **_default([], "oldest first (or ordered by timestamp when all have one)"))]]
+    scenario: NotRequired[Annotated[str | None, Field(max_length=128,
+                                                      description="target scenario (default: the model's first)")]]
+    k: NotRequired[Annotated[int, Field(ge=1, le=1000, **_default(DEFAULT_K))]]
+    exclude_seen: NotRequired[Annotated[bool, Field(**_default(True))]]
+    filter: NotRequired[ItemFilter | None]
 
 
 class InterestsRequest(RecommendRequest):
-    top_categories: int = Field(5, ge=1, le=50)
+    top_categories: NotRequired[Annotated[int, Field(ge=1, le=50, **_default(DEFAULT_TOP_CATEGORIES))]]
 
 
 class ScoredItem(BaseModel):
@@ -101,16 +116,19 @@ class InterestsResponse(BaseModel):
     request_id: str
 
 
-class NewItem(Strict):
-    item_id: str = Field(min_length=1, max_length=512)
-    text: str = Field(min_length=1, max_length=4096, description="embedded by the model's text encoder")
-    title: str | None = Field(None, max_length=1024)
-    categories: list[str] = Field(default_factory=list, max_length=100)
-    scenarios: list[str] | None = Field(None, max_length=100, description="default: every scenario of the model")
+class NewItem(TypedDict):
+    __pydantic_config__ = FORBID
+    item_id: Annotated[str, Field(min_length=1, max_length=512)]
+    text: Annotated[str, Field(min_length=1, max_length=4096, description="embedded by the model's text encoder")]
+    title: NotRequired[Annotated[str | None, Field(max_length=1024)]]
+    categories: NotRequired[Annotated[list[str], Field(max_length=100, **_default([]))]]
+    scenarios: NotRequired[Annotated[list[str] | None, Field(
+        max_length=100, description="default: every scenario of the model")]]
 
 
-class ItemsRequest(Strict):
-    items: list[NewItem] = Field(min_length=1, max_length=1000)
+class ItemsRequest(TypedDict):
+    __pydantic_config__ = FORBID
+    items: Annotated[list[NewItem], Field(min_length=1, max_length=1000)]
 
 
 class ItemStatus(BaseModel):

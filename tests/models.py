@@ -44,9 +44,10 @@ def tiny_catalog(ids: list[str], scenario: str):
     return Catalog(ids, ids, [f"Title: {i}" for i in ids], [[] for _ in ids], [scenario], member)
 
 
-def tiny_export(root: Path):
+def tiny_export(root: Path, prior_weight: float = 0.0):
     """A tiny text + item-id interest model over items i0..i7 of scenario "a", exported to
-    ``root/model``: (export dir, model, text encoder, tokenizer)."""
+    ``root/model``: (export dir, model, text encoder, tokenizer). ``prior_weight``: with an item
+    bias (a popularity prior; item ik has k training interactions)."""
     from interest_model.checkpoint import export_model
     from interest_model.models.item_encoder import ItemEncoder, ItemEncoderConfig
     from interest_model.models.model import InterestModel, ModelConfig
@@ -63,5 +64,7 @@ def tiny_export(root: Path):
                       use_item_ids=True)
     model = InterestModel(cfg, src.size, 1, 32)
     model.set_catalog(torch.from_numpy(src.scenario_items), item_text=feats)
+    if prior_weight:
+        model.set_prior(torch.arange(-1, src.size - 1).clamp(min=0)[None].float(), prior_weight)
     export_model(root / "model", model, src, tokenizer=tok)
     return root / "model", model, encoder, tok

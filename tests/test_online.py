@@ -45,11 +45,13 @@ def test_batch_answers_each_request_on_its_own(export_dir, tmp_path):
     assert np.allclose([r["score"] for r in ref], [it["score"] for it in out[0]["items"]], atol=1e-4)
 
 
-def test_compiled_user_encoder_answers_as_the_eager_one(export_dir):
-    # The endpoint's encoder compiled ahead of time (online/compiled.py): the same vectors for
-    # any batch size and history length, events given by text included.
-    eager, compiled = OnlineModel(str(export_dir)), OnlineModel(str(export_dir), compile_encoder=True)
-    assert compiled.encoder is not None and eager.encoder is None
+def test_compiled_ranker_answers_as_the_eager_one(tmp_path):
+    # The endpoint's encoding and scoring compiled ahead of time (online/ranker.py): the same
+    # vectors and answers for any batch size and history length, events given by text included,
+    # the model's item bias (here a popularity prior) in the scores, as the model API has it.
+    export = tiny_export(tmp_path, prior_weight=3.0)[0]
+    eager, compiled = OnlineModel(str(export)), OnlineModel(str(export), compile_encoder=True)
+    assert compiled.compiled is not None and eager.compiled is None and eager.item_bias is not None
     assert compiled.encoder_status.startswith("compiled in") and compiled.info()["user_encoder"] == "compiled"
     queries = [_q("i1"), _q("i1", "i2", "i3", "i4", "i5", "i6"), _q("i2", "i1", k=5),
                {"history": [{"text": "Title: something new"}, {"item_id": "i3"}], "scenario": "a", "k": 4}]
@@ -58,6 +60,23 @@ def test_compiled_user_encoder_answers_as_the_eager_one(export_dir):
         assert np.allclose(eager.user_vectors(resolved), compiled.user_vectors(resolved), atol=1e-5)
     a, b = eager.recommend_batch(queries), compiled.recommend_batch(queries)
     assert [[it["item_id"] for it in x["items"]] for x in a] == [[it["item_id"] for it in x["items"]] for x in b]
+    assert np.allclose([it["score"] for x in a for it in x["items"]], [it["score"] for x in b for it in x["items"]],
+                       atol=1e-4)
+    ref = compiled.rec.recommend(["i2", "i1"], k=5, scenario="a")
+    assert [r["item_id"] for r in ref] == [it["item_id"] for it in b[2]["items"]]
+    assert np.allclose([r["score"] for r in ref], [it["score"] for it in b[2]["items"]], atol=1e-4)
+
+
+def test_an_approximate_index_answers_as_the_exact_one(export_dir):
+    # Past exact_max_items the endpoint encodes users, then searches the HNSW graph (a tiny
+    # catalog: it finds the exact neighbours).
+    exact, approx = OnlineModel(str(export_dir)), OnlineModel(str(export_dir), exact_max_items=2)
+    assert exact.exact and approx.index.kind == "hnsw" and not approx.exact
+    queries = [_q("i1"), _q("i1", "i2", "i3", k=5), _q("i4", filter={"exclude_categories": ["none"]})]
+    a, b = exact.recommend_batch(queries), approx.recommend_batch(queries)
+    assert [[it["item_id"] for it in x["items"]] for x in a] == [[it["item_id"] for it in x["items"]] for x in b]
+    assert np.allclose([it["score"] for x in a for it in x["items"]], [it["score"] for x in b for it in x["items"]],
+                       atol=1e-4)
 
 
 def test_a_user_encoder_that_cannot_compile_is_served_eagerly(export_dir, monkeypatch):
@@ -68,7 +87,7 @@ def test_a_user_encoder_that_cannot_compile_is_served_eagerly(export_dir, monkey
 
     monkeypatch.setattr(torch.export, "export", refuse)
     online = OnlineModel(str(export_dir), compile_encoder=True)
-    assert online.encoder is None and "no C++ compiler here" in online.encoder_status
+    assert online.compiled is None and "no C++ compiler here" in online.encoder_status
     assert online.info()["user_encoder"] == "eager" and len(online.recommend_batch([_q("i1")])[0]["items"]) == 3
 
 

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from interest_model import metrics
 from interest_model.data.examples import MERGED, history_of
+from interest_model.models.model import logits
 
 
 def ranks_for(scores: torch.Tensor, batch: dict, scenario_items: torch.Tensor, exclude_history: bool) -> torch.Tensor:
@@ -85,10 +86,9 @@ class ModelScorer:
     @torch.no_grad()
     def scores(self, b: dict) -> torch.Tensor:
         """Scores over the evaluation catalog (-inf where the model has no item)."""
-        own = self.user(b) @ self.vectors.T / self.rec.model.cfg.temperature
         # popularity dynamics at the row's time, and the zero-shot + target counts prior
         bias = self.rec.model.item_bias(self.scen_map[b["scenario"]], b.get("time"))
-        own = own if bias is None else own + bias
+        own = logits(self.user(b), self.vectors, self.rec.model.cfg.temperature, bias)
         out = own[:, self.item_map]
         return out.masked_fill((self.item_map == 0)[None], float("-inf"))
 

@@ -35,6 +35,14 @@ from interest_model.models.user_encoder import UserEncoder, UserEncoderConfig
 ID_RATE = 4.0
 
 
+def logits(users: torch.Tensor, items: torch.Tensor, temperature: float, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """What a model ranks items by, [B, N]: the cosine of unit user [B, D] and item [N, D]
+    vectors over the temperature, plus the model's item bias ([B, N]; ``item_bias``) if it has
+    one. Evaluation, the model API and the endpoint score with it (the training losses compute the
+    same, arranged for their batches)."""
+    scores = users.to(items.dtype) @ items.T / temperature
+    return scores if bias is None else scores + bias
+
 class ModelConfig(Frozen):
     HASH_WHEN_SET: ClassVar[tuple[str, ...]] = ("item_dynamics",)
 
@@ -213,9 +221,8 @@ class InterestModel(nn.Module):
 
     def user_inputs(self, items, events, scenario, catalog=None):
         """The user encoder's arguments: item vectors, event mask, per-event scenarios, events."""
-        scen = scenario.unsqueeze(1).expand_as(items) if scenario.dim() == 1 else scenario
-        vecs = catalog[items] if catalog is not None else self.item_vectors(items)
-        return vecs.to(self.user.position.weight.dtype), items != 0, scen, events
+        return self.user.inputs(catalog[items] if catalog is not None else self.item_vectors(items), items, events,
+                                scenario)
 
     # -- objective ------------------------------------------------------------------------------
     def loss_kind(self) -> str:
@@ -259,6 +266,4 @@ class InterestModel(nn.Module):
         now)."""
         user = self.last_user_vector(items, events, scenario if event_scenarios is None else event_scenarios, catalog)
         vecs = self.item_vectors() if catalog is None else catalog
-        scores = user @ vecs.T / self.cfg.temperature
-        bias = self.item_bias(scenario, time)
-        return scores if bias is None else scores + bias
+        return logits(user, vecs, self.cfg.temperature, self.item_bias(scenario, time))

@@ -93,6 +93,13 @@ class UserEncoder(nn.Module):
             h = self.hf_out(out.last_hidden_state)
         return self.norm_out(h)
 
+    def inputs(self, item_vecs: torch.Tensor, items: torch.Tensor, events: torch.Tensor,
+               scenario: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``forward``'s arguments from a batch's item ids [B, L] (0 = pad), their vectors, the
+        events and the scenarios ([B]: each row's, or [B, L]: each event's)."""
+        scen = scenario.unsqueeze(1).expand_as(items) if scenario.dim() == 1 else scenario
+        return item_vecs.to(self.position.weight.dtype), items != 0, scen, events
+
     def _tokens(self, item_vecs: torch.Tensor, scenario: torch.Tensor, event: torch.Tensor) -> torch.Tensor:
         B, L, _ = item_vecs.shape
         pos = torch.arange(L, device=item_vecs.device).unsqueeze(0).expand(B, L)

@@ -1,6 +1,7 @@
 """Online inference over an exported model (no Ray): ``OnlineModel`` (``model.py``) over a live
 catalog (``catalog.py``) shared through an item store (``store.py``), requests resolved and
-rejected in ``requests.py`` (``errors.py``: :class:`RequestError`), explanations in
+rejected in ``requests.py`` (``errors.py``: :class:`RequestError`), encoded and scored in one
+forward pass (``ranker.py``, compiled ahead of time where it can be), explanations in
 ``explain.py``. ``OnlineModel`` loads lazily, so the error type imports without torch."""
 
 from interest_model.online.errors import RequestError

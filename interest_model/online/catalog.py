@@ -20,6 +20,7 @@ class LiveCatalog:
         self.texts: list[str | None] = [None, *catalog.texts]
         self.categories: list[list[str]] = [[], *catalog.categories]
         self.scenarios = list(catalog.scenarios)
+        self.scenario_index = {name: i for i, name in enumerate(self.scenarios)}
         self.member = catalog.scenario_items.copy()  # [S, rows]
         self.popularity = None if catalog.popularity is None else catalog.popularity.copy()
         self.rows = dict(catalog.vocab)
@@ -36,11 +37,7 @@ class LiveCatalog:
 
     def scenario(self, name: str | None) -> int:
         """The index of a scenario (None: the model's first); KeyError if unknown."""
-        if name is None:
-            return 0
-        if name not in self.scenarios:
-            raise KeyError(name)
-        return self.scenarios.index(name)
+        return 0 if name is None else self.scenario_index[name]
 
     # -- items added by text ------------------------------------------------------------------------
     def place(self, records: list[dict]) -> list[int]:
@@ -109,5 +106,6 @@ class LiveCatalog:
         return rows, vals, source
 
     def describe(self, rows: np.ndarray, scores: np.ndarray) -> list[dict]:
-        return [{"item_id": self.item_ids[r], "title": self.titles[r], "score": round(float(s), 6),
-                 "categories": self.categories[r]} for r, s in zip(rows.tolist(), scores.tolist())]
+        ids, titles, categories = self.item_ids, self.titles, self.categories
+        return [{"item_id": ids[r], "title": titles[r], "score": s, "categories": categories[r]}
+                for r, s in zip(rows.tolist(), np.round(scores.astype(np.float64), 6).tolist())]

@@ -15,7 +15,7 @@ EXPLAIN_POOL = 100  # items whose categories make up the interest profile
 
 
 def explain(encode: Callable[[list[Resolved]], np.ndarray], search: Callable, catalog: LiveCatalog,
-            resolved: Resolved, mask: np.ndarray, k: int, temperature: float, top_categories: int = 5) -> dict:
+            resolved: Resolved, mask: np.ndarray, k: int, temperature: float, top_categories: int) -> dict:
     """``encode``: interest vectors [B, D] of resolved histories (the endpoint's user encoding);
     ``search(users, targets, k, masks)``: the endpoint's ranking, [(rows, scores)] per user."""
     user = encode([resolved])[0]

@@ -20,21 +20,23 @@ import numpy as np
 import torch
 
 from interest_model.checkpoint import load_model
+from interest_model.models.model import logits
 from interest_model.online.catalog import LiveCatalog
-from interest_model.online.compiled import MAX_BATCH, compile_user_encoder
 from interest_model.online.explain import explain
 from interest_model.online.errors import RequestError
-from interest_model.online.requests import Resolved, answer_mask, resolve
+from interest_model.online.ranker import MAX_BATCH, Ranker, compile_ranker
+from interest_model.online.requests import DEFAULT_TOP_CATEGORIES, Resolved, answer_mask, k_of, resolve
 from interest_model.online.store import ItemStore
-from interest_model.retrieval import top_k_rows
+from interest_model.retrieval import top_k_masked
 
 
 class OnlineModel:
     def __init__(self, model_dir: str, item_store: str | None = None, label: str | None = None,
                  exact_max_items: int = 50_000, hnsw_m: int = 32, ef_search: int = 128, max_history: int = 1000,
                  compile_encoder: bool = False):
-        """``compile_encoder``: encode users with an ahead-of-time compiled copy of the model's user
-        encoder (``online/compiled.py``; seconds to build, falls back to eager)."""
+        """``compile_encoder``: encode and score with a copy of the model's user encoder and
+        scoring compiled ahead of time (``online/ranker.py``; seconds to build, falls back to
+        eager)."""
         self.rec = load_model(model_dir)
         self.model = self.rec.model
         self.label = label or str(model_dir)
@@ -51,10 +53,11 @@ class OnlineModel:
             bias = self.model.item_bias(torch.arange(len(self.rec.catalog.scenarios)))
         self.item_bias = None if bias is None else bias.float().numpy()
         self._table: torch.Tensor | None = None  # user encoding's view of the catalog's vectors
-        self._bias: np.ndarray | None = None  # item_bias widened to the live catalog
+        self._bias: torch.Tensor | None = None  # item_bias widened to the live catalog
         self.lock = threading.RLock()
         self.store = ItemStore(item_store) if item_store else None
-        self.encoder, self.encoder_status = compile_user_encoder(self.model) if compile_encoder else (None, "eager")
+        self.ranker = Ranker(self.model).eval()
+        self.compiled, self.encoder_status = compile_ranker(self.ranker) if compile_encoder else (None, "eager")
         self.refresh()
 
     @property
@@ -138,12 +141,11 @@ class OnlineModel:
             self._table = torch.cat([torch.from_numpy(vectors), torch.zeros(1, vectors.shape[1])])
         return self._table
 
-    @torch.inference_mode()
-    def user_vectors(self, resolved: list[Resolved]) -> np.ndarray:
-        """Current interest vectors [B, D] of resolved non-empty histories, in one forward pass of
-        the model's own user encoding (``InterestModel.last_user_vector``). Events given by text
-        are encoded here; an occluded event is a zero vector in its place."""
-        texts = sorted({h["text"] for r in resolved for h in r.events if h.get("item_id") is None})
+    def _histories(self, resolved: list[Resolved]) -> tuple[torch.Tensor, ...]:
+        """(items, events, scenarios [B, L], table [T, D]) of resolved non-empty histories, items
+        as rows of ``table``: the live catalog's vectors, then those of the events given by
+        text (encoded here), then a blank row (an occluded event)."""
+        texts = sorted({h["text"] for r in resolved for h, row in zip(r.events, r.rows) if row is None})
         table = self._vector_table()
         size = self.catalog.index.size
         blank = size
@@ -152,45 +154,72 @@ class OnlineModel:
             table = torch.cat([table[:size], encoded, table[size:]])
             blank = size + len(texts)
         text_row = {t: size + i for i, t in enumerate(texts)}
-        rows = self.catalog.rows
-        L = max(len(r.events) for r in resolved)
-        if self.encoder is not None:
-            L = max(2, L)  # what the compiled encoder takes (padding is masked)
-        items = np.zeros((len(resolved), L), dtype=np.int64)
-        events = np.zeros_like(items)
-        scenarios = np.zeros_like(items)
-        for b, r in enumerate(resolved):
-            n = len(r.events)
-            items[b, :n] = [rows[h["item_id"]] if h.get("item_id") is not None else text_row[h["text"]]
-                            for h in r.events]
+        L = max(2, max(len(r.events) for r in resolved))  # the compiled ranker's shortest (padding is masked)
+        items, events, scenarios = [], [], []
+        for r in resolved:  # padded rows, then one conversion each
+            pad = L - len(r.events)
+            rows = r.rows if not texts else [text_row[h["text"]] if row is None else row
+                                             for row, h in zip(r.rows, r.events)]
             if r.occlude is not None:
-                items[b, r.occlude] = blank
-            events[b, :n] = r.event_types
-            scenarios[b, :n] = r.scenarios
-            scenarios[b, n:] = r.target
-        inputs = (torch.from_numpy(items), torch.from_numpy(events), torch.from_numpy(scenarios))
-        if self.encoder is not None and len(resolved) <= MAX_BATCH:
-            return self.encoder(*self.model.user_inputs(*inputs, catalog=table)).float().numpy()
-        return self.model.last_user_vector(*inputs, catalog=table).float().numpy()
+                rows = [*rows]
+                rows[r.occlude] = blank
+            items.append(rows + [0] * pad)
+            events.append(r.event_types + [0] * pad)
+            scenarios.append(r.scenarios + [r.target] * pad)
+        items, events, scenarios = (np.array(x, dtype=np.int64) for x in (items, events, scenarios))
+        return torch.from_numpy(items), torch.from_numpy(events), torch.from_numpy(scenarios), table
+
+    @torch.inference_mode()
+    def _rank(self, resolved: list[Resolved], allowed: np.ndarray | None) -> tuple[np.ndarray, torch.Tensor]:
+        """(interest vectors [B, D], scores [B, rows] over the live catalog, -inf where
+        ``allowed`` [B, rows] is False), in one call of the ranker (``online/ranker.py``).
+        ``allowed`` None: the vectors only (two rows scored)."""
+        B = len(resolved)
+        if allowed is None:
+            allowed_t, bias = torch.zeros(B, 2, dtype=torch.bool), torch.zeros(len(self.catalog.scenarios), 2)
+        else:
+            allowed_t, bias = torch.from_numpy(allowed), self._prior()
+        rank = self.compiled if self.compiled is not None and B <= MAX_BATCH else self.ranker
+        users, scores = rank(*self._histories(resolved), allowed_t, bias,
+                             torch.tensor([r.target for r in resolved], dtype=torch.long))
+        return users.float().numpy(), scores
+
+    def user_vectors(self, resolved: list[Resolved]) -> np.ndarray:
+        """Current interest vectors [B, D] of resolved non-empty histories, in one forward pass of
+        the model's own user encoding (``InterestModel.last_user_vector``). Events given by text
+        are encoded here; an occluded event is a zero vector in its place."""
+        return self._rank(resolved, None)[0]
+
+    @property
+    def exact(self) -> bool:
+        """Whether requests are ranked over every row: while the index is exact, and always for
+        a model with an item bias (it moves every score)."""
+        return self.item_bias is not None or self.catalog.index.kind == "exact"
 
     def search(self, users: np.ndarray, targets: list[int], k: int, masks: list[np.ndarray]):
-        """[(rows, scores)] of each user's k best allowed rows; scores are the model's logits
+        """[(rows, scores)] of each user's k best allowed rows; scores are the model's ``logits``
         (cosine / temperature, plus the model's item bias in the target scenario if it has one:
         then exactly, over every row; items added by text have no interactions)."""
-        if self.item_bias is None:
+        if not self.exact:
             return [(rows, scores / self.temperature) for rows, scores in self.catalog.index.search(users, k, masks)]
-        scores = self.catalog.index.scores(users) / self.temperature
-        return top_k_rows(scores + self._prior()[targets], self.catalog.index.full_masks(masks), k)
+        allowed = self.catalog.index.full_masks(masks)
+        with torch.inference_mode():
+            table = self._vector_table()[: allowed.shape[1]]
+            scores = logits(torch.from_numpy(users), table, self.temperature, self._prior()[torch.tensor(targets)])
+        return top_k_masked(scores.masked_fill(~torch.from_numpy(allowed), float("-inf")), allowed, k)
 
-    def _prior(self) -> np.ndarray:
-        """The model's item bias [scenarios, rows] over the live catalog: items added by text
-        get column 0's (no interactions)."""
+    def _prior(self) -> torch.Tensor:
+        """The model's item bias [scenarios, rows] over the live catalog (zeros if it has none):
+        items added by text get column 0's (no interactions)."""
         size = self.catalog.index.size
         if self._bias is None or self._bias.shape[1] != size:
-            n = min(self.item_bias.shape[1], size)
-            prior = np.repeat(self.item_bias[:, :1], size, axis=1)
-            prior[:, :n] = self.item_bias[:, :n]
-            self._bias = prior
+            if self.item_bias is None:
+                self._bias = torch.zeros(len(self.catalog.scenarios), size)
+            else:
+                n = min(self.item_bias.shape[1], size)
+                prior = np.repeat(self.item_bias[:, :1], size, axis=1)
+                prior[:, :n] = self.item_bias[:, :n]
+                self._bias = torch.from_numpy(prior)
         return self._bias
 
     # -- requests -------------------------------------------------------------------------------------
@@ -212,18 +241,22 @@ class OnlineModel:
                     resolved.append(r)
                 else:
                     rows, vals, source = self.catalog.popular(r.target, answer_mask(self.catalog, q, r),
-                                                              int(q.get("k", 10)))
+                                                              k_of(q))
                     out[i] = {"items": self.catalog.describe(rows, vals), "fallback": source}
             if todo:
-                users = self.user_vectors(resolved)
                 masks = [answer_mask(self.catalog, queries[i], r) for i, r in zip(todo, resolved)]
-                k_max = max(int(queries[i].get("k", 10)) for i in todo)
-                for j, (rows, scores) in enumerate(self.search(users, [r.target for r in resolved], k_max, masks)):
-                    k = int(queries[todo[j]].get("k", 10))
+                k_max = max(k_of(queries[i]) for i in todo)
+                if self.exact:  # encoding, scoring and masks in one call
+                    allowed = self.catalog.index.full_masks(masks)
+                    found = top_k_masked(self._rank(resolved, allowed)[1], allowed, k_max)
+                else:
+                    found = self.search(self.user_vectors(resolved), [r.target for r in resolved], k_max, masks)
+                for j, (rows, scores) in enumerate(found):
+                    k = k_of(queries[todo[j]])
                     out[todo[j]] = {"items": self.catalog.describe(rows[:k], scores[:k]), "fallback": None}
             return out
 
-    def interests(self, query: dict, top_categories: int = 5) -> dict:
+    def interests(self, query: dict, top_categories: int = DEFAULT_TOP_CATEGORIES) -> dict:
         """The user's interest vector, the categories it favours and each history event's share
         of the top-k (see ``online/explain.py``)."""
         self.refresh()
@@ -232,13 +265,13 @@ class OnlineModel:
             if not r.events:
                 raise RequestError("interests need a non-empty history")
             return explain(self.user_vectors, self.search, self.catalog, r, answer_mask(self.catalog, query, r),
-                           int(query.get("k", 10)), self.temperature, top_categories)
+                           k_of(query), self.temperature, top_categories)
 
     def info(self) -> dict:
         cfg = self.rec.config
         return {"model": self.label, "scenarios": self.catalog.scenarios, "catalog_items": self.catalog.base_size - 1,
                 "added_items": self.catalog.added, "index": self.catalog.index.kind, "text_tower": self.text_tower,
-                "user_encoder": "compiled" if self.encoder is not None else "eager",
+                "user_encoder": "compiled" if self.compiled is not None else "eager",
                 "history_length": self.model.cfg.user_encoder.max_len, "created_at": cfg.get("created_at"),
                 "training": {k: v for k, v in cfg.get("training", {}).items() if k in (
                     "scenarios", "transfer", "user_fraction", "histories", "context", "config_hash", "best",

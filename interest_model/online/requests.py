@@ -17,6 +17,7 @@ class Resolved:
     target: int  # the scenario to recommend in
     seen: list[int]  # rows of every catalog item in the history, by id or by its exact text (excluded)
     events: list[dict]  # the last max_len history events (by item_id or by text)
+    rows: list[int | None] = field(default_factory=list)  # each event's catalog row (None: given by text)
     event_types: list[int] = field(default_factory=list)
     scenarios: list[int] = field(default_factory=list)  # each event's scenario (default: the target)
     occlude: int | None = None  # an event whose content is blanked (explanations)
@@ -26,43 +27,56 @@ class Resolved:
 
 
 EVENT_INDEX = {name: i for i, name in enumerate(EVENT_TYPES)}
+# What a request that leaves a field out gets (the HTTP API documents them: serving/schemas.py)
+DEFAULT_K = 10
+DEFAULT_EVENT = "rate"
+DEFAULT_TOP_CATEGORIES = 5
+
+
+def k_of(query: dict) -> int:
+    return int(query.get("k", DEFAULT_K))
 
 
 def resolve(query: dict, catalog: LiveCatalog, max_len: int, max_history: int, text_tower: bool) -> Resolved:
-    history = list(query.get("history") or [])
+    history = query.get("history") or []
     if len(history) > max_history:
         raise RequestError(f"history has {len(history)} events; at most {max_history} are accepted")
-    if all(h.get("timestamp") is not None for h in history):
-        history = sorted(history, key=lambda h: h["timestamp"])  # stable: ties keep their order
+    if history and all(h.get("timestamp") is not None for h in history):
+        history = sorted(history, key=_timestamp)  # stable: ties keep their order
     rows, text_rows = catalog.rows, catalog.text_rows
-    seen, unknown, by_text = [], set(), False  # one pass: this runs for every request
+    seen, event_rows, unknown = [], [], set()  # one pass: this runs for every request
     for h in history:
         item_id = h.get("item_id")
         if item_id is None:
-            by_text = True
+            event_rows.append(None)
             if (row := text_rows.get(h.get("text"))) is not None:
                 seen.append(row)  # a catalog item named by its own text: seen as well
         elif (row := rows.get(item_id)) is None:
             unknown.add(item_id)
         else:
             seen.append(row)
+            event_rows.append(row)
     if unknown:
         unknown = sorted(unknown)
         raise RequestError(f"unknown item ids: {unknown[:20]}", unknown_item_ids=unknown[:100])
-    if by_text and not text_tower:
+    if not text_tower and None in event_rows:
         raise RequestError("this model ranks by item id only: history items must be given by item_id")
     try:
         target = catalog.scenario(query.get("scenario"))
     except KeyError:
         raise RequestError(f"unknown scenario {query.get('scenario')!r}; the model knows {catalog.scenarios}") from None
     tail = history[-max_len:]
-    event_types = [EVENT_INDEX.get(h.get("event_type") or "rate", -1) for h in tail]
+    event_types = [EVENT_INDEX.get(h.get("event_type") or DEFAULT_EVENT, -1) for h in tail]
     if -1 in event_types:
-        bad = sorted({str(h.get("event_type")) for h in tail if (h.get("event_type") or "rate") not in EVENT_INDEX})
+        bad = sorted({str(h.get("event_type")) for h in tail if (h.get("event_type") or DEFAULT_EVENT) not in EVENT_INDEX})
         raise RequestError(f"unknown event types {bad}; known: {list(EVENT_TYPES)}")
-    scenario_index = {name: i for i, name in enumerate(catalog.scenarios)}
-    return Resolved(target, seen, tail, event_types=event_types,
-                    scenarios=[scenario_index.get(h.get("scenario"), target) for h in tail])
+    scenario_index = catalog.scenario_index
+    return Resolved(target, seen, tail, event_rows[-max_len:], event_types,
+                    [scenario_index.get(h.get("scenario"), target) for h in tail])
+
+
+def _timestamp(event: dict) -> float:
+    return event["timestamp"]
 
 
 def answer_mask(catalog: LiveCatalog, query: dict, resolved: Resolved):
