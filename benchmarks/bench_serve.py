@@ -58,12 +58,22 @@ def busy_cpu_seconds() -> float:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
-def measure(url: str, bodies: list[dict], concurrency: int, seconds: float, headers: dict) -> dict:
+def idle_cores(seconds: float = 5.0) -> float:
+    """Cores the machine keeps busy with nothing loaded (less this process): Ray's daemons,
+    Serve's controller, idle replicas. What a request adds is measured above it."""
+    me, busy = sum(os.times()[:2]), busy_cpu_seconds()
+    time.sleep(seconds)
+    return max(0.0, busy_cpu_seconds() - busy - (sum(os.times()[:2]) - me)) / seconds
+
+
+def measure(url: str, bodies: list[dict], concurrency: int, seconds: float, headers: dict,
+            background: float = 0.0) -> dict:
     """``concurrency`` clients for ``seconds``, each sending its next request when the previous
     answer arrives and reusing its connection (keep-alive): each answer's latency, status and
     batch size (the endpoint's x-batch-size), the wall time, and the CPU time of the machine
-    (every core busy, less this client process's own: Serve's proxies, replicas and Ray's
-    daemons; or the naive server) and of this process."""
+    (every core busy, less this client process's own and less ``background`` cores, the idle
+    machine's: Serve's proxies, replicas and Ray's daemons at work; or the naive server) and of
+    this process."""
 
     def client(c: int) -> list[tuple[float, int, int]]:
         s, out, i = requests.Session(), [], c
@@ -81,7 +91,7 @@ def measure(url: str, bodies: list[dict], concurrency: int, seconds: float, head
         results = [r for rs in pool.map(client, range(concurrency)) for r in rs]
     wall = time.perf_counter() - started
     mine = sum(os.times()[:2]) - sum(me[:2])
-    return {"answers": results, "wall": wall, "server_cpu": max(0.0, busy_cpu_seconds() - busy - mine),
+    return {"answers": results, "wall": wall, "server_cpu": max(0.0, busy_cpu_seconds() - busy - mine - background * wall),
             "client_cpu": mine}
 
 
@@ -99,9 +109,10 @@ def summary(concurrency: int, slices: list[dict]) -> dict:
             "client_cpu_ms_per_request": sum(s["client_cpu"] for s in slices) * 1000 / total}
 
 
-def load(url: str, bodies: list[dict], concurrency: int, seconds: float, headers: dict) -> dict:
+def load(url: str, bodies: list[dict], concurrency: int, seconds: float, headers: dict,
+         background: float = 0.0) -> dict:
     """One level: ``measure`` for ``seconds``, summarized."""
-    return summary(concurrency, [measure(url, bodies, concurrency, seconds, headers)])
+    return summary(concurrency, [measure(url, bodies, concurrency, seconds, headers, background)])
 
 
 def _print(name: str, r: dict) -> None:
@@ -112,9 +123,11 @@ def _print(name: str, r: dict) -> None:
 
 def run_levels(name: str, url: str, bodies: list[dict], levels: list[int], seconds: float, headers: dict) -> list[dict]:
     load(url, bodies, 4, min(seconds, 3.0), headers)  # warm-up: replicas, connections, first batches
+    background = idle_cores()
+    print(f"{name:>10} idle: {background:.3f} cores busy (not counted)", flush=True)
     rows = []
     for c in levels:
-        rows.append(load(url, bodies, c, seconds, headers))
+        rows.append({**load(url, bodies, c, seconds, headers, background), "idle_cores": background})
         _print(name, rows[-1])
     return rows
 
@@ -127,14 +140,16 @@ def interleaved_levels(urls: dict[str, str], bodies: list[dict], levels: list[in
     after the other compare that drift, taking turns they compare themselves."""
     for url in urls.values():
         load(url, bodies, 4, 3.0, headers)  # warm-up: replicas, connections, first batches
+    background = idle_cores()
+    print(f"idle, every server deployed: {background:.3f} cores busy (not counted)", flush=True)
     out: dict[str, list[dict]] = {name: [] for name in urls}
     for c in levels:
         slices: dict[str, list[dict]] = {name: [] for name in urls}
         for r in range(rounds):
             for name in (list(urls) if r % 2 == 0 else list(urls)[::-1]):
-                slices[name].append(measure(urls[name], bodies, c, seconds / rounds, headers))
+                slices[name].append(measure(urls[name], bodies, c, seconds / rounds, headers, background))
         for name in urls:
-            out[name].append(summary(c, slices[name]))
+            out[name].append({**summary(c, slices[name]), "idle_cores": background})
             _print(name, out[name][-1])
     return out
 
