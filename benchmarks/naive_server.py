@@ -15,7 +15,7 @@ from fastapi import FastAPI, HTTPException
 
 from interest_model.checkpoint import load_model
 from interest_model.events import EVENT_TYPES
-from interest_model.online.requests import DEFAULT_EVENT, k_of
+from interest_model.online.requests import DEFAULT_EVENT, DEFAULT_EXCLUDE_SEEN, k_of
 from serving.schemas import RecommendRequest
 
 
@@ -48,7 +48,7 @@ def make_app(model_dir: str) -> FastAPI:
             user = torch.nn.functional.normalize(h[0, -1], dim=-1)
             scores = items @ user / model.cfg.temperature
             allowed = torch.from_numpy(catalog.scenario_items[scenario]).clone()
-            if body.get("exclude_seen", True):
+            if body.get("exclude_seen", DEFAULT_EXCLUDE_SEEN):
                 allowed[seen] = False
             top = torch.topk(scores.masked_fill(~allowed, float("-inf")), min(k_of(body), int(allowed.sum())))
         return {"items": [{"item_id": catalog.item_ids[i - 1], "title": catalog.titles[i - 1], "score": float(s)}

@@ -2,9 +2,10 @@
 
 Requests are TypedDicts: validated from the raw JSON straight into the plain dicts the online
 model reads (``interest_model/online``), with no model objects to build and dump on the way
-(about 20 against 33 µs for a history of 20 events, parsing included). A field a request leaves out stays out; its documented
-default is what the online model assumes. Text that is not valid Unicode (a lone surrogate,
-which JSON can spell) is refused by the JSON parser (``serving/bodies.py``).
+(about 20 against 33 µs for a history of 20 events, parsing included). A field a request leaves
+out stays out; its documented default is what the online model assumes. Text that is not valid
+Unicode (a lone surrogate, which JSON can spell) is refused by the JSON parser
+(``serving/bodies.py``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from typing_extensions import NotRequired, TypedDict
 
 from interest_model.events import EVENT_TYPES
-from interest_model.online.requests import DEFAULT_EVENT, DEFAULT_K, DEFAULT_TOP_CATEGORIES
+from interest_model.online.requests import DEFAULT_EVENT, DEFAULT_EXCLUDE_SEEN, DEFAULT_K, DEFAULT_TOP_CATEGORIES
 
 EventType = Literal[EVENT_TYPES]  # type: ignore[valid-type]
 
@@ -61,7 +62,7 @@ class RecommendRequest(TypedDict):
     scenario: NotRequired[Annotated[str | None, Field(max_length=128,
                                                       description="target scenario (default: the model's first)")]]
     k: NotRequired[Annotated[int, Field(ge=1, le=1000, **_default(DEFAULT_K))]]
-    exclude_seen: NotRequired[Annotated[bool, Field(**_default(True))]]
+    exclude_seen: NotRequired[Annotated[bool, Field(**_default(DEFAULT_EXCLUDE_SEEN))]]
     filter: NotRequired[ItemFilter | None]
 
 

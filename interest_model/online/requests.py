@@ -30,6 +30,7 @@ EVENT_INDEX = {name: i for i, name in enumerate(EVENT_TYPES)}
 # What a request that leaves a field out gets (the HTTP API documents them: serving/schemas.py)
 DEFAULT_K = 10
 DEFAULT_EVENT = "rate"
+DEFAULT_EXCLUDE_SEEN = True
 DEFAULT_TOP_CATEGORIES = 5
 
 
@@ -82,5 +83,5 @@ def _timestamp(event: dict) -> float:
 def answer_mask(catalog: LiveCatalog, query: dict, resolved: Resolved):
     """The rows a request may be answered with (its scenario, filter and seen items)."""
     flt = query.get("filter") or {}
-    return catalog.mask(resolved.target, resolved.seen, query.get("exclude_seen", True), flt.get("categories"),
+    return catalog.mask(resolved.target, resolved.seen, query.get("exclude_seen", DEFAULT_EXCLUDE_SEEN), flt.get("categories"),
                         flt.get("exclude_categories"))
