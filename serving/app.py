@@ -233,7 +233,8 @@ class InterestApi:
         batch_size = metrics.Histogram("interest_batch_size", description="requests per user-encoding batch",
                                        boundaries=BATCH_BOUNDARIES)
         self.batcher = Batcher(self.online.recommend_batch, cfg.max_batch_size, cfg.batch_wait_timeout_s,
-                               on_batch=batch_size.observe)
+                               on_batch=batch_size.observe,
+                               on_loop=self.online.one_compiled_call if cfg.compiled_batches_on_loop else None)
         self.pseudonymize = Pseudonymizer(cfg.pseudonymize.resolve_key(), cfg.pseudonymize.digest_chars)
         self.log_requests = cfg.log_requests
         settings = importlib.import_module("serving.app").SETTINGS
