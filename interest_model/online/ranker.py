@@ -2,14 +2,15 @@
 each request's best rows, in one call, eager or compiled ahead of time (torch.export, then
 AOTInductor).
 
-Why one call, compiled: eager torch releases and retakes the GIL around every operation. In a
-serving process the ranking runs in a worker thread beside an event loop that holds the GIL about
-half the time, and each hand-over costs CPU and waits. Measured in one process (README, "Serving
-speed"): 16 histories of 20 events cost 79 µs of CPU per user alone and 419 µs beside a busy
-Python thread, eager; the user encoder compiled, 41 and 43 µs. The compiled call keeps the GIL
-from start to end, so the scoring, the item bias, the request masks and the top-k are inside it:
-a lone ``torch.topk`` after it cost 120-240 µs of the worker's CPU beside a busy Python thread
-(about 50 alone), most of a batch's hand-over cost. Same numbers as the model's own functions
+Why one call, compiled: eager torch releases and retakes the GIL around every operation, and
+in a serving replica, whose event loop wants the GIL about half the time, each hand-over costs
+CPU and waits. Measured in one process (README, "Serving speed"): 16 histories of 20 events
+cost 79 µs of CPU per user alone and 419 µs beside a busy Python thread, eager; the user encoder
+compiled, 41 and 43 µs. A compiled call keeps the GIL from start to end, so everything a batch
+needs is inside it (the scoring, the item bias, the request masks, the top-k): beside a busy
+Python thread any torch operation after it cost 120-240 µs of CPU (a few µs alone). And since
+it keeps the GIL, the replica runs such a batch on its event loop (``one_compiled_call`` in
+``online/model.py``; ``serving/batcher.py``). Same numbers as the model's own functions
 (``InterestModel.last_user_vector``, ``logits``; ``tests/test_online.py``).
 
 Compiling needs a C++ compiler on the serving node and takes seconds (about 12 s for the demo's
