@@ -7,8 +7,10 @@
 One hop: a request goes from the proxy (HAProxy: SERVE_ENV in ray_jobs/serve.py) straight to the
 replica that answers it. Splitting the ingress from the model cost a second hop between
 deployments, which on 2 cores took more CPU per request than the model itself (README,
-"Serving speed"). The model's work (encoding, scoring, explanations) runs in a worker thread,
-never on the replica's event loop.
+"Serving speed"). The model's work (encoding, scoring, explanations, items added) runs in a
+worker thread, except a recommend batch that is one call of the compiled ranker: that call keeps
+the GIL from start to end, so in a thread it would stall the event loop as long and add GIL
+hand-overs, measured at about 70 µs of CPU per request under load (``compiled_batches_on_loop``).
 
 Import path ``serving.app:app`` (built from ``ServeConfig.from_env()``); ``serve build
 serving.app:app`` wrote ``serving/serve_config.yaml`` from it; ``interest serve`` runs that file
@@ -233,7 +235,8 @@ class InterestApi:
         batch_size = metrics.Histogram("interest_batch_size", description="requests per user-encoding batch",
                                        boundaries=BATCH_BOUNDARIES)
         self.batcher = Batcher(self.online.recommend_batch, cfg.max_batch_size, cfg.batch_wait_timeout_s,
-                               on_batch=batch_size.observe)
+                               on_batch=batch_size.observe,
+                               on_loop=self.online.one_compiled_call if cfg.compiled_batches_on_loop else None)
         self.pseudonymize = Pseudonymizer(cfg.pseudonymize.resolve_key(), cfg.pseudonymize.digest_chars)
         self.log_requests = cfg.log_requests
         settings = importlib.import_module("serving.app").SETTINGS

@@ -41,7 +41,7 @@ def tiny_catalog(ids: list[str], scenario: str):
 
     member = np.ones((1, len(ids) + 1), dtype=bool)
     member[0, 0] = False
-    return Catalog(ids, ids, [f"Title: {i}" for i in ids], [[] for _ in ids], [scenario], member)
+    return Catalog(ids, ids, [f"Title: {i}" for i in ids], [[f"g{k % 2}"] for k in range(len(ids))], [scenario], member)
 
 
 def tiny_export(root: Path, prior_weight: float = 0.0):

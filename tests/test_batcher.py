@@ -141,6 +141,28 @@ def test_a_cancelled_request_is_left_out_of_its_batch():
     assert fn.batches == [[0], ["kept"]]
 
 
+def test_a_batch_runs_on_the_loop_only_when_on_loop_says_so():
+    # A short batch that would keep the GIL anyway runs on the event loop; any other in a worker.
+    threads = []
+
+    def fn(items):
+        threads.append(threading.current_thread())
+        if "fail" in items:
+            raise ValueError("broken batch")
+        return [x.upper() for x in items]
+
+    async def main():
+        batcher = Batcher(fn, max_size=4, wait_s=0.0, on_loop=lambda items: "slow" not in items)
+        quick = await batcher.submit("quick")
+        slow = await batcher.submit("slow")
+        failed = await asyncio.gather(batcher.submit("fail"), return_exceptions=True)
+        return quick, slow, failed, threading.current_thread()
+
+    quick, slow, failed, loop_thread = run(main())
+    assert quick == ("QUICK", 1) and slow == ("SLOW", 1) and isinstance(failed[0], ValueError)
+    assert threads[0] is loop_thread and threads[1] is not loop_thread and threads[2] is loop_thread
+
+
 @pytest.mark.parametrize("kwargs", [{"max_size": 0}, {"wait_s": -1}])
 def test_bad_settings_are_refused(kwargs):
     with pytest.raises(ValueError):

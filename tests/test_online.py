@@ -35,10 +35,20 @@ def test_batch_answers_each_request_on_its_own(export_dir, tmp_path):
     # i2 by id and i5 by its own text ("Title: i5") are both seen: neither comes back
     assert len(out[4]["items"]) == 6 and not {"i2", "i5"} & {it["item_id"] for it in out[4]["items"]}
     assert isinstance(out[5], RequestError) and out[5].status == 422 and "teleport" in out[5].detail
-    # the same request alone or in a batch gets the same answer
+    # the same request alone or in a batch gets the same answer, its own filter and seen items
     alone = online.recommend_batch([_q("i1", "i2")])[0]["items"]
     assert [it["item_id"] for it in alone] == [it["item_id"] for it in out[0]["items"]]
     assert np.allclose([it["score"] for it in alone], [it["score"] for it in out[0]["items"]], atol=1e-4)
+    mixed = [_q("i1", "i2", k=8), _q("i1", "i2", k=8, exclude_seen=False), _q("i3", k=2),
+             _q("i1", k=8, filter={"exclude_categories": ["g0"]}), _q("i1", k=8, filter={"categories": ["g1"]})]
+    together, apart = online.recommend_batch(mixed), [online.recommend_batch([q])[0] for q in mixed]
+    assert [[it["item_id"] for it in x["items"]] for x in together] == [[it["item_id"] for it in x["items"]] for x in apart]
+    assert np.allclose([it["score"] for x in together for it in x["items"]],
+                       [it["score"] for x in apart for it in x["items"]], atol=1e-4)
+    assert {"i1", "i2"} <= {it["item_id"] for it in together[1]["items"]}
+    assert not {"i1", "i2"} & {it["item_id"] for it in together[0]["items"]} and len(together[2]["items"]) == 2
+    assert all("g0" not in it["categories"] for it in together[3]["items"])
+    assert together[4]["items"] and all("g1" in it["categories"] for it in together[4]["items"])
     # batching uses one forward pass with padding: scores match the unbatched model API
     ref = online.rec.recommend(["i1", "i2"], k=3, scenario="a")
     assert [r["item_id"] for r in ref] == [it["item_id"] for it in out[0]["items"]]
@@ -65,6 +75,9 @@ def test_compiled_ranker_answers_as_the_eager_one(tmp_path):
     ref = compiled.rec.recommend(["i2", "i1"], k=5, scenario="a")
     assert [r["item_id"] for r in ref] == [it["item_id"] for it in b[2]["items"]]
     assert np.allclose([r["score"] for r in ref], [it["score"] for it in b[2]["items"]], atol=1e-4)
+    # the serving replica runs a batch on its event loop only when it is the one compiled call
+    assert compiled.one_compiled_call(queries[:3]) and not compiled.one_compiled_call(queries)
+    assert not eager.one_compiled_call(queries[:3])
 
 
 def test_an_approximate_index_answers_as_the_exact_one(export_dir):
@@ -114,7 +127,9 @@ def test_items_added_by_text_are_searchable_and_persisted(export_dir, tmp_path):
     assert other.num_items == 9 and np.allclose(other.index.vectors, online.index.vectors, atol=1e-5)
     # an update re-embeds in both once they see the store
     assert online.add_items([{"item_id": "new-1", "text": "Title: something else"}])[0]["status"] == "updated"
+    assert other.store.pending() and not online.store.pending()
     other.refresh()
+    assert not other.store.pending()
     assert np.allclose(other.index.vectors[9], online.index.vectors[9], atol=1e-5)
     with pytest.raises(RequestError, match="unknown scenarios"):
         online.add_items([{"item_id": "x", "text": "t", "scenarios": ["zz"]}])

@@ -82,18 +82,23 @@ class LiveCatalog:
             self._category_masks[category] = np.array([category in c for c in self.categories], dtype=bool)
         return self._category_masks[category]
 
-    def mask(self, target: int, seen: list[int], exclude_seen: bool = True, categories=None,
-             exclude_categories=None) -> np.ndarray:
-        """Rows a request may get: the target scenario's, less the seen ones, within the filter."""
-        mask = self.member[target].copy()
-        if exclude_seen:
-            mask[seen] = False
-        if categories:
-            mask &= np.logical_or.reduce([self._category_mask(c) for c in categories])
-        for c in exclude_categories or []:
-            mask &= ~self._category_mask(c)
-        mask[0] = False
-        return mask
+    def masks(self, targets: list[int], seen: list[list[int]], categories: list[list[str] | None],
+              exclude_categories: list[list[str] | None]) -> np.ndarray:
+        """Rows each request of a batch may get [B, rows]: its target scenario's, less the rows in
+        its ``seen`` list, within its categories (any of them, when given) and outside its
+        excluded ones; row 0 never. A few numpy calls per batch, not per request: in the
+        endpoint's worker thread each call may hand the GIL to the event loop."""
+        masks = self.member[targets]  # a copy
+        hidden = [b for b, rows in enumerate(seen) for _ in rows]
+        if hidden:
+            masks[hidden, [r for rows in seen for r in rows]] = False
+        for b, (within, outside) in enumerate(zip(categories, exclude_categories)):
+            if within:
+                masks[b] &= np.logical_or.reduce([self._category_mask(c) for c in within])
+            for c in outside or []:
+                masks[b] &= ~self._category_mask(c)
+        masks[:, 0] = False
+        return masks
 
     def popular(self, target: int, mask: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, str]:
         """(rows, scores, source) of the fallback for a user without history: the scenario's most
@@ -105,7 +110,14 @@ class LiveCatalog:
         rows, vals = top_k(scores, mask, k)
         return rows, vals, source
 
-    def describe(self, rows: np.ndarray, scores: np.ndarray) -> list[dict]:
+    def answers(self, rows: np.ndarray, scores: np.ndarray, counts: list[int]) -> list[list[dict]]:
+        """Each request's items, described: the first ``counts[b]`` of ``rows[b]`` [B, k] with their
+        scores (rounded to 6 decimals, once for the batch)."""
         ids, titles, categories = self.item_ids, self.titles, self.categories
-        return [{"item_id": ids[r], "title": titles[r], "score": s, "categories": categories[r]}
-                for r, s in zip(rows.tolist(), np.round(scores.astype(np.float64), 6).tolist())]
+        rows, scores = rows.tolist(), np.round(scores.astype(np.float64), 6).tolist()
+        return [[{"item_id": ids[r], "title": titles[r], "score": s, "categories": categories[r]}
+                 for r, s in zip(rs[:n], ss[:n])] for rs, ss, n in zip(rows, scores, counts)]
+
+    def describe(self, rows: np.ndarray, scores: np.ndarray) -> list[dict]:
+        """One request's items (``answers``)."""
+        return self.answers(np.asarray(rows)[None], np.asarray(scores)[None], [len(rows)])[0]

@@ -25,7 +25,8 @@ from interest_model.online.catalog import LiveCatalog
 from interest_model.online.explain import explain
 from interest_model.online.errors import RequestError
 from interest_model.online.ranker import MAX_BATCH, Ranker, compile_ranker
-from interest_model.online.requests import DEFAULT_TOP_CATEGORIES, Resolved, answer_mask, k_of, resolve
+from interest_model.online.requests import (DEFAULT_TOP_CATEGORIES, Resolved, answer_mask, answer_masks, k_of,
+                                             resolve)
 from interest_model.online.store import ItemStore
 from interest_model.retrieval import top_k_masked
 
@@ -39,8 +40,10 @@ class OnlineModel:
         eager)."""
         self.rec = load_model(model_dir)
         self.model = self.rec.model
+        self.text_tower = self.model.text_proj is not None  # items can be added, and named, by text
         self.label = label or str(model_dir)
         self.max_history = max_history
+        self.max_len = self.model.cfg.user_encoder.max_len  # events the user encoder reads
         self.temperature = float(self.model.cfg.temperature)
         self.fingerprint = hashlib.sha256((Path(model_dir) / "config.json").read_bytes()).hexdigest()[:16]
         with torch.no_grad():
@@ -54,15 +57,12 @@ class OnlineModel:
         self.item_bias = None if bias is None else bias.float().numpy()
         self._table: torch.Tensor | None = None  # user encoding's view of the catalog's vectors
         self._bias: torch.Tensor | None = None  # item_bias widened to the live catalog
+        self._tops: dict[int, torch.Tensor] = {}  # the ranker's ``top`` argument for each k
         self.lock = threading.RLock()
         self.store = ItemStore(item_store) if item_store else None
         self.ranker = Ranker(self.model).eval()
         self.compiled, self.encoder_status = compile_ranker(self.ranker) if compile_encoder else (None, "eager")
         self.refresh()
-
-    @property
-    def text_tower(self) -> bool:
-        return self.model.text_proj is not None
 
     @property
     def num_items(self) -> int:
@@ -131,7 +131,7 @@ class OnlineModel:
 
     # -- user encoding --------------------------------------------------------------------------------
     def _resolve(self, query: dict) -> Resolved:
-        return resolve(query, self.catalog, self.model.cfg.user_encoder.max_len, self.max_history, self.text_tower)
+        return resolve(query, self.catalog, self.max_len, self.max_history, self.text_tower)
 
     def _vector_table(self) -> torch.Tensor:
         """The live catalog's vectors and one blank row after them (what an occluded event
@@ -142,9 +142,10 @@ class OnlineModel:
         return self._table
 
     def _histories(self, resolved: list[Resolved]) -> tuple[torch.Tensor, ...]:
-        """(items, events, scenarios [B, L], table [T, D]) of resolved non-empty histories, items
-        as rows of ``table``: the live catalog's vectors, then those of the events given by
-        text (encoded here), then a blank row (an occluded event)."""
+        """(items, events, scenarios [B, L], targets [B], table [T, D]) of resolved non-empty
+        histories, items as rows of ``table``: the live catalog's vectors, then those of the
+        events given by text (encoded here), then a blank row (an occluded event). One array
+        for the batch, each tensor a contiguous view of it (``online/ranker.py``)."""
         texts = sorted({h["text"] for r in resolved for h, row in zip(r.events, r.rows) if row is None})
         table = self._vector_table()
         size = self.catalog.index.size
@@ -154,9 +155,9 @@ class OnlineModel:
             table = torch.cat([table[:size], encoded, table[size:]])
             blank = size + len(texts)
         text_row = {t: size + i for i, t in enumerate(texts)}
-        L = max(2, max(len(r.events) for r in resolved))  # the compiled ranker's shortest (padding is masked)
+        B, L = len(resolved), max(2, max(len(r.events) for r in resolved))  # the compiled ranker's shortest
         items, events, scenarios = [], [], []
-        for r in resolved:  # padded rows, then one conversion each
+        for r in resolved:  # padded rows (padding is masked), then one conversion for the batch
             pad = L - len(r.events)
             rows = r.rows if not texts else [text_row[h["text"]] if row is None else row
                                              for row, h in zip(r.rows, r.events)]
@@ -166,23 +167,31 @@ class OnlineModel:
             items.append(rows + [0] * pad)
             events.append(r.event_types + [0] * pad)
             scenarios.append(r.scenarios + [r.target] * pad)
-        items, events, scenarios = (np.array(x, dtype=np.int64) for x in (items, events, scenarios))
-        return torch.from_numpy(items), torch.from_numpy(events), torch.from_numpy(scenarios), table
+        histories = torch.from_numpy(np.array([*items, *events, *scenarios], dtype=np.int64).reshape(3, B, L))
+        targets = torch.from_numpy(np.array([r.target for r in resolved], dtype=np.int64))
+        return histories[0], histories[1], histories[2], targets, table
 
     @torch.inference_mode()
-    def _rank(self, resolved: list[Resolved], allowed: np.ndarray | None) -> tuple[np.ndarray, torch.Tensor]:
-        """(interest vectors [B, D], scores [B, rows] over the live catalog, -inf where
-        ``allowed`` [B, rows] is False), in one call of the ranker (``online/ranker.py``).
-        ``allowed`` None: the vectors only (two rows scored)."""
+    def _rank(self, resolved: list[Resolved], allowed: np.ndarray | None,
+              k: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+        """(interest vectors [B, D], each request's k best rows [B, k] and their scores [B, k],
+        best first, how many rows each may get [B]) over the live catalog, ``allowed`` [B, rows]
+        the rows each may get, in one call of the ranker (``online/ranker.py``). ``allowed``
+        None: the vectors (two rows scored)."""
         B = len(resolved)
         if allowed is None:
-            allowed_t, bias = torch.zeros(B, 2, dtype=torch.bool), torch.zeros(len(self.catalog.scenarios), 2)
+            allowed_t = torch.from_numpy(np.zeros((B, 2), dtype=bool))
+            bias = torch.from_numpy(np.zeros((len(self.catalog.scenarios), 2), dtype=np.float32))
         else:
             allowed_t, bias = torch.from_numpy(allowed), self._prior()
+        k = max(1, min(k, allowed_t.shape[1]))
+        if k not in self._tops:
+            self._tops[k] = torch.zeros(k)
+        items, events, scenarios, targets, table = self._histories(resolved)
         rank = self.compiled if self.compiled is not None and B <= MAX_BATCH else self.ranker
-        users, scores = rank(*self._histories(resolved), allowed_t, bias,
-                             torch.tensor([r.target for r in resolved], dtype=torch.long))
-        return users.float().numpy(), scores
+        users, best, rows, counts = rank(items, events, scenarios, table, allowed_t, bias, targets, self._tops[k])
+        users = users.numpy() if users.dtype == torch.float32 else users.float().numpy()
+        return users, rows.numpy(), best.numpy(), counts.tolist()
 
     def user_vectors(self, resolved: list[Resolved]) -> np.ndarray:
         """Current interest vectors [B, D] of resolved non-empty histories, in one forward pass of
@@ -196,7 +205,7 @@ class OnlineModel:
         a model with an item bias (it moves every score)."""
         return self.item_bias is not None or self.catalog.index.kind == "exact"
 
-    def search(self, users: np.ndarray, targets: list[int], k: int, masks: list[np.ndarray]):
+    def search(self, users: np.ndarray, targets: list[int], k: int, masks: np.ndarray | list[np.ndarray]):
         """[(rows, scores)] of each user's k best allowed rows; scores are the model's ``logits``
         (cosine / temperature, plus the model's item bias in the target scenario if it has one:
         then exactly, over every row; items added by text have no interactions)."""
@@ -223,6 +232,15 @@ class OnlineModel:
         return self._bias
 
     # -- requests -------------------------------------------------------------------------------------
+    def one_compiled_call(self, queries: list[dict]) -> bool:
+        """Whether ``recommend_batch(queries)`` is a little Python around one call of the compiled
+        ranker, which keeps the GIL from start to end: exact ranking, at most ``MAX_BATCH``
+        requests, no event given by text and no stored item to apply (either may run the text
+        encoder, eagerly)."""
+        return (self.compiled is not None and self.exact and len(queries) <= MAX_BATCH
+                and all(h.get("item_id") is not None for q in queries for h in q.get("history") or ())
+                and (self.store is None or not self.store.pending()))
+
     def recommend_batch(self, queries: list[dict]) -> list[dict | RequestError]:
         """Top-k items per request, in order; a request that cannot be answered gets its
         RequestError in its slot."""
@@ -244,16 +262,17 @@ class OnlineModel:
                                                               k_of(q))
                     out[i] = {"items": self.catalog.describe(rows, vals), "fallback": source}
             if todo:
-                masks = [answer_mask(self.catalog, queries[i], r) for i, r in zip(todo, resolved)]
-                k_max = max(k_of(queries[i]) for i in todo)
-                if self.exact:  # encoding, scoring and masks in one call
-                    allowed = self.catalog.index.full_masks(masks)
-                    found = top_k_masked(self._rank(resolved, allowed)[1], allowed, k_max)
+                asked = [queries[i] for i in todo]
+                allowed = answer_masks(self.catalog, asked, resolved)
+                ks = [k_of(q) for q in asked]
+                if self.exact:  # encoding, scoring, masks and top-k in one call
+                    _, rows, scores, counts = self._rank(resolved, allowed, max(ks))
+                    answers = self.catalog.answers(rows, scores, [min(k, n) for k, n in zip(ks, counts)])
                 else:
-                    found = self.search(self.user_vectors(resolved), [r.target for r in resolved], k_max, masks)
-                for j, (rows, scores) in enumerate(found):
-                    k = k_of(queries[todo[j]])
-                    out[todo[j]] = {"items": self.catalog.describe(rows[:k], scores[:k]), "fallback": None}
+                    found = self.search(self.user_vectors(resolved), [r.target for r in resolved], max(ks), allowed)
+                    answers = [self.catalog.describe(rows[:k], scores[:k]) for (rows, scores), k in zip(found, ks)]
+                for i, items in zip(todo, answers):
+                    out[i] = {"items": items, "fallback": None}
             return out
 
     def interests(self, query: dict, top_categories: int = DEFAULT_TOP_CATEGORIES) -> dict:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+import numpy as np
+
 from interest_model.events import EVENT_TYPES
 from interest_model.online.catalog import LiveCatalog
 from interest_model.online.errors import RequestError
@@ -80,8 +82,15 @@ def _timestamp(event: dict) -> float:
     return event["timestamp"]
 
 
-def answer_mask(catalog: LiveCatalog, query: dict, resolved: Resolved):
-    """The rows a request may be answered with (its scenario, filter and seen items)."""
-    flt = query.get("filter") or {}
-    return catalog.mask(resolved.target, resolved.seen, query.get("exclude_seen", DEFAULT_EXCLUDE_SEEN), flt.get("categories"),
-                        flt.get("exclude_categories"))
+def answer_masks(catalog: LiveCatalog, queries: list[dict], resolved: list[Resolved]) -> np.ndarray:
+    """The rows each request may be answered with [B, rows]: its scenario's, within its filter,
+    less its seen items (unless ``exclude_seen`` is false)."""
+    filters = [q.get("filter") or {} for q in queries]
+    return catalog.masks([r.target for r in resolved],
+                         [r.seen if q.get("exclude_seen", DEFAULT_EXCLUDE_SEEN) else [] for q, r in zip(queries, resolved)],
+                         [f.get("categories") for f in filters], [f.get("exclude_categories") for f in filters])
+
+
+def answer_mask(catalog: LiveCatalog, query: dict, resolved: Resolved) -> np.ndarray:
+    """One request's ``answer_masks``."""
+    return answer_masks(catalog, [query], [resolved])[0]

@@ -33,12 +33,16 @@ class ItemStore:
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
+    def pending(self) -> bool:
+        """Whether records were appended since the last ``read_new``."""
+        try:
+            return self.path.stat().st_size > self.offset
+        except FileNotFoundError:
+            return False
+
     def read_new(self) -> list[dict]:
         """Records appended since the last call (whole lines only)."""
-        try:
-            if self.path.stat().st_size <= self.offset:
-                return []
-        except FileNotFoundError:
+        if not self.pending():
             return []
         with open(self.path, "rb") as f:
             f.seek(self.offset)
