@@ -24,22 +24,27 @@ from bench_serve import PINNED, add_endpoint_args, endpoint_setup, load, measure
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def threads_cpu() -> tuple[dict[tuple[int, int], float], dict[int, str]]:
-    """({(pid, tid): CPU seconds so far}, {pid: a short name}) of every thread on this machine."""
-    cpu, names = {}, {}
+def threads_cpu() -> tuple[dict[tuple[int, int], float], dict[int, str], dict[int, int]]:
+    """({(pid, tid): CPU seconds so far}, {pid: a short name}, {pid: minor page faults so far}) of
+    every thread and process on this machine."""
+    cpu, names, faults = {}, {}, {}
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
             argv = [a.decode(errors="replace") for a in (proc / "cmdline").read_bytes().split(b"\0") if a]
+            faults[int(proc.name)] = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[7])
             for task in (proc / "task").iterdir():
                 fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
                 cpu[(int(proc.name), int(task.name))] = (int(fields[11]) + int(fields[12])) / TICK
         except OSError:
             continue
         name = argv[0].rsplit("/", 1)[-1] if argv else f"[{proc.name}]"
+        if name.startswith("python") and len(argv) > 1:  # the script or module it runs
+            name = next((a.rsplit("/", 1)[-1] for a in argv[1:] if a.endswith(".py")),
+                        argv[2] if argv[1] == "-m" and len(argv) > 2 else f"{name} {argv[1]}")
         names[int(proc.name)] = name.split(".")[0] if name.startswith("ray::") else name
-    return cpu, names
+    return cpu, names, faults
 
 
 def main() -> int:
@@ -67,21 +72,24 @@ def main() -> int:
     url = f"http://127.0.0.1:{args.port}"
     urls = {"floor": f"{url}/floor", "endpoint": url, **{name: f"{url}/{name}" for name, _ in args.variants}}
     spent = {name: collections.defaultdict(float) for name in urls}
+    faulted = {name: collections.defaultdict(int) for name in urls}
     answers, walls = collections.Counter(), collections.Counter()
     try:
         deploy(config)
         wait_running([a["name"] for a in apps], timeout=300 + 120 * len(args.variants))
         for u in urls.values():
             load(u, bodies, 4, 2.0, headers)  # warm-up
-        before, _ = threads_cpu()
+        before, _, _ = threads_cpu()
         time.sleep(5.0)
-        after, names = threads_cpu()
+        after, names, _ = threads_cpu()
         idle = {k: (v - before.get(k, v)) / 5.0 for k, v in after.items()}
         for turn in range(args.rounds):
             for name in (list(urls) if turn % 2 == 0 else list(urls)[::-1]):
-                before, _ = threads_cpu()
+                before, _, faults_before = threads_cpu()
                 level = measure(urls[name], bodies, args.clients, args.seconds, headers)
-                after, names = threads_cpu()
+                after, names, faults_after = threads_cpu()
+                for pid, f in faults_after.items():
+                    faulted[name][pid] += f - faults_before.get(pid, f)
                 for k, v in after.items():
                     spent[name][k] += v - before.get(k, v) - idle.get(k, 0.0) * level["wall"]
                 answers[name] += len(level["answers"])
@@ -99,7 +107,8 @@ def main() -> int:
         for pid, s in sorted(by_process.items(), key=lambda kv: -kv[1])[:6]:
             if 1e6 * s / n < 5:
                 continue
-            print(f"  {1e6 * s / n:6.0f}  {names.get(pid, pid)} ({pid})")
+            print(f"  {1e6 * s / n:6.0f}  {names.get(pid, pid)} ({pid}; {faulted[name][pid] / n:.1f} minor page faults "
+                  "per request)")
             if "ServeReplica" in names.get(pid, ""):
                 for (p_, tid), t in sorted(spent[name].items(), key=lambda kv: -kv[1]):
                     if p_ == pid and 1e6 * t / n >= 5:
