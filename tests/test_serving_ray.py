@@ -86,6 +86,9 @@ def test_routes_answer(endpoint):
                         ("/v1/items", "ItemsRequest")]:  # the routes read their bodies themselves
         body = spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
         assert body == {"$ref": f"#/components/schemas/{model}"} and model in spec["components"]["schemas"]
+    answers = spec["paths"]["/v1/recommend"]["post"]["responses"]
+    assert {"200", "401", "413", "422"} <= set(answers)
+    assert answers["200"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/RecommendResponse"}
     assert "swagger" in requests.get(ep["url"] + "/docs", timeout=10).text.lower()
 
     r = _post(ep, "/v1/recommend", {"history": _history(ep), "scenario": scenario, "k": 5, "user_id": "alice"},
@@ -112,6 +115,13 @@ def test_client_errors_are_4xx_never_500(endpoint):
     scenario = ep["catalog"]["scenarios"][0]
     ok = {"history": _history(ep), "scenario": scenario}
     assert _post(ep, "/v1/recommend", ok, headers={}).status_code == 401
+    # POST /v1/recommend is served by a plain Starlette route ahead of FastAPI's (serving/app.py):
+    # the app's own 405, exception handlers and middleware still apply.
+    from serving.app import api, hot_recommend
+
+    assert api.router.routes[0].endpoint is hot_recommend
+    r = requests.get(ep["url"] + "/v1/recommend", headers=AUTH, timeout=10)
+    assert r.status_code == 405 and r.json() == {"detail": "Method Not Allowed"} and r.headers["allow"] == "POST"
     r = _post(ep, "/v1/recommend", ok, headers={"Authorization": "Bearer wrong"})
     assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
     r = _post(ep, "/v1/recommend", {"history": [{"item_id": "no-such-item"}, {"item_id": "nor-this"}]})
