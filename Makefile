@@ -45,6 +45,9 @@ demo: $(STAMP)
 		--set ours.set.0=transfer.init_from=$(OUT_DIR)/demo/models/pretrained \
 		--set storage_path=$(OUT_DIR)/demo/tune --set out_dir=$(OUT_DIR)/demo/tune
 	@$(PY) -m ray_jobs.cli registry list
+	@echo "== predict: every ML-100K user's top 10 and category interests, by the registered model (Ray Data)"
+	@$(PY) -m ray_jobs.cli predict --config ray_jobs/configs/predict_demo.yaml \
+		--set data.prepared=$(OUT_DIR)/demo/prepared --set output_dir=$(OUT_DIR)/demo/predict
 	@echo "== serve: the registered model on 127.0.0.1:$(SERVE_PORT), real requests, then shut down"
 	@# The key is the demo data's (ray_jobs/configs/demo.yaml), so logged user ids match the prepared data's.
 	@$(PY) -m ray_jobs.cli serve --model ml100k-transfer --registry registry --port $(SERVE_PORT) \

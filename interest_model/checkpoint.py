@@ -6,6 +6,8 @@
       catalog.json         item ids, titles, texts, categories, scenario membership
       item_encoder/        the text encoder (config + safetensors) and its tokenizer, so new items
                            can be encoded from text
+      interests.json       the category-interest head (``interest_model/interests.py``), when
+                           the catalog has categories
 
 It loads with torch, transformers and safetensors only (no Ray, no DeepSpeed) and never unpickles.
 
@@ -26,6 +28,7 @@ import torch
 
 from interest_model.catalog import Catalog
 from interest_model.events import EVENT_TYPES
+from interest_model.interests import InterestHead
 from interest_model.models.item_encoder import ItemEncoder, ItemEncoderConfig, load_tokenizer, resolve_model_path
 from interest_model.models.model import InterestModel, ModelConfig, logits
 
@@ -34,7 +37,8 @@ FORMAT_VERSION = 1
 
 
 def export_model(directory: str | Path, model: InterestModel, catalog: Catalog, state_dict: dict | None = None,
-                 tokenizer=None, extra: dict | None = None, encoder_dir: str | Path | None = None) -> Path:
+                 tokenizer=None, extra: dict | None = None, encoder_dir: str | Path | None = None,
+                 interests: InterestHead | None = None) -> Path:
     """Write a self-contained model directory. ``state_dict`` (e.g. consolidated from a ZeRO
     checkpoint) defaults to the model's own. The text encoder is the model's when it trains one;
     for a frozen one, ``encoder_dir``'s (a model directory whose encoder made the features: its
@@ -74,14 +78,18 @@ def export_model(directory: str | Path, model: InterestModel, catalog: Catalog, 
         **(extra or {}),
     }
     (directory / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    if interests is not None:
+        interests.save(directory)
     return directory
 
 
 class Recommender:
     """A loaded model: user interests and top-k recommendations from a history of item ids."""
 
-    def __init__(self, model: InterestModel, catalog: Catalog, encoder: ItemEncoder, tokenizer, config: dict):
+    def __init__(self, model: InterestModel, catalog: Catalog, encoder: ItemEncoder, tokenizer, config: dict,
+                 interests: InterestHead | None = None):
         self.model = model.eval()
+        self.interests = interests  # None: the catalog has no categories
         self.catalog = catalog
         self.encoder = encoder.eval()
         self.tokenizer = tokenizer
@@ -154,7 +162,7 @@ def load_model(directory: str | Path) -> Recommender:
     missing = [m for m in missing if not m.startswith("item_encoder.") and m not in ("item_prior", "prior_weight")]
     if missing or unexpected:
         raise ValueError(f"{directory}: weights do not match the model (missing {missing}, unexpected {unexpected})")
-    return Recommender(model, catalog, encoder, tokenizer, config)
+    return Recommender(model, catalog, encoder, tokenizer, config, InterestHead.load(directory))
 
 
 def load_item_encoder(directory: str | Path, cfg: ItemEncoderConfig) -> tuple[ItemEncoder, object]:

@@ -8,6 +8,7 @@
     interest evaluate --config ray_jobs/configs/evaluate_demo.yaml
     interest benchmark --config ray_jobs/configs/benchmark_demo.yaml
     interest tune --config ray_jobs/configs/tune_demo.yaml
+    interest predict --config ray_jobs/configs/predict_demo.yaml
     interest serve --model ml100k-transfer [--registry registry] [--port 8000] [--demo PREPARED]
     interest submit JOB --address http://HEAD:8265 -- --config ... [--set ...]
     interest sizing [--gpus 1 8]
@@ -31,6 +32,7 @@ JOBS = {
     "evaluate": "ray_jobs.evaluate",
     "benchmark": "ray_jobs.benchmark",
     "tune": "ray_jobs.tune",
+    "predict": "ray_jobs.predict",
     "serve": "ray_jobs.serve",
     "submit": "ray_jobs.submit",
     "sizing": "ray_jobs.sizing",

@@ -17,7 +17,6 @@ from interest_model import io
 from interest_model.data.examples import make_examples
 from interest_model.evaluation.ranking import paired_ratios, per_user_metrics, summarize
 from interest_model.evaluation.report import reference_for, write_report
-from interest_model.evaluation.scoring import category_metrics
 from interest_model.data.prepared import PreparedData
 from interest_model.evaluation.config import EvaluateConfig
 from interest_model.metrics import METRIC
@@ -31,9 +30,11 @@ log = logging.getLogger("interest.evaluate")
 
 class _ScoreActor:
     """Loads every scorer once per actor and ranks each batch of users with all of them: one pass
-    over the rows, the same rows for every model (columns ``rank:<name>``, ``category:<name>``)."""
+    over the rows, the same rows for every model (columns ``rank:<name>``, and ``interest:<name>``
+    for the category interests of each model and interest baseline)."""
 
-    def __init__(self, specs: dict[str, dict], catalog, targets: list[str], exclude_history: bool):
+    def __init__(self, specs: dict[str, dict], catalog, targets: list[str], exclude_history: bool,
+                 interest: dict | None = None):
         import torch
 
         from interest_model.evaluation import scoring
@@ -54,14 +55,23 @@ class _ScoreActor:
             else:
                 self.scorers[name] = scoring.TextSimilarityScorer(spec["values"])
         self.score_batch = scoring.score_batch
+        self.interest = interest
 
     def __call__(self, batch: dict) -> dict:
+        from interest_model.evaluation.interests import baseline_probs
+
         out = {"user_id": batch["user_id"], "target_item": batch["target_item"]}
+        names = self.interest["names"] if self.interest else None
         for name, scorer in self.scorers.items():
-            scored = self.score_batch(scorer, batch, self.member, self.exclude)
+            scored = self.score_batch(scorer, batch, self.member, self.exclude, names)
             out[f"rank:{name}"] = scored["rank"]
-            if "category" in scored:
-                out[f"category:{name}"] = scored["category"]
+            if "interests" in scored:
+                out[f"interest:{name}"] = scored["interests"].astype(np.float32)
+        if self.interest:
+            prior = self.interest["priors"][np.asarray(batch["scenario"])]
+            history = np.asarray(batch[self.interest.get("history", "items")])
+            for name, probs in baseline_probs(self.interest["baselines"], history, self.interest["M"], prior).items():
+                out[f"interest:{name}"] = probs.astype(np.float32)
         return out
 
 
@@ -85,9 +95,6 @@ def _segments(cfg: EvaluateConfig, ranked: pd.DataFrame, splits: pd.DataFrame, s
 def run_evaluate(cfg: EvaluateConfig, preface: Callable[[dict, dict], str] | None = None) -> dict:
     """Score every model and baseline, write the report. ``preface(results, info)``: Markdown
     placed at the top of the report (a benchmark's summary)."""
-    import ray
-    import ray.data
-
     from ray_jobs.embed import item_features
 
     if not cfg.models and not cfg.baselines:
@@ -137,25 +144,13 @@ def run_evaluate(cfg: EvaluateConfig, preface: Callable[[dict, dict], str] | Non
     if "text_similarity" in cfg.baselines:
         scorers["text_similarity"] = {"kind": "text", "values": item_features(catalog.texts, cfg.text_encoder, cfg.embed)}
 
-    results, categories, curves = {}, {}, {}
-    scored = rows.map_batches(_ScoreActor, batch_size=cfg.batch_size, batch_format="numpy",
-                              fn_constructor_kwargs={"specs": scorers, "catalog": catalog, "targets": scenarios,
-                                                     "exclude_history": cfg.exclude_history},
-                              compute=ray.data.ActorPoolStrategy(size=cfg.actors),
-                              num_cpus=cfg.cpus_per_actor)
-    parts = []
-    with CONSOLE.bar(rows.count(), f"ranking the catalog for {len(scorers)} models", "user") as bar:
-        for batch in scored.iter_batches(batch_size=None, batch_format="pandas"):
-            parts.append(batch)
-            bar.update(len(batch))
-    ranked = pd.concat(parts, ignore_index=True)
+    interest = interest_spec(cfg, prepared, catalog, scenarios, contexts, seg_items)
+    results, curves = {}, {}
+    ranked = _score(cfg, rows, scorers, catalog, scenarios, interest, f"ranking the catalog for {len(scorers)} models")
     segments = _segments(cfg, ranked, splits, seg_items, prepared, scenarios)
     per_user = {name: per_user_metrics(ranked[f"rank:{name}"].to_numpy(), tuple(cfg.ks)) for name in scorers}
     for name, spec in scorers.items():
         results[name] = summarize(per_user[name], segments, cfg.bootstrap, cfg.seed)
-        if f"category:{name}" in ranked:
-            true = [catalog.categories[catalog.vocab[t] - 1] for t in ranked["target_item"]]
-            categories[name] = category_metrics(ranked[f"category:{name}"].tolist(), true)
         if spec["kind"] == "model":
             history = io.read_json(io.join(spec["model_dir"], "config.json")).get("training", {}).get("history")
             if history:
@@ -170,13 +165,148 @@ def run_evaluate(cfg: EvaluateConfig, preface: Callable[[dict, dict], str] | Non
     for model, by_segment in paired_ratios(per_user, pairs, segments, n_boot=cfg.bootstrap, seed=cfg.seed).items():
         for seg, ratios in by_segment.items():
             results[model][seg]["ndcg@10_ratio"] = ratios
-    extra = {"interest_categories": categories, "part": cfg.part, "scenarios": scenarios,
+    categories = interest_summary(cfg, interest, ranked, catalog)
+    cross = cross_scenario_interests(cfg, prepared, catalog, scenarios, contexts, scorers, interest, trained)
+    sections = [("Interest prediction", categories)] if "methods" in categories else []
+    sections += [(f"Interest transfer across scenarios: {m}", summary) for m, summary in cross.items()]
+    extra = {"interests": categories, "cross_scenario_interests": cross, "part": cfg.part, "scenarios": scenarios,
              "data_manifest_hash": prepared.config_hash, "config": cfg.to_public_dict()}
     text = preface(results, info) if preface else ""
     paths = write_report(cfg.out_dir, results, f"Evaluation on {', '.join(scenarios)} ({cfg.part})",
                          curves=curves or None, extra=extra, info=info, references=tuple(cfg.references),
-                         preface=text)
+                         preface=text, interests=sections)
     return {"results": results, "categories": categories, "info": info, "paths": paths, "preface": text}
+
+
+def _score(cfg: EvaluateConfig, rows, scorers: dict, catalog, scenarios: list[str], interest: dict | None,
+           label: str) -> pd.DataFrame:
+    """Every scorer over the rows in one pass of an actor pool: a DataFrame of ranks and interests."""
+    import ray
+
+    scored = rows.map_batches(_ScoreActor, batch_size=cfg.batch_size, batch_format="numpy",
+                              fn_constructor_kwargs={"specs": scorers, "catalog": catalog, "targets": scenarios,
+                                                     "exclude_history": cfg.exclude_history, "interest": interest},
+                              compute=ray.data.ActorPoolStrategy(size=cfg.actors), num_cpus=cfg.cpus_per_actor)
+    parts = []
+    with CONSOLE.bar(rows.count(), label, "user") as bar:
+        for batch in scored.iter_batches(batch_size=None, batch_format="pandas"):
+            parts.append(batch)
+            bar.update(len(batch))
+    return pd.concat(parts, ignore_index=True)
+
+
+def cross_scenario_interests(cfg: EvaluateConfig, prepared: PreparedData, catalog, scenarios: list[str],
+                             contexts: list[str], scorers: dict, interest: dict | None, trained: dict) -> dict:
+    """{model: interest summary} of each model that reads merged histories, on the users it did
+    not train on (all of them for zero-shot; the others for a model trained on a share of the
+    users): their first event in the target, predicted from their events in the other scenarios
+    alone, against the target's prior and their category shares there."""
+    from interest_model.data.examples import few_shot_users
+    from interest_model.transfer import TRAINING_FREE
+
+    merged = [m for m in cfg.models if trained[m].get("histories") == "merged"]
+    if not merged or interest is None or not contexts:
+        return {}
+    unseen: dict[str, set[str] | None] = {}  # None: every user
+    users = prepared.sequences(columns=["user_id"])
+    users = users.loc[users["scenario"].isin(scenarios), "user_id"].tolist()
+    for m in merged:
+        t = trained[m]
+        if t.get("transfer", {}).get("strategy") in TRAINING_FREE:
+            unseen[m] = None
+        elif t.get("user_fraction", 1.0) < 1:
+            unseen[m] = set(users) - few_shot_users(users, t["user_fraction"], t.get("fraction_seed", 0))
+    if not unseen:
+        return {}
+    rows = sequence_rows(prepared, scenarios, contexts).map_batches(
+        make_examples, batch_format="pandas",
+        fn_kwargs={"vocab": catalog.vocab, "scenarios": {s: i for i, s in enumerate(catalog.scenarios)},
+                   "scheme": cfg.data.scheme, "part": "first", "max_len": _max_len(cfg), "keys": True,
+                   "merged": True}).materialize()
+    if rows.count() == 0:
+        return {m: {"note": "no user has events in another scenario before their first one here"} for m in unseen}
+    ranked = _score(cfg, rows, {m: scorers[m] for m in unseen}, catalog, scenarios,
+                    {**interest, "history": "merged_items"}, "interest transfer across scenarios")
+    out = {}
+    for m, who in unseen.items():
+        part = ranked if who is None else ranked[ranked["user_id"].isin(who)].reset_index(drop=True)
+        if not len(part):
+            out[m] = {"note": "no unseen user with events in another scenario first"}
+            continue
+        keep = [c for c in part if not c.startswith("interest:") or c.split(":", 1)[1] in (m, "prior", "history", "recent")]
+        out[m] = interest_summary(cfg, interest, part[keep], catalog)
+    return out
+
+
+def interest_spec(cfg: EvaluateConfig, prepared: PreparedData, catalog, scenarios: list[str], contexts: list[str],
+                  seg_items: pd.DataFrame) -> dict | None:
+    """What the scoring actors need for category interests: the categories of the predicted
+    scenarios' items, each scenario's category prior of its training events, and the baselines'
+    settings chosen on the validation rows. None for a catalog without categories."""
+    from interest_model import interests as I
+    from interest_model.evaluation.interests import fit_baselines
+
+    member = np.asarray(catalog.scenario_items, dtype=bool)
+    names = I.category_names([catalog.categories[i - 1] for s in scenarios
+                              for i in np.flatnonzero(member[catalog.scenario_index(s)])])
+    if not names:
+        log.info("interest prediction: %s", I.NO_CATEGORIES)
+        return None
+    M = I.category_matrix(catalog.categories, names)
+    priors = np.zeros((len(catalog.scenarios), len(names)))
+    seen = seg_items[seg_items["scheme"] == cfg.data.scheme]
+    for s in range(len(catalog.scenarios)):
+        part = seen[seen["scenario"] == catalog.scenarios[s]]
+        counts = np.zeros(catalog.size)
+        rows = part["item_id"].map(catalog.vocab)
+        np.add.at(counts, rows.dropna().astype(int).to_numpy(), part.loc[rows.notna(), "train_count"].to_numpy())
+        p = I.event_prior(counts, M)
+        priors[s] = p if p is not None else I.catalog_prior(member[s], M)
+    valid = sequence_rows(prepared, scenarios, contexts).map_batches(
+        make_examples, batch_format="pandas",
+        fn_kwargs={"vocab": catalog.vocab, "scenarios": {s: i for i, s in enumerate(catalog.scenarios)},
+                   "scheme": cfg.data.scheme, "part": "valid", "max_len": _max_len(cfg), "merged": bool(contexts)})
+    items, labels, scen = [], [], []
+    for b in valid.select_columns(["items", "target", "scenario"]).limit(cfg.interest_fit_rows).iter_batches(
+            batch_size=4096, batch_format="numpy"):
+        items.append(b["items"])
+        labels.append(M[b["target"]])
+        scen.append(b["scenario"])
+    if not items:
+        raise ValueError(f"no validation rows in {scenarios} to fit the interest baselines on")
+    baselines = fit_baselines(np.concatenate(items), np.concatenate(labels), M, priors[np.concatenate(scen)])
+    log.info("interest baselines chosen on %d validation rows: %s", sum(len(i) for i in items), baselines)
+    return {"names": names, "M": M, "priors": priors, "baselines": baselines}
+
+
+def interest_summary(cfg: EvaluateConfig, interest: dict | None, ranked: pd.DataFrame, catalog) -> dict:
+    """Every model's and baseline's interest metrics over the ranked rows (see
+    ``interest_model/evaluation/interests.py``)."""
+    from interest_model import interests as I
+    from interest_model.evaluation.interests import summarize as summarize_interests
+
+    if interest is None:
+        return {"note": I.NO_CATEGORIES}
+    labels = interest["M"][ranked["target_item"].map(catalog.vocab).to_numpy()]
+    probs, thresholds = {}, {}
+    for column in [c for c in ranked if c.startswith("interest:")]:
+        name = column.split(":", 1)[1]
+        probs[name] = np.stack(ranked[column].to_numpy()).astype(np.float64)
+        if name in interest["baselines"]:
+            thresholds[name] = interest["baselines"][name]["thresholds"]
+        else:
+            head = I.InterestHead.load(cfg.models[name])
+            where = {c: j for j, c in enumerate(head.names)}
+            thresholds[name] = [head.thresholds[where[c]] if c in where else 1.0 for c in interest["names"]]
+    models = [m for m in cfg.models if m not in probs]
+    if models:
+        log.info("no interest head (older exports): %s", models)
+    # models first, then the baselines
+    order = [*(m for m in probs if m in cfg.models), *(b for b in probs if b not in cfg.models)]
+    out = summarize_interests({m: probs[m] for m in order}, thresholds, labels, interest["names"],
+                              n_boot=cfg.bootstrap, seed=cfg.seed)
+    out["baseline_settings"] = interest["baselines"]
+    return out
 
 
 def model_info(model_dir: str | None) -> dict:
@@ -216,6 +346,29 @@ def headline(out: dict) -> str:
         a = res["all"]
         lines.append(f"{name:<24}{a['ndcg@10']['value']:>10.4f}{a['recall@10']['value']:>11.4f}"
                      f"{a['mrr']['value']:>9.4f}{a['users']:>8}")
+    return "\n".join(lines) + interests_headline(out.get("categories") or {})
+
+
+def interests_headline(summary: dict) -> str:
+    """The interest-prediction table of the console: each model and baseline, and each model's
+    paired ratio to the best baseline of the metric."""
+    from interest_model.evaluation.interests import BASELINES
+
+    if "methods" not in summary:
+        return f"\ninterest prediction: {summary['note']}" if summary.get("note") else ""
+    keys = ("accuracy@1", "hit@3", "macro_f1", "log_loss")
+    best = summary["best_baseline"]
+    lines = ["", "interest prediction, the next event's categories (a model's ratio to the best baseline of each "
+             "metric, paired 95 % interval)", f"{'method':<20}" + "".join(f"{k:>26}" for k in keys)]
+    for name, e in summary["methods"].items():
+        cells = []
+        for k in keys:
+            ratio = None if name in BASELINES else summary["ratios"].get(name, {}).get(best[k], {}).get(k)
+            text = f"{e[k]['value']:.4f}"
+            if ratio:
+                text += f" {ratio['value']:.2f}x [{ratio['ci95'][0]:.2f}, {ratio['ci95'][1]:.2f}]"
+            cells.append(f"{text:>26}")
+        lines.append(f"{name:<20}" + "".join(cells))
     return "\n".join(lines)
 
 

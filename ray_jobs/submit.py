@@ -29,7 +29,7 @@ from interest_model import io
 from ray_jobs.common import run_main
 
 REPO = Path(__file__).resolve().parent.parent
-JOBS = ("prepare", "pretrain", "transfer", "evaluate", "benchmark", "tune", "serve")
+JOBS = ("prepare", "pretrain", "transfer", "evaluate", "benchmark", "tune", "predict", "serve")
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
 

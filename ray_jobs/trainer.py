@@ -26,6 +26,7 @@ from interest_model.catalog import Catalog
 from interest_model.checkpoint import export_model
 from interest_model.data.examples import few_shot_users, make_examples
 from interest_model.data.prepared import PreparedData
+from interest_model.interests import InterestHead
 from interest_model.metrics import METRIC
 from interest_model.models.build import ItemInputs, catalog_tokens
 from interest_model.models.dynamics import Dynamics, dynamics_table, training_events
@@ -33,6 +34,7 @@ from interest_model.models.item_encoder import load_tokenizer
 from interest_model.models.model import InterestModel, ModelConfig
 from interest_model.models.features import EmbedConfig
 from interest_model.training.config import TrainingJobConfig
+from interest_model.training.interest_head import fit_model_head
 from interest_model.training.loop import FitState
 from interest_model.transfer import trainable_counts
 from ray_jobs.console import CONSOLE, TrainingProgress
@@ -312,7 +314,11 @@ def train_and_export(job: TrainingJob, model: InterestModel | None = None, callb
     training = {"trainable_parameters": trainable_counts(model), **job.extra.get("training", {}),
                 **provenance(cfg, job.prepared), "best": summary, "history": history,
                 "stopped": result.metrics.get("stopped"), "train_seconds": round(seconds, 1), "checkpoint": checkpoint}
-    export(cfg.export_dir, model, job.catalog, {**job.extra, "training": training}, job.encoder_dir)
+    head = fit_model_head(model, job.catalog, job.scenarios,
+                          train_ds.iter_batches(batch_size=4096, batch_format="numpy"),
+                          valid_ds.iter_batches(batch_size=cfg.train.eval_batch_size, batch_format="numpy"),
+                          cfg.train.exclude_history)
+    export(cfg.export_dir, model, job.catalog, {**job.extra, "training": training}, job.encoder_dir, head)
     return {"best": summary, "last": result.metrics, "checkpoint": checkpoint, "export_dir": cfg.export_dir,
             "history": history}
 
@@ -327,11 +333,13 @@ def provenance(cfg: TrainingJobConfig, prepared: PreparedData) -> dict:
     return out
 
 
-def export(export_dir: str, model: InterestModel, catalog: Catalog, extra: dict, encoder_dir: str | None = None) -> None:
+def export(export_dir: str, model: InterestModel, catalog: Catalog, extra: dict, encoder_dir: str | None = None,
+           interests: InterestHead | None = None) -> None:
     """Export ``model`` to a local path or URI (written locally, then uploaded); ``encoder_dir``:
-    the model directory whose text encoder made a frozen model's features."""
+    the model directory whose text encoder made a frozen model's features; ``interests``: its
+    category-interest head."""
     with io.local_output(export_dir) as local:
-        export_model(local, model, catalog, extra=extra, encoder_dir=encoder_dir)
+        export_model(local, model, catalog, extra=extra, encoder_dir=encoder_dir, interests=interests)
 
 
 def best_line(best: dict) -> str:

@@ -12,6 +12,7 @@ from functools import partial
 from typing import Sequence
 
 from interest_model.data.prepared import PreparedData
+from interest_model.interests import InterestHead
 from interest_model.training.config import TransferConfig
 from interest_model.metrics import METRIC
 from interest_model.transfer import (TRAINING_FREE, build_transfer_model, choose_prior_weight, load_pretrained,
@@ -66,7 +67,10 @@ def run_transfer(cfg: TransferConfig, callbacks=()) -> dict:
                  extra["training"]["prior"]["validation"]["0"])
     if spec.strategy in TRAINING_FREE:
         extra["training"].update(trainer.provenance(cfg, prepared))
-        trainer.export(cfg.export_dir, model, catalog, extra, encoder_dir=spec.init_from)
+        # No target event trains it: the source's interest head, with the target catalog's
+        # category shares for the prior it has no events for.
+        trainer.export(cfg.export_dir, model, catalog, extra, encoder_dir=spec.init_from,
+                       interests=InterestHead.load(spec.init_from))
         return {"best": extra["training"].get("best", {}), "last": {}, "export_dir": cfg.export_dir, "history": [], "trainable": counts}
     job = trainer.TrainingJob(cfg, prepared, scenarios, catalog, model_cfg, builder, extra, encoder_dir=spec.init_from,
                               finalize=merge_lora if spec.strategy == "lora" else None)

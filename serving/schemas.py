@@ -87,7 +87,10 @@ class RecommendResponse(BaseModel):
 
 class CategoryWeight(BaseModel):
     category: str
-    weight: float
+    weight: float = Field(description="the probability that the user's next event is on an item of this category "
+                                      "(categories overlap: the weights need not sum to 1)")
+    predicted: bool = Field(description="at or above the model's cut-off (chosen on validation): part of the "
+                                        "user's predicted interests")
 
 
 class HistoryContribution(BaseModel):
@@ -111,7 +114,9 @@ class Explanation(BaseModel):
 
 class InterestsResponse(BaseModel):
     interest_vector: list[float]
-    top_categories: list[CategoryWeight]
+    top_categories: list[CategoryWeight] = Field(description="most likely first; empty, with a note, when the "
+                                                             "catalog has no categories")
+    categories_note: str | None = None
     explanation: Explanation
     model: str
     request_id: str

@@ -74,6 +74,15 @@ def test_benchmark_trains_every_arm_and_reports_against_sasrec(tiny_genres, ray_
     assert metrics["references"] == ["popularity", "recent_popularity", "sasrec", "sasrec+merged",
                                      "sasrec_transfer+merged"]
     assert metrics["models"]["sasrec+merged@0.5"]["fraction"] == 0.5
+    # Interest prediction for every model against the three baselines; interest transfer across
+    # scenarios for the merged models, on the users each did not train on (zero-shot: all).
+    assert set(metrics["interests"]["methods"]) == models | {"prior", "history", "recent"}
+    assert metrics["interests"]["ratios"]["adapter+merged@0.5"]["prior"]["log_loss"]["value"] > 0
+    # (This data's two scenarios share no user: the report says so; test_examples.py has the rows.)
+    cross = metrics["cross_scenario_interests"]
+    assert set(cross) == {"zero_shot+merged", "adapter+merged@0.5", "sasrec+merged@0.5", "sasrec_transfer+merged@0.5"}
+    assert all("no user has events in another scenario" in c["note"] for c in cross.values())
+    assert "## Interest transfer across scenarios: adapter+merged@0.5" in md and "## Interest prediction" in md
     assert json.loads(open(f"{tmp_path}/evaluation/benchmark.json").read())["stage_seconds"]
 
     # A rerun trains nothing: every stage's export matches its config.

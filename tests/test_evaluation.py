@@ -86,11 +86,10 @@ def test_report_files_exist_and_parse(tmp_path):
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
-def test_baseline_scorers_and_category_metrics():
+def test_baseline_scorers():
     import torch
 
-    from interest_model.evaluation.scoring import (PopularityScorer, TextSimilarityScorer, category_metrics,
-                                                   score_batch)
+    from interest_model.evaluation.scoring import PopularityScorer, TextSimilarityScorer, score_batch
 
     feats = np.array([[0, 0], [1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9]], dtype=np.float32)
     batch = {"items": np.array([[1, 0], [3, 0]]), "events": np.zeros((2, 2), dtype=np.int64),
@@ -102,10 +101,6 @@ def test_baseline_scorers_and_category_metrics():
     assert text["rank"].tolist() == [0, 0]  # the most similar unseen item is the target
     pop = score_batch(PopularityScorer(np.array([0, 5, 1, 4, 3])), batch, member)
     assert pop["rank"].tolist() == [2, 1]  # history excluded: 3, 4 ahead of 2; 1 ahead of 4
-    m = category_metrics(["Action", "Drama", "Drama"], [["Action", "War"], ["Comedy"], ["Drama"]])
-    assert m["category_accuracy"] == pytest.approx(2 / 3)
-    # per class F1: Action 1.0, Comedy 0.0, Drama 2/3 -> macro (1 + 0 + 2/3) / 3
-    assert m["category_macro_f1"] == pytest.approx((1 + 0 + 2 / 3) / 3)
 
 
 def test_recent_keeps_the_last_events_of_right_padded_histories():

@@ -116,6 +116,12 @@ def test_merged_histories_take_context_events_strictly_before_each_prediction():
     assert test["merged_items"][w].tolist() == test["items"][w].tolist()
     with pytest.raises(ValueError, match="context columns"):
         make_examples(_two_scenarios(), part="train", **kw)
+    # Interest transfer: u's first event in t (i1 at t=10) from the context events before it (c1
+    # at t=5) alone; w has no other scenario's events before theirs and gives no row.
+    first = make_examples(rows, part="first", keys=True, **kw)
+    assert first["user_id"].tolist() == ["u"] and first["target"].tolist() == [1]
+    assert first["merged_items"][0, :2].tolist() == [11, 0] and first["merged_scenarios"][0, 0] == 1
+    assert first["items"][0].sum() == 0 and first["time"].tolist() == [5]
 
 
 def test_model_scorer_reads_the_history_its_model_was_trained_on(tmp_path):

@@ -171,3 +171,32 @@ def test_a_catalog_item_named_by_its_own_text_is_seen(export_dir, tmp_path):
     assert "i3" in ids([{"text": "Title: i3, a remake"}])  # another text names no catalog item
     online.add_items([{"item_id": "i3", "text": "Title: i3 remastered"}])  # its text changed
     assert "i3" in ids(by_text) and "i3" not in ids([{"text": "Title: i3 remastered"}])
+
+
+def test_category_interests_are_the_evaluations(tmp_path):
+    # One function: the endpoint's category interests for a history are the evaluation's for the
+    # same history (interest_model/interests.py through ModelScorer and OnlineModel).
+    import torch
+
+    from interest_model import load_model
+    from interest_model.evaluation.scoring import ModelScorer
+    from interest_model.interests import InterestHead
+
+    export_dir = tiny_export(tmp_path)[0]
+    assert OnlineModel(str(export_dir)).interests_batch([_q("i1")])[0]["categories_note"]  # no head: said so
+    InterestHead(["g0", "g1"], {"a": [0.7, 0.4]}, weights=[0.1, 0.5, 0.3, 0.2, 0.8], bias=[0.05, -0.05],
+                 thresholds=[0.5, 0.9]).save(export_dir)
+    online = OnlineModel(str(export_dir))
+    out = online.interests_batch([_q("i1", "i2", "i3"), _q(), _q("zz")], top_categories=2)
+    assert isinstance(out[1], RequestError) and isinstance(out[2], RequestError)
+    cats = out[0]["top_categories"]
+    assert {c["category"] for c in cats} == {"g0", "g1"} and cats[0]["weight"] >= cats[1]["weight"]
+    assert cats[0]["predicted"] and [c["predicted"] for c in cats] == [c["weight"] >= t - 1e-6 or i == 0 for i, (c, t) in
+                                                                        enumerate(zip(cats, [0.5 if c["category"] == "g0" else 0.9 for c in cats]))]
+    assert online.interests(_q("i1", "i2", "i3"))["top_categories"][:2] == cats
+    rec = load_model(export_dir)
+    scorer = ModelScorer(rec, rec.catalog, ["a"])
+    b = {"items": torch.tensor([[2, 3, 4]]), "events": torch.full((1, 3), 3),  # "rate", the requests' default
+         "scenario": torch.tensor([0]), "seen": torch.tensor([[2, 3, 4]]), "target": torch.tensor([1])}
+    probs = scorer.interests(b, scorer.scores(b), ["g0", "g1"], exclude_history=True)[0]
+    assert np.allclose(sorted(probs, reverse=True), [c["weight"] for c in cats], atol=1e-5)

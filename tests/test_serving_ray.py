@@ -338,3 +338,35 @@ def test_serve_deploy_of_the_file_applies_its_values_and_keeps_added_items(endpo
     assert r.status_code == 200, r.text
     info = requests.get(ep["url"] + "/v1/model", headers=AUTH, timeout=10).json()
     assert info["added_items"] == added >= 1  # every item added by text so far, "brand-new-1" among them
+
+
+def test_predict_rows_are_the_endpoints_answers(endpoint, tiny_prepared, tmp_path):
+    # `interest predict` and the endpoint run the same code: for the same histories (the users'
+    # events before their test event) the same items, scores and category interests.
+    import pandas as pd
+
+    from interest_model.data.prepared import PreparedData
+    from ray_jobs.predict import main
+
+    ep = endpoint
+    scenario = ep["catalog"]["scenarios"][0]
+    seqs = PreparedData(str(tiny_prepared)).sequences(scenario).sort_values("user_id").head(4)
+    out = tmp_path / "predict"
+    assert main(["--config", "ray_jobs/configs/predict_demo.yaml", "--set", f"registry={ep['registry']}",
+                 "--set", "model=tiny", "--set", f"data.prepared={tiny_prepared}", "--set", f"data.scenario={scenario}",
+                 "--set", f"data.users={list(seqs['user_id'])}", "--set", "until=test", "--set", "k=5",
+                 "--set", "cpus_per_actor=0.25", "--set", f"output_dir={out}"]) == 0
+    rows = pd.read_parquet(out / "predictions").set_index("user_id")
+    for seq in seqs.itertuples():
+        end = seq.loo_valid_end
+        history = [{"item_id": i, "event_type": e, "timestamp": int(t)}
+                   for i, e, t in zip(seq.item_ids[:end], seq.event_types[:end], seq.timestamps[:end])]
+        rec = _post(ep, "/v1/recommend", {"history": history, "scenario": scenario, "k": 5}).json()
+        why = _post(ep, "/v1/interests", {"history": history, "scenario": scenario, "k": 5}).json()
+        row = rows.loc[seq.user_id]
+        assert list(row["items"]) == [it["item_id"] for it in rec["items"]]
+        assert list(row["scores"]) == pytest.approx([it["score"] for it in rec["items"]], abs=1e-4)
+        assert list(row["categories"]) == [c["category"] for c in why["top_categories"]]
+        assert list(row["category_weights"]) == pytest.approx([c["weight"] for c in why["top_categories"]], abs=1e-5)
+        assert list(row["predicted_categories"]) == [c["category"] for c in why["top_categories"] if c["predicted"]]
+        assert row["model"] == rec["model"] == "tiny:1"

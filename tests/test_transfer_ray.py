@@ -85,7 +85,13 @@ def test_evaluate_models_and_baselines_with_a_report(tiny_pretrained, tiny_prepa
             assert seg in res
         e = res["all"]["ndcg@10"]
         assert e["ci95"][0] <= e["value"] <= e["ci95"][1]
-    assert 0 <= out["categories"]["counts"]["category_accuracy"] <= 1
+    # Interest prediction: the zero-shot model carries its source's head (the target's prior from
+    # its catalog's categories), measured against the baselines on the same users.
+    interests = out["categories"]
+    assert set(interests["methods"]) == {"counts", "prior", "history", "recent"}
+    assert 0 <= interests["methods"]["counts"]["accuracy@1"]["value"] <= 1
+    lo, hi = interests["ratios"]["counts"]["prior"]["macro_f1"]["ci95"]
+    assert lo <= interests["ratios"]["counts"]["prior"]["macro_f1"]["value"] <= hi
     data = json.loads(open(out["paths"]["metrics"]).read())
     assert data["part"] == "test" and data["scenarios"] == ["shop-b"]
     assert "## Segment: cold_users" in open(out["paths"]["report"]).read()

@@ -24,7 +24,7 @@ import pandas as pd
 from interest_model.data.schema import EVENT_TYPES
 
 EVENT_INDEX = {e: i for i, e in enumerate(EVENT_TYPES)}
-PARTS = ("train", "valid", "test")
+PARTS = ("train", "valid", "test", "first")
 CONTEXT = ("context_item_ids", "context_timestamps", "context_event_types", "context_scenarios")
 MERGED = ("merged_items", "merged_events", "merged_scenarios")
 
@@ -98,7 +98,10 @@ def make_examples(batch: pd.DataFrame, *, vocab: dict[str, int], scenarios: dict
     nothing to learn or predict in ``part`` are dropped (e.g. a user without a validation event).
     ``keys`` adds ``user_id`` and ``target_item`` (strings) to evaluation rows. ``merged``: the
     rows carry ``context_*`` columns and the examples the merged history (module docstring);
-    ``scenarios`` then maps the context scenarios too."""
+    ``scenarios`` then maps the context scenarios too. Part ``first`` (merged only): the user's
+    first event in the scenario as the target, the history their events in the other scenarios
+    before it (an empty target-only history): interest transfer to a scenario the user has not
+    used yet."""
     if part not in PARTS:
         raise ValueError(f"part must be one of {PARTS}")
     if merged and len(batch) and CONTEXT[0] not in batch:
@@ -147,6 +150,23 @@ def make_examples(batch: pd.DataFrame, *, vocab: dict[str, int], scenarios: dict
                 if start == 0:
                     break
                 end = start + 1  # the next window ends where this one's first input is a target
+            continue
+        if part == "first":  # the first event in the scenario, from the other scenarios' events alone
+            if not merged or not ids:
+                continue
+            m_ids, m_evs, m_sc, m_ts, _ = _merge(ids, evs, stamps, 0, stamps[0], ctx)
+            if not m_ids:
+                continue
+            cols["merged_items"].append(m_ids)
+            cols["merged_events"].append(m_evs)
+            cols["merged_scenarios"].append(m_sc)
+            for name in ("items", "events", "seen"):
+                cols[name].append([])
+            cols["target"].append(ids[0])
+            cols["time"].append(m_ts[-1])
+            cols["user_id"].append(rec.user_id)
+            cols["target_item"].append(rec.item_ids[0])
+            cols["scenario"].append(row_scen)
             continue
         start, end = (train_end, valid_end) if part == "valid" else (valid_end, rec.length)
         # A row needs a history in its own scenario in either mode, so that models of both kinds

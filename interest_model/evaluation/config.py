@@ -28,6 +28,7 @@ class EvaluateConfig(JobConfig):
     # model trained on a share of the users is compared with the reference "<name>@<share>" if present).
     references: list[str] = Field(default_factory=lambda: ["popularity"])
     exclude_history: bool = True
+    interest_fit_rows: int = 50_000  # validation rows the interest baselines' settings are chosen on
     ks: list[int] = Field(default_factory=lambda: [5, 10, 20, 50])
     bootstrap: int = 1000
     seed: int = 0

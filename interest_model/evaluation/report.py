@@ -199,17 +199,19 @@ def plot_fraction(results: dict[str, dict], info: dict[str, dict], path: Path, m
 def write_report(out_dir: str | Path, results: dict[str, dict], title: str = "Evaluation",
                  curves: dict[str, list[dict]] | None = None, extra: dict | None = None,
                  info: dict[str, dict] | None = None, references: tuple[str, ...] = ("popularity",),
-                 preface: str = "") -> dict[str, str]:
+                 preface: str = "", interests: list[tuple[str, dict]] | None = None) -> dict[str, str]:
     """Write metrics.json, report.md and PNG plots to ``out_dir`` (a path or URI); returns their
-    paths. ``preface``: Markdown placed after the title (a benchmark's summary)."""
+    paths. ``preface``: Markdown placed after the title (a benchmark's summary); ``interests``:
+    (title, summary) of each interest-prediction table (``evaluation/interests.py``), a section
+    each, the first one's F1 per category plotted."""
     with io.local_output(out_dir) as out:
-        paths = _write_report(out, results, title, curves, extra, info, references, preface)
+        paths = _write_report(out, results, title, curves, extra, info, references, preface, interests)
     if io.is_remote(out_dir):
         return {k: io.join(str(out_dir), Path(v).name) for k, v in paths.items()}
     return {k: str(v) for k, v in paths.items()}
 
 
-def _write_report(out: Path, results, title, curves, extra, info, references, preface) -> dict[str, Path]:
+def _write_report(out: Path, results, title, curves, extra, info, references, preface, interests) -> dict[str, Path]:
     paths = {"metrics": out / "metrics.json", "report": out / "report.md",
              "ndcg_plot": out / "ndcg10_by_model.png"}
     payload = {"results": results, "models": info or {}, "references": list(references),
@@ -227,5 +229,12 @@ def _write_report(out: Path, results, title, curves, extra, info, references, pr
     if curves:
         paths["curves_plot"] = plot_curves(curves, out / "training_curves.png")
         text += "\n![Training curves](training_curves.png)\n"
+    for i, (heading, summary) in enumerate(interests or []):
+        from interest_model.evaluation import interests as interest_report
+
+        text += "\n" + interest_report.markdown(summary, heading)
+        if i == 0:
+            paths["interests_plot"] = interest_report.plot_f1(summary, out / "interest_f1_by_category.png")
+            text += "\n![F1 per category](interest_f1_by_category.png)\n"
     paths["report"].write_text(text)
     return paths

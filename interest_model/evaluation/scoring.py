@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from interest_model import metrics
+from interest_model import interests, metrics
 from interest_model.data.examples import MERGED, history_of
 from interest_model.models.model import logits
 
@@ -66,7 +66,10 @@ class ModelScorer:
         self.item_map = torch.tensor([0] + [own.vocab.get(i, 0) for i in catalog.item_ids])
         self.scen_map = torch.tensor([own.scenarios.index(s) if s in own.scenarios else -1 for s in catalog.scenarios])
         self.vectors = recommender.model.item_vectors()
-        self._centroids = None
+        self.eval_catalog = catalog
+        self._member = torch.from_numpy(np.array(catalog.scenario_items, dtype=bool))
+        self._matrix: np.ndarray | None = None  # evaluation items x the head's categories
+        self._priors: dict[int, np.ndarray] = {}
 
     def _history(self, b: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         items, events, scen = history_of(b, self.merged)
@@ -92,22 +95,39 @@ class ModelScorer:
         out = own[:, self.item_map]
         return out.masked_fill((self.item_map == 0)[None], float("-inf"))
 
-    def centroids(self) -> tuple[list[str], torch.Tensor]:
-        """Normalized mean item vector of every category of the catalog."""
-        if self._centroids is None:
-            names = sorted({c for cats in self.rec.catalog.categories for c in cats})
-            cent = torch.zeros(len(names), self.vectors.shape[1])
-            for i, cats in enumerate(self.rec.catalog.categories, start=1):
-                for c in cats:
-                    cent[names.index(c)] += self.vectors[i]
-            self._centroids = (names, F.normalize(cent, dim=-1))
-        return self._centroids
-
     @torch.no_grad()
-    def categories(self, b: dict) -> list[str]:
-        """The interest category of each row: the category centroid closest to the user vector."""
-        names, cent = self.centroids()
-        return [names[i] for i in (self.user(b) @ cent.T).argmax(1).tolist()]
+    def interests(self, b: dict, scores: torch.Tensor, names: list[str], exclude_history: bool) -> np.ndarray | None:
+        """The model's category interests [B, len(names)] for the rows (``scores``: this scorer's
+        over the evaluation catalog), by its interest head; None if it has none."""
+        head = self.rec.interests
+        if head is None:
+            return None
+        M = self._head_matrix(head)
+        member = self._member
+        allowed = member[b["scenario"]].clone()
+        if exclude_history:
+            allowed.scatter_(1, b.get("seen", b["items"]), False)
+        marg = interests.model_marginals(scores.masked_fill(~allowed, float("-inf")), torch.from_numpy(M))
+        prior = np.stack([self._prior(head, int(s), M) for s in b["scenario"].tolist()])
+        probs = head.predict(interests.Sources.of(b["items"].numpy(), M, prior, head.decay, marg))
+        where = {c: j for j, c in enumerate(head.names)}
+        out = np.zeros((len(probs), len(names)))
+        for j, c in enumerate(names):
+            if c in where:
+                out[:, j] = probs[:, where[c]]
+        return out
+
+    def _head_matrix(self, head) -> np.ndarray:
+        if self._matrix is None:
+            self._matrix = interests.category_matrix(self.eval_catalog.categories, head.names)
+        return self._matrix
+
+    def _prior(self, head, scenario: int, M: np.ndarray) -> np.ndarray:
+        if scenario not in self._priors:
+            name = self.eval_catalog.scenarios[scenario]
+            self._priors[scenario] = head.prior_for(name, interests.catalog_prior(
+                np.asarray(self.eval_catalog.scenario_items[scenario]), M))
+        return self._priors[scenario]
 
 
 class PopularityScorer:
@@ -146,27 +166,16 @@ class TextSimilarityScorer:
         return user @ self.features.T
 
 
-def score_batch(scorer, batch: dict, scenario_items: torch.Tensor, exclude_history: bool = True) -> dict:
-    """Evaluation rows (numpy) -> {"user_id", "target_item", "rank"[, "category"]}."""
+def score_batch(scorer, batch: dict, scenario_items: torch.Tensor, exclude_history: bool = True,
+                interest_names: list[str] | None = None) -> dict:
+    """Evaluation rows (numpy) -> {"user_id", "target_item", "rank"[, "interests"]}: the
+    interests [B, len(interest_names)] of a model with an interest head, when names are given."""
     b = _tensors(batch)
+    scores = scorer.scores(b)
     out = {"user_id": batch["user_id"], "target_item": batch["target_item"],
-           "rank": ranks_for(scorer.scores(b), b, scenario_items, exclude_history).numpy()}
-    if isinstance(scorer, ModelScorer):
-        out["category"] = np.asarray(scorer.categories(b), dtype=object)
+           "rank": ranks_for(scores, b, scenario_items, exclude_history).numpy()}
+    if interest_names and isinstance(scorer, ModelScorer):
+        probs = scorer.interests(b, scores, interest_names, exclude_history)
+        if probs is not None:
+            out["interests"] = probs
     return out
-
-
-def category_metrics(predicted: list[str], true_categories: list[list[str]]) -> dict[str, float]:
-    """Accuracy: the predicted category is one of the next item's; macro-F1 against the next
-    item's first (primary) category."""
-    hits = [p in t for p, t in zip(predicted, true_categories) if t]
-    pairs = [(p, t[0]) for p, t in zip(predicted, true_categories) if t]
-    labels = sorted({t for _, t in pairs} | {p for p, _ in pairs})
-    f1s = []
-    for label in labels:
-        tp = sum(1 for p, t in pairs if p == label and t == label)
-        fp = sum(1 for p, t in pairs if p == label and t != label)
-        fn = sum(1 for p, t in pairs if p != label and t == label)
-        f1s.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
-    return {"category_accuracy": float(np.mean(hits)) if hits else float("nan"),
-            "category_macro_f1": float(np.mean(f1s)) if f1s else float("nan"), "rows": len(pairs)}

@@ -1,6 +1,6 @@
-"""Why a user gets what they get: the categories their interest vector favours, and how much
-each history event contributed to the top-k (occlusion: the drop in the recommendations' scores
-when the event's item is blanked, every other event in place)."""
+"""Why a user gets what they get: how much each history event contributed to the top-k
+(occlusion: the drop in the recommendations' scores when the event's item is blanked, every other
+event in place)."""
 
 from __future__ import annotations
 
@@ -11,21 +11,12 @@ import numpy as np
 from interest_model.online.catalog import LiveCatalog
 from interest_model.online.requests import Resolved
 
-EXPLAIN_POOL = 100  # items whose categories make up the interest profile
-
-
 def explain(encode: Callable[[list[Resolved]], np.ndarray], search: Callable, catalog: LiveCatalog,
-            resolved: Resolved, mask: np.ndarray, k: int, temperature: float, top_categories: int) -> dict:
+            resolved: Resolved, mask: np.ndarray, k: int, temperature: float, user: np.ndarray) -> dict:
     """``encode``: interest vectors [B, D] of resolved histories (the endpoint's user encoding);
-    ``search(users, targets, k, masks)``: the endpoint's ranking, [(rows, scores)] per user."""
-    user = encode([resolved])[0]
-    rows, scores = search(user[None], [resolved.target], max(k, EXPLAIN_POOL), [mask])[0]
-    weights = _softmax(scores)
-    cats: dict[str, float] = {}
-    for row, w in zip(rows.tolist(), weights.tolist()):
-        for c in catalog.categories[row]:
-            cats[c] = cats.get(c, 0.0) + w / len(catalog.categories[row])
-    top = sorted(cats.items(), key=lambda kv: -kv[1])[:top_categories]
+    ``search(users, targets, k, masks)``: the endpoint's ranking, [(rows, scores)] per user;
+    ``user``: the history's own interest vector."""
+    rows, scores = search(user[None], [resolved.target], k, [mask])[0]
     recs = rows[:k]
     item_vecs = catalog.index.vectors[recs]
     full = item_vecs @ user
@@ -42,13 +33,4 @@ def explain(encode: Callable[[list[Resolved]], np.ndarray], search: Callable, ca
     for j, item in enumerate(catalog.describe(recs, scores[:k])):
         top_event = history[int(np.argmax(delta[:, j]))]
         recommendations.append({**item, "because": top_event["item_id"] or top_event["text"]})
-    return {"interest_vector": [round(float(x), 6) for x in user],
-            "top_categories": [{"category": c, "weight": round(w, 6)} for c, w in top],
-            "explanation": {"method": "occlusion", "history": history, "recommendations": recommendations}}
-
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    if len(x) == 0:
-        return x
-    e = np.exp(x - x.max())
-    return e / e.sum()
+    return {"method": "occlusion", "history": history, "recommendations": recommendations}

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from interest_model.checkpoint import load_model
+from interest_model.interests import NO_CATEGORIES, Sources, catalog_prior, category_matrix, model_marginals
 from interest_model.models.model import logits
 from interest_model.online.catalog import LiveCatalog
 from interest_model.online.explain import explain
@@ -58,6 +59,9 @@ class OnlineModel:
         self._table: torch.Tensor | None = None  # user encoding's view of the catalog's vectors
         self._bias: torch.Tensor | None = None  # item_bias widened to the live catalog
         self._tops: dict[int, torch.Tensor] = {}  # the ranker's ``top`` argument for each k
+        self._categories: np.ndarray | None = None  # live catalog rows x the interest head's categories
+        self._categories_stale = False
+        self._category_priors: dict[int, np.ndarray] = {}
         self.lock = threading.RLock()
         self.store = ItemStore(item_store) if item_store else None
         self.ranker = Ranker(self.model).eval()
@@ -128,6 +132,7 @@ class OnlineModel:
                 vecs[~base] = self.model.vectors_from_features(feats[~base]).float()
         self.catalog.set_vectors(rows, vecs.numpy())
         self._table = None  # re-read by the next user encoding
+        self._categories_stale = True  # an item's categories may have changed
 
     # -- user encoding --------------------------------------------------------------------------------
     def _resolve(self, query: dict) -> Resolved:
@@ -246,6 +251,76 @@ class OnlineModel:
         RequestError in its slot."""
         self.refresh()
         with self.lock:
+            return self._recommend(queries)[0]
+
+    def predict_batch(self, queries: list[dict], top_categories: int = DEFAULT_TOP_CATEGORIES
+                      ) -> tuple[list[dict | RequestError], list[dict | RequestError]]:
+        """(``recommend_batch(queries)``, ``interests_batch(queries, top_categories)``) from one
+        encoding of the histories: the batch job's call."""
+        self.refresh()
+        with self.lock:
+            recs, todo, resolved, users = self._recommend(queries)
+            interests: list = [r if isinstance(r, RequestError) else RequestError("interests need a non-empty history")
+                               for r in recs]
+            if todo:
+                for i, answer in zip(todo, self._interests(resolved, top_categories, users)):
+                    interests[i] = answer
+            return recs, interests
+
+    def _recommend(self, queries: list[dict]) -> tuple[list, list[int], list[Resolved], np.ndarray | None]:
+        """(answers, the indices of the requests with a history, their resolved histories, their
+        interest vectors)."""
+        out: list[dict | RequestError | None] = [None] * len(queries)
+        todo, resolved, users = [], [], None
+        for i, q in enumerate(queries):
+            try:
+                r = self._resolve(q)
+            except RequestError as exc:
+                out[i] = exc
+                continue
+            if r.events:
+                todo.append(i)
+                resolved.append(r)
+            else:
+                rows, vals, source = self.catalog.popular(r.target, answer_mask(self.catalog, q, r), k_of(q))
+                out[i] = {"items": self.catalog.describe(rows, vals), "fallback": source}
+        if todo:
+            asked = [queries[i] for i in todo]
+            allowed = answer_masks(self.catalog, asked, resolved)
+            ks = [k_of(q) for q in asked]
+            if self.exact:  # encoding, scoring, masks and top-k in one call
+                users, rows, scores, counts = self._rank(resolved, allowed, max(ks))
+                answers = self.catalog.answers(rows, scores, [min(k, n) for k, n in zip(ks, counts)])
+            else:
+                users = self.user_vectors(resolved)
+                found = self.search(users, [r.target for r in resolved], max(ks), allowed)
+                answers = [self.catalog.describe(rows[:k], scores[:k]) for (rows, scores), k in zip(found, ks)]
+            for i, items in zip(todo, answers):
+                out[i] = {"items": items, "fallback": None}
+        return out, todo, resolved, users
+
+    def interests(self, query: dict, top_categories: int = DEFAULT_TOP_CATEGORIES) -> dict:
+        """The user's interest vector, their category interests (``interests_batch``) and each
+        history event's share of the top-k (see ``online/explain.py``)."""
+        self.refresh()
+        with self.lock:
+            r = self._resolve(query)
+            if not r.events:
+                raise RequestError("interests need a non-empty history")
+            out = self._interests([r], top_categories)[0]
+            user = np.asarray(out["interest_vector"], dtype=np.float32)
+            out["explanation"] = explain(self.user_vectors, self.search, self.catalog, r,
+                                         answer_mask(self.catalog, query, r), k_of(query), self.temperature, user)
+            return out
+
+    def interests_batch(self, queries: list[dict], top_categories: int = DEFAULT_TOP_CATEGORIES
+                        ) -> list[dict | RequestError]:
+        """Each request's interest vector and category interests, in order: the categories by the
+        model's interest head (``interest_model/interests.py``), most likely first, each with the
+        probability that the user's next event is in it and whether it is at or above the
+        head's cut-off. A request that cannot be answered gets its RequestError in its slot."""
+        self.refresh()
+        with self.lock:
             out: list[dict | RequestError | None] = [None] * len(queries)
             todo, resolved = [], []
             for i, q in enumerate(queries):
@@ -254,37 +329,65 @@ class OnlineModel:
                 except RequestError as exc:
                     out[i] = exc
                     continue
-                if r.events:
-                    todo.append(i)
-                    resolved.append(r)
-                else:
-                    rows, vals, source = self.catalog.popular(r.target, answer_mask(self.catalog, q, r),
-                                                              k_of(q))
-                    out[i] = {"items": self.catalog.describe(rows, vals), "fallback": source}
+                if not r.events:
+                    out[i] = RequestError("interests need a non-empty history")
+                    continue
+                todo.append(i)
+                resolved.append(r)
             if todo:
-                asked = [queries[i] for i in todo]
-                allowed = answer_masks(self.catalog, asked, resolved)
-                ks = [k_of(q) for q in asked]
-                if self.exact:  # encoding, scoring, masks and top-k in one call
-                    _, rows, scores, counts = self._rank(resolved, allowed, max(ks))
-                    answers = self.catalog.answers(rows, scores, [min(k, n) for k, n in zip(ks, counts)])
-                else:
-                    found = self.search(self.user_vectors(resolved), [r.target for r in resolved], max(ks), allowed)
-                    answers = [self.catalog.describe(rows[:k], scores[:k]) for (rows, scores), k in zip(found, ks)]
-                for i, items in zip(todo, answers):
-                    out[i] = {"items": items, "fallback": None}
+                for i, answer in zip(todo, self._interests(resolved, top_categories)):
+                    out[i] = answer
             return out
 
-    def interests(self, query: dict, top_categories: int = DEFAULT_TOP_CATEGORIES) -> dict:
-        """The user's interest vector, the categories it favours and each history event's share
-        of the top-k (see ``online/explain.py``)."""
-        self.refresh()
-        with self.lock:
-            r = self._resolve(query)
-            if not r.events:
-                raise RequestError("interests need a non-empty history")
-            return explain(self.user_vectors, self.search, self.catalog, r, answer_mask(self.catalog, query, r),
-                           k_of(query), self.temperature, top_categories)
+    def _interests(self, resolved: list[Resolved], top_categories: int, users: np.ndarray | None = None) -> list[dict]:
+        head = self.rec.interests
+        users = self.user_vectors(resolved) if users is None else users
+        vectors = [[round(float(x), 6) for x in u] for u in users]
+        if head is None:
+            return [{"interest_vector": v, "top_categories": [], "categories_note": NO_CATEGORIES} for v in vectors]
+        probs = self.category_probabilities(resolved, users)
+        chosen = head.selected(probs)
+        answers = []
+        for v, p, sel in zip(vectors, probs, chosen):
+            order = np.argsort(-p, kind="stable")[:top_categories]
+            answers.append({"interest_vector": v, "top_categories": [
+                {"category": head.names[j], "weight": round(float(p[j]), 6), "predicted": bool(sel[j])} for j in order]})
+        return answers
+
+    @torch.inference_mode()
+    def category_probabilities(self, resolved: list[Resolved], users: np.ndarray) -> np.ndarray:
+        """[B, C] in the head's category order: its mix of the scenario's prior, the history's
+        categories and the model's next-item distribution over the scenario's unseen items (the
+        live catalog's, items added by text included)."""
+        head = self.rec.interests
+        M = self._category_matrix()
+        targets = [r.target for r in resolved]
+        allowed = self.catalog.masks(targets, [r.seen for r in resolved], [None] * len(resolved), [None] * len(resolved))
+        table = self._vector_table()[: allowed.shape[1]]
+        scores = logits(torch.from_numpy(users), table, self.temperature, self._prior()[torch.tensor(targets)])
+        marg = model_marginals(scores.masked_fill(~torch.from_numpy(allowed), float("-inf")), torch.from_numpy(M))
+        prior = np.stack([self._category_prior(t, M) for t in targets])
+        L = max(len(r.rows) for r in resolved)
+        items = np.zeros((len(resolved), L), dtype=np.int64)
+        for b, r in enumerate(resolved):
+            items[b, : len(r.rows)] = [0 if row is None else row for row in r.rows]
+        return head.predict(Sources.of(items, M, prior, head.decay, marg))
+
+    def _category_matrix(self) -> np.ndarray:
+        """The live catalog's rows x the head's categories, rebuilt when the catalog changes."""
+        size = self.catalog.index.size
+        if self._categories is None or self._categories.shape[0] != size or self._categories_stale:
+            self._categories = category_matrix(self.catalog.categories[1:size], self.rec.interests.names)
+            self._categories_stale = False
+            self._category_priors = {}
+        return self._categories
+
+    def _category_prior(self, target: int, M: np.ndarray) -> np.ndarray:
+        if target not in self._category_priors:
+            member = self.catalog.masks([target], [[]], [None], [None])[0]
+            self._category_priors[target] = self.rec.interests.prior_for(
+                self.catalog.scenarios[target], catalog_prior(member[: M.shape[0]], M))
+        return self._category_priors[target]
 
     def info(self) -> dict:
         cfg = self.rec.config
