@@ -56,7 +56,7 @@ class PeakMemory:
 
 def synthetic_prepared(prepared: str, scenario: str, users: int, out: Path, seed: int = 0,
                        per_file: int = 100_000) -> Path:
-    """A copy of the prepared dataset whose ``scenario`` has ``users`` synthetic users: 20 to 100
+    """A copy of the prepared dataset whose ``scenario`` has ``users`` synthetic users: 10 to 60
     events each, items drawn by their training popularity, one a day; written in files of
     ``per_file`` users (never all in memory)."""
     import pyarrow as pa
@@ -80,7 +80,7 @@ def synthetic_prepared(prepared: str, scenario: str, users: int, out: Path, seed
     (out / "sequences").mkdir(exist_ok=True)
     for start in range(0, users, per_file):
         n = min(per_file, users - start)
-        lengths = rng.integers(20, 101, n)
+        lengths = rng.integers(10, 61, n)
         items = [ids[rng.choice(len(ids), size=k, p=p)].tolist() for k in lengths]
         t0 = 880_000_000
         table = {"scenario": [scenario] * n, "user_id": [f"synthetic-{start + i:08d}" for i in range(n)],
@@ -96,7 +96,7 @@ def synthetic_prepared(prepared: str, scenario: str, users: int, out: Path, seed
     return out
 
 
-def plain_loop(prepared: str, scenario: str, model_dir: str, out: Path, batch_size: int = 256) -> int:
+def plain_loop(prepared: str, scenario: str, model_dir: str, out: Path, batch_size: int) -> int:
     """The same Predictor over the same rows in this process: read a batch, predict, write."""
     import pyarrow.dataset as pads
     import pyarrow.parquet as pq
@@ -118,12 +118,14 @@ def plain_loop(prepared: str, scenario: str, model_dir: str, out: Path, batch_si
     return rows
 
 
-def ray_job(prepared: str, scenario: str, model: str, registry: str, out: Path, actors: int) -> int:
+def ray_job(prepared: str, scenario: str, model: str, registry: str, out: Path, actors: int, cpus: float,
+            batch_size: int) -> int:
     from interest_model.online.predict import PredictConfig
     from ray_jobs.predict import run_predict
 
     cfg = PredictConfig.from_dict({"model": model, "registry": registry, "output_dir": str(out), "actors": actors,
-                                   "cpus_per_actor": 1.0, "data": {"prepared": prepared, "scenario": scenario}})
+                                   "cpus_per_actor": cpus, "batch_size": batch_size,
+                                   "data": {"prepared": prepared, "scenario": scenario}})
     return run_predict(cfg)["rows"]
 
 
@@ -135,6 +137,10 @@ def main() -> int:
     p.add_argument("--registry", default="registry")
     p.add_argument("--sizes", type=int, nargs="+", default=[0, 100_000, 1_000_000], help="0: the real users")
     p.add_argument("--actors", type=int, default=2)
+    # Ray's CPUs are counts, not cores: two actors of 1 CPU on a 2-CPU node leave none for the
+    # read tasks, and the job waits for ever (STACK_NOTES).
+    p.add_argument("--cpus-per-actor", type=float, default=0.5)
+    p.add_argument("--batch-size", type=int, default=1024, help="users per model call, the loop's and the job's")
     p.add_argument("--work", default="outputs/bench/predict")
     p.add_argument("--out", default="outputs/bench/predict.json")
     args = p.parse_args()
@@ -154,8 +160,9 @@ def main() -> int:
         data = args.prepared if size == 0 else str(synthetic_prepared(args.prepared, args.scenario, size,
                                                                      work / f"data-{size}"))
         row = {"users": size or "ML-100K"}
-        for name, run in (("loop", lambda o: plain_loop(data, args.scenario, model_dir, o)),
-                          ("ray", lambda o: ray_job(data, args.scenario, args.model, args.registry, o, args.actors))):
+        for name, run in (("loop", lambda o: plain_loop(data, args.scenario, model_dir, o, args.batch_size)),
+                          ("ray", lambda o: ray_job(data, args.scenario, args.model, args.registry, o, args.actors,
+                                                    args.cpus_per_actor, args.batch_size))):
             target = work / f"{name}-{size}"
             shutil.rmtree(target, ignore_errors=True)
             with PeakMemory() as mem:
@@ -174,7 +181,8 @@ def main() -> int:
         print(f"| {r['users']} | {r['loop']['users_per_s']:,.0f} | {r['ray']['users_per_s']:,.0f} | {r['ray_over_loop']:.2f}x "
               f"| {r['loop']['peak_mib_above_start']:,} | {r['ray']['peak_mib_above_start']:,} |")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"actors": args.actors, "results": results}, indent=2))
+    Path(args.out).write_text(json.dumps({"actors": args.actors, "cpus_per_actor": args.cpus_per_actor,
+                                          "batch_size": args.batch_size, "results": results}, indent=2))
     return 0
 
 

@@ -9,10 +9,11 @@ catalog category (multi-label: an item may have several), from what the data and
 
 :class:`InterestHead` mixes them on the logit scale, ``p_c = sigmoid(a + b_c + w . x_c)`` with
 one weight per source shared by every category and a small bias per category, fitted on the
-validation events the model was selected on (binary cross-entropy). The mix is what keeps the
-answer ahead of each source alone: the next event's category is mostly base rate and the user's
-habit, and the model adds what it knows of the user on top. The same head answers evaluation,
-the endpoint and the batch job; it is stored with the model (``interests.json``).
+validation events the model was selected on (binary cross-entropy). The next event's category is
+mostly base rate and the user's habit; the model adds what it knows of the user on top, and the
+mix is better calibrated than any source alone (docs/interests.md has the measurements). The same
+head answers evaluation, the endpoint and the batch job; it is stored with the model
+(``interests.json``).
 
 Arrays: category matrices ``M`` [rows, C] of 0/1 with row 0 (padding) empty, histories as rows of
 ``M`` [B, L] with 0 for padding, probabilities [B, C] in the head's category order.
@@ -147,12 +148,18 @@ class InterestHead:
         if not self.thresholds:
             self.thresholds = [0.5] * len(self.names)
 
-    def prior_for(self, scenario: str, fallback: np.ndarray) -> np.ndarray:
+    def prior_for(self, scenario: str, fallback: np.ndarray, names: list[str] | None = None) -> np.ndarray:
+        """The scenario's prior over ``names`` (default: the head's), from its training events
+        where the head has them (``fallback``, the catalog's shares, for the rest)."""
         p = self.priors.get(scenario)
-        return fallback if p is None else np.asarray(p, dtype=np.float64)
+        if p is None:
+            return fallback
+        fitted = dict(zip(self.fit.get("names", self.names), p))
+        return np.array([fitted.get(c, f) for c, f in zip(names or self.names, fallback)], dtype=np.float64)
 
     def features(self, s: Sources) -> np.ndarray:
-        """[B, C, len(SOURCES)] logits of the sources (the model's marginals: 0 without a model)."""
+        """[B, C, len(SOURCES)] logits of the sources (without the model's marginals, the prior's
+        in their place: a head fitted so gives them no weight)."""
         model = s.model if s.model is not None else s.prior
         cols = [s.prior, smooth(s.counts, s.total, s.prior, self.alpha),
                 smooth(s.recent_counts, s.recent_total, s.prior, self.alpha), model]
@@ -163,8 +170,24 @@ class InterestHead:
         z = self.weights[0] + np.asarray(self.bias) + self.features(s) @ np.asarray(self.weights[1:])
         return 1.0 / (1.0 + np.exp(-z))
 
-    def selected(self, probs: np.ndarray) -> np.ndarray:
-        return multilabel(probs, self.thresholds)
+    def aligned(self, names: list[str]) -> "InterestHead":
+        """This head over the categories ``names`` (a catalog's, in its order): the shared weights
+        as they are, which is what lets it speak of categories it was not fitted on (a zero-shot
+        target's); a known category keeps its bias and cut-off, a new one gets no bias and, as
+        cut-off, NaN: its prior (``cutoffs``)."""
+        where = {c: j for j, c in enumerate(self.names)}
+        return InterestHead(list(names), self.priors, list(self.weights),
+                            [self.bias[where[c]] if c in where else 0.0 for c in names], self.alpha, self.decay,
+                            [self.thresholds[where[c]] if c in where else float("nan") for c in names], self.fit)
+
+    def cutoffs(self, prior: np.ndarray) -> np.ndarray:
+        """The cut-offs [C] (or [B, C] for priors [B, C]): a category it was not fitted on is
+        predicted when the user is likelier to be in it than the scenario's average event."""
+        t = np.asarray(self.thresholds, dtype=np.float64)
+        return np.where(np.isnan(t), prior, t)
+
+    def selected(self, probs: np.ndarray, prior: np.ndarray) -> np.ndarray:
+        return multilabel(probs, self.cutoffs(prior))
 
     def to_dict(self) -> dict:
         return {"sources": list(SOURCES), **asdict(self)}
@@ -223,7 +246,7 @@ def fit_head(names: list[str], priors: dict[str, list[float]], sources: Sources,
     head.bias = [round(float(v), 6) for v in b.detach()]
     probs = head.predict(sources)
     head.thresholds = choose_thresholds(probs, labels)
-    head.fit = {"rows": int(len(labels)), "log_loss": round(float(log_loss(probs, labels).mean()), 6),
+    head.fit = {"names": list(names), "rows": int(len(labels)), "log_loss": round(float(log_loss(probs, labels).mean()), 6),
                 "accuracy@1": round(float(accuracy_at_1(probs, labels).mean()), 6),
                 "macro_f1": round(macro_f1(multilabel(probs, head.thresholds), labels), 6)}
     return head

@@ -60,7 +60,7 @@ class _ScoreActor:
     def __call__(self, batch: dict) -> dict:
         from interest_model.evaluation.interests import baseline_probs
 
-        out = {"user_id": batch["user_id"], "target_item": batch["target_item"]}
+        out = {"user_id": batch["user_id"], "target_item": batch["target_item"], "scenario": batch["scenario"]}
         names = self.interest["names"] if self.interest else None
         for name, scorer in self.scorers.items():
             scored = self.score_batch(scorer, batch, self.member, self.exclude, names)
@@ -234,7 +234,7 @@ def cross_scenario_interests(cfg: EvaluateConfig, prepared: PreparedData, catalo
             out[m] = {"note": "no unseen user with events in another scenario first"}
             continue
         keep = [c for c in part if not c.startswith("interest:") or c.split(":", 1)[1] in (m, "prior", "history", "recent")]
-        out[m] = interest_summary(cfg, interest, part[keep], catalog)
+        out[m] = {**interest_summary(cfg, interest, part[keep], catalog), "kind": "cross_scenario"}
     return out
 
 
@@ -288,16 +288,15 @@ def interest_summary(cfg: EvaluateConfig, interest: dict | None, ranked: pd.Data
     if interest is None:
         return {"note": I.NO_CATEGORIES}
     labels = interest["M"][ranked["target_item"].map(catalog.vocab).to_numpy()]
+    priors = interest["priors"][ranked["scenario"].to_numpy()]
     probs, thresholds = {}, {}
     for column in [c for c in ranked if c.startswith("interest:")]:
         name = column.split(":", 1)[1]
         probs[name] = np.stack(ranked[column].to_numpy()).astype(np.float64)
         if name in interest["baselines"]:
             thresholds[name] = interest["baselines"][name]["thresholds"]
-        else:
-            head = I.InterestHead.load(cfg.models[name])
-            where = {c: j for j, c in enumerate(head.names)}
-            thresholds[name] = [head.thresholds[where[c]] if c in where else 1.0 for c in interest["names"]]
+        else:  # a category the head was not fitted on: its prior
+            thresholds[name] = I.InterestHead.load(cfg.models[name]).aligned(interest["names"]).cutoffs(priors)
     models = [m for m in cfg.models if m not in probs]
     if models:
         log.info("no interest head (older exports): %s", models)

@@ -67,6 +67,20 @@ def check(cfg: PredictConfig, model_dir: str) -> tuple[str, list[str]]:
     return scenario, [] if head is None else head.names
 
 
+def prepare_raw(cfg: PredictConfig) -> dict:
+    """Fresh raw logs through `interest prepare`'s readers and transforms, into ``data.prepared``."""
+    from interest_model.data.config import PrepareConfig
+    from interest_model.data.pipeline import check_inputs, run_prepare
+    from ray_jobs.prepare import RayDataEngine
+
+    pcfg = PrepareConfig.load(cfg.data.raw, [*cfg.data.raw_set, f"output_dir={cfg.data.prepared}"])
+    check_inputs(pcfg)
+    with CONSOLE.stage("prepare the raw logs"):
+        manifest = run_prepare(pcfg, RayDataEngine())
+    log.info("raw logs prepared into %s: %s rows kept", cfg.data.prepared, manifest.get("kept_rows"))
+    return manifest
+
+
 def run_predict(cfg: PredictConfig) -> dict:
     import pyarrow.parquet as pq
     import ray
@@ -74,6 +88,8 @@ def run_predict(cfg: PredictConfig) -> dict:
     from ray.data.expressions import col
 
     model_dir, label, store = model_of(cfg)
+    if cfg.data.raw is not None:
+        prepare_raw(cfg)
     scenario, _ = check(cfg, model_dir)
     prepared = PreparedData(cfg.data.prepared)
     fs, path = prepared.dataset_path("sequences")
@@ -93,6 +109,9 @@ def run_predict(cfg: PredictConfig) -> dict:
         total = len(set(users) & present)
     else:
         total = prepared.manifest["scenarios"][scenario]["users"]
+    # Blocks of a few batches, whatever the files' row groups: an actor takes a block at a time,
+    # so one large block would keep the other actors idle.
+    rows = rows.repartition(target_num_rows_per_block=4 * cfg.batch_size)
     predicted = rows.map_batches(
         Predictor, batch_size=cfg.batch_size, batch_format="pandas",
         fn_constructor_kwargs={"model_dir": model_dir, "label": label, "k": cfg.k, "top_categories": cfg.top_categories,

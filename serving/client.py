@@ -126,7 +126,9 @@ def demo(client: InterestClient, prepared: str, scenario: str, out=print, source
         out(f"recommended on {scenario}, and why:")
         for it in why["explanation"]["recommendations"]:
             out(f"  {it['score']:6.2f}  {it['title'] or it['item_id']:<40} because of {_title(it['because'])}")
-        out("their interests: " + ", ".join(f"{c['category']} {c['weight']:.2f}" for c in why["top_categories"]))
+        out(f"their interests on {scenario} (the chance their next movie is one; * predicted): "
+            + ", ".join(f"{c['category']} {c['weight']:.2f}{'*' if c['predicted'] else ''}"
+                        for c in why["top_categories"]))
     user, history = sample_histories(prepared, scenario)[0]
     rec = answers["recommend"] = client.recommend(history, scenario=scenario, k=5, user_id=user)
     out(f"\nuser {user[:8]}... of {scenario}, {len(history)} movies, latest: "

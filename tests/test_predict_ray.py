@@ -23,7 +23,8 @@ def _scenario(model_dir):
     return json.loads((model_dir / "config.json").read_text())["scenarios"][0]
 
 
-def test_predict_every_user_then_a_list(ray_cluster, tiny_prepared, tiny_pretrained, tmp_path, capsys):
+def test_predict_every_user_then_fresh_logs_then_a_list(ray_cluster, tiny_data, tiny_prepared, tiny_pretrained,
+                                                         tmp_path, capsys):
     from interest_model.data.prepared import PreparedData
 
     scenario = _scenario(tiny_pretrained)
@@ -42,6 +43,15 @@ def test_predict_every_user_then_a_list(ray_cluster, tiny_prepared, tiny_pretrai
     assert rows["interest_vector"].map(len).nunique() == 1
     assert all(list(w) == sorted(w, reverse=True) for w in rows["category_weights"])
     assert not list(tmp_path.glob("predict.staging-*"))
+    # Fresh raw logs, read and transformed as `interest prepare` does (the same key: the same
+    # ids): the same rows as from the prepared data.
+    code, printed = _run(capsys, *base[:2], "data.scenario=null", "k=5", f"data.prepared={tmp_path / 'fresh'}",
+                         "data.raw=ray_jobs/configs/tiny.yaml", f"data.raw_set=[input.root={tiny_data}]",
+                         f"output_dir={tmp_path / 'from-raw'}")
+    assert code == 0, printed.err
+    fresh = pd.read_parquet(tmp_path / "from-raw" / "predictions").set_index("user_id").sort_index()
+    assert list(fresh.index) == sorted(rows["user_id"])
+    assert fresh["items"].map(list).tolist() == rows.set_index("user_id").sort_index()["items"].map(list).tolist()
     listed = [*sorted(users.unique())[:3], "nobody-1", "nobody-2"]
     code, printed = _run(capsys, *base, f"data.users={json.dumps(listed)}", "until=test")
     assert code == 0, printed.err
@@ -75,3 +85,4 @@ def test_predict_bad_input_is_one_line_and_keeps_the_output(ray_cluster, tiny_pr
         assert code == 2 and message in printed.err, (sets, printed.err)
         assert len(printed.err.strip().splitlines()) <= 2  # the error, and the log's path
         assert (out / "manifest.json").read_text() == "{}"
+

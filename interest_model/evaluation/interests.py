@@ -67,11 +67,12 @@ def _draw_stats(W: np.ndarray, rows: dict[str, np.ndarray], tp, fp, fn, present)
     return out
 
 
-def summarize(probs: dict[str, np.ndarray], thresholds: dict[str, list[float]], labels: np.ndarray, names: list[str],
+def summarize(probs: dict[str, np.ndarray], thresholds: dict[str, np.ndarray | list[float]], labels: np.ndarray, names: list[str],
               baselines=BASELINES, n_boot: int = 1000, seed: int = 0, chunk: int = 100) -> dict:
     """{"methods": {method: {metric: {value, ci95}, "per_category_f1": {...}}},
     "ratios": {method: {baseline: {metric: {value, ci95}}}}, "best_baseline": {metric: name},
-    "rows": n}. Ratios are paired: both means on the same draw of users."""
+    "rows": n}. ``thresholds``: each method's cut-offs, [C] or per row [n, C]. Ratios are paired:
+    both means on the same draw of users."""
     labels = np.asarray(labels, dtype=np.float64)
     n = len(labels)
     present = labels.sum(0) > 0
@@ -157,6 +158,7 @@ def markdown(summary: dict, title: str = "Interest prediction", intro: str = INT
     if "methods" not in summary:
         return f"## {title}\n\n{summary.get('note', 'not measured')}\n"
     methods = summary["methods"]
+    intro = CROSS_INTRO if summary.get("kind") == "cross_scenario" else intro
     lines = [f"## {title}", "", intro.format(rows=summary["rows"], cats=len(summary["categories"])), "",
              "| method | " + " | ".join(METRICS) + " | categories predicted |", "|---" * (len(METRICS) + 2) + "|"]
     for m, e in methods.items():

@@ -68,7 +68,7 @@ class ModelScorer:
         self.vectors = recommender.model.item_vectors()
         self.eval_catalog = catalog
         self._member = torch.from_numpy(np.array(catalog.scenario_items, dtype=bool))
-        self._matrix: np.ndarray | None = None  # evaluation items x the head's categories
+        self._aligned = None  # (the interest head over the evaluated categories, their matrix)
         self._priors: dict[int, np.ndarray] = {}
 
     def _history(self, b: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -98,35 +98,29 @@ class ModelScorer:
     @torch.no_grad()
     def interests(self, b: dict, scores: torch.Tensor, names: list[str], exclude_history: bool) -> np.ndarray | None:
         """The model's category interests [B, len(names)] for the rows (``scores``: this scorer's
-        over the evaluation catalog), by its interest head; None if it has none."""
-        head = self.rec.interests
-        if head is None:
+        over the evaluation catalog), by its interest head over ``names``; None if it has none."""
+        if self.rec.interests is None:
             return None
-        M = self._head_matrix(head)
-        member = self._member
-        allowed = member[b["scenario"]].clone()
+        head, M = self._head(names)
+        allowed = self._member[b["scenario"]].clone()
         if exclude_history:
             allowed.scatter_(1, b.get("seen", b["items"]), False)
         marg = interests.model_marginals(scores.masked_fill(~allowed, float("-inf")), torch.from_numpy(M))
         prior = np.stack([self._prior(head, int(s), M) for s in b["scenario"].tolist()])
-        probs = head.predict(interests.Sources.of(b["items"].numpy(), M, prior, head.decay, marg))
-        where = {c: j for j, c in enumerate(head.names)}
-        out = np.zeros((len(probs), len(names)))
-        for j, c in enumerate(names):
-            if c in where:
-                out[:, j] = probs[:, where[c]]
-        return out
+        return head.predict(interests.Sources.of(b["items"].numpy(), M, prior, head.decay, marg))
 
-    def _head_matrix(self, head) -> np.ndarray:
-        if self._matrix is None:
-            self._matrix = interests.category_matrix(self.eval_catalog.categories, head.names)
-        return self._matrix
+    def _head(self, names: list[str]):
+        """(the head over ``names``, the evaluation items x ``names``), made once."""
+        if self._aligned is None or self._aligned[0].names != list(names):
+            self._aligned = (self.rec.interests.aligned(names), interests.category_matrix(self.eval_catalog.categories, names))
+            self._priors = {}
+        return self._aligned
 
     def _prior(self, head, scenario: int, M: np.ndarray) -> np.ndarray:
         if scenario not in self._priors:
-            name = self.eval_catalog.scenarios[scenario]
-            self._priors[scenario] = head.prior_for(name, interests.catalog_prior(
-                np.asarray(self.eval_catalog.scenario_items[scenario]), M))
+            member = np.asarray(self.eval_catalog.scenario_items[scenario])
+            self._priors[scenario] = head.prior_for(self.eval_catalog.scenarios[scenario],
+                                                    interests.catalog_prior(member, M), head.names)
         return self._priors[scenario]
 
 

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from interest_model.checkpoint import load_model
-from interest_model.interests import NO_CATEGORIES, Sources, catalog_prior, category_matrix, model_marginals
+from interest_model.interests import (NO_CATEGORIES, Sources, catalog_prior, category_matrix, category_names,
+                                      model_marginals)
 from interest_model.models.model import logits
 from interest_model.online.catalog import LiveCatalog
 from interest_model.online.explain import explain
@@ -59,7 +60,7 @@ class OnlineModel:
         self._table: torch.Tensor | None = None  # user encoding's view of the catalog's vectors
         self._bias: torch.Tensor | None = None  # item_bias widened to the live catalog
         self._tops: dict[int, torch.Tensor] = {}  # the ranker's ``top`` argument for each k
-        self._categories: np.ndarray | None = None  # live catalog rows x the interest head's categories
+        self._categories = None  # the interest head over the live catalog's categories, and their matrix
         self._categories_stale = False
         self._category_priors: dict[int, np.ndarray] = {}
         self.lock = threading.RLock()
@@ -340,13 +341,13 @@ class OnlineModel:
             return out
 
     def _interests(self, resolved: list[Resolved], top_categories: int, users: np.ndarray | None = None) -> list[dict]:
-        head = self.rec.interests
         users = self.user_vectors(resolved) if users is None else users
         vectors = [[round(float(x), 6) for x in u] for u in users]
-        if head is None:
+        if self.rec.interests is None:
             return [{"interest_vector": v, "top_categories": [], "categories_note": NO_CATEGORIES} for v in vectors]
-        probs = self.category_probabilities(resolved, users)
-        chosen = head.selected(probs)
+        probs, prior = self.category_probabilities(resolved, users)
+        head = self._head()[0]
+        chosen = head.selected(probs, prior)
         answers = []
         for v, p, sel in zip(vectors, probs, chosen):
             order = np.argsort(-p, kind="stable")[:top_categories]
@@ -355,12 +356,11 @@ class OnlineModel:
         return answers
 
     @torch.inference_mode()
-    def category_probabilities(self, resolved: list[Resolved], users: np.ndarray) -> np.ndarray:
-        """[B, C] in the head's category order: its mix of the scenario's prior, the history's
-        categories and the model's next-item distribution over the scenario's unseen items (the
-        live catalog's, items added by text included)."""
-        head = self.rec.interests
-        M = self._category_matrix()
+    def category_probabilities(self, resolved: list[Resolved], users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities [B, C], priors [B, C]) over the live catalog's categories (``_head``):
+        the interest head's mix of the scenario's prior, the history's categories and the model's
+        next-item distribution over the scenario's unseen items (items added by text included)."""
+        head, M = self._head()
         targets = [r.target for r in resolved]
         allowed = self.catalog.masks(targets, [r.seen for r in resolved], [None] * len(resolved), [None] * len(resolved))
         table = self._vector_table()[: allowed.shape[1]]
@@ -371,13 +371,15 @@ class OnlineModel:
         items = np.zeros((len(resolved), L), dtype=np.int64)
         for b, r in enumerate(resolved):
             items[b, : len(r.rows)] = [0 if row is None else row for row in r.rows]
-        return head.predict(Sources.of(items, M, prior, head.decay, marg))
+        return head.predict(Sources.of(items, M, prior, head.decay, marg)), prior
 
-    def _category_matrix(self) -> np.ndarray:
-        """The live catalog's rows x the head's categories, rebuilt when the catalog changes."""
+    def _head(self):
+        """(the interest head over the live catalog's categories, its rows x those categories),
+        made again when the catalog changes: an item added by text may bring a category."""
         size = self.catalog.index.size
-        if self._categories is None or self._categories.shape[0] != size or self._categories_stale:
-            self._categories = category_matrix(self.catalog.categories[1:size], self.rec.interests.names)
+        if self._categories is None or self._categories[1].shape[0] != size or self._categories_stale:
+            names = category_names(self.catalog.categories[1:size])
+            self._categories = (self.rec.interests.aligned(names), category_matrix(self.catalog.categories[1:size], names))
             self._categories_stale = False
             self._category_priors = {}
         return self._categories
@@ -385,8 +387,9 @@ class OnlineModel:
     def _category_prior(self, target: int, M: np.ndarray) -> np.ndarray:
         if target not in self._category_priors:
             member = self.catalog.masks([target], [[]], [None], [None])[0]
-            self._category_priors[target] = self.rec.interests.prior_for(
-                self.catalog.scenarios[target], catalog_prior(member[: M.shape[0]], M))
+            head = self._head()[0]
+            self._category_priors[target] = head.prior_for(self.catalog.scenarios[target],
+                                                           catalog_prior(member[: M.shape[0]], M), head.names)
         return self._category_priors[target]
 
     def info(self) -> dict:

@@ -18,7 +18,12 @@ from interest_model.online.model import OnlineModel
 
 
 class PredictData(Frozen):
-    prepared: str  # output_dir of `prepare`
+    prepared: str  # output_dir of `prepare`; with ``raw``, where the fresh logs are prepared to
+    # Fresh raw logs: a prepare config (YAML) whose input is read with the same readers and
+    # transforms as `interest prepare` (its pseudonymize key the model's data's, for the same ids),
+    # prepared into ``prepared`` first; ``raw_set``: overrides of it (e.g. kcore.user_k=1).
+    raw: str | None = None
+    raw_set: list[str] = Field(default_factory=list)
     scenario: str | None = None  # default: the model's first scenario
     scheme: Literal["loo", "time"] = "loo"  # the split scheme ``until`` refers to
     users: list[str] | None = None  # default: every user of the scenario
@@ -44,6 +49,8 @@ class PredictConfig(JobConfig):
     interests: bool = True
     include_vector: bool = False
     batch_size: int = Field(256, ge=1)
+    # Predictor actors, each a copy of the model. Ray counts CPUs, not cores: leave the read tasks
+    # one (on 2 CPUs, two actors need cpus_per_actor 0.5 or the job waits for ever).
     actors: int = Field(1, ge=1)
     cpus_per_actor: float = Field(1.0, gt=0)
     output_dir: str = "outputs/predict"  # predictions/ and manifest.json; the logs go beside it
