@@ -148,14 +148,14 @@ class InterestHead:
         if not self.thresholds:
             self.thresholds = [0.5] * len(self.names)
 
-    def prior_for(self, scenario: str, fallback: np.ndarray, names: list[str] | None = None) -> np.ndarray:
-        """The scenario's prior over ``names`` (default: the head's), from its training events
-        where the head has them (``fallback``, the catalog's shares, for the rest)."""
+    def prior_for(self, scenario: str, fallback: np.ndarray) -> np.ndarray:
+        """The scenario's prior over the head's categories: from its training events where the
+        head has them, else ``fallback`` (the catalog's category shares)."""
         p = self.priors.get(scenario)
         if p is None:
             return fallback
-        fitted = dict(zip(self.fit.get("names", self.names), p))
-        return np.array([fitted.get(c, f) for c, f in zip(names or self.names, fallback)], dtype=np.float64)
+        p = np.asarray(p, dtype=np.float64)
+        return np.where(np.isnan(p), fallback, p)
 
     def features(self, s: Sources) -> np.ndarray:
         """[B, C, len(SOURCES)] logits of the sources (without the model's marginals, the prior's
@@ -176,7 +176,8 @@ class InterestHead:
         target's); a known category keeps its bias and cut-off, a new one gets no bias and, as
         cut-off, NaN: its prior (``cutoffs``)."""
         where = {c: j for j, c in enumerate(self.names)}
-        return InterestHead(list(names), self.priors, list(self.weights),
+        priors = {s: [p[where[c]] if c in where else float("nan") for c in names] for s, p in self.priors.items()}
+        return InterestHead(list(names), priors, list(self.weights),
                             [self.bias[where[c]] if c in where else 0.0 for c in names], self.alpha, self.decay,
                             [self.thresholds[where[c]] if c in where else float("nan") for c in names], self.fit)
 
@@ -246,7 +247,7 @@ def fit_head(names: list[str], priors: dict[str, list[float]], sources: Sources,
     head.bias = [round(float(v), 6) for v in b.detach()]
     probs = head.predict(sources)
     head.thresholds = choose_thresholds(probs, labels)
-    head.fit = {"names": list(names), "rows": int(len(labels)), "log_loss": round(float(log_loss(probs, labels).mean()), 6),
+    head.fit = {"rows": int(len(labels)), "log_loss": round(float(log_loss(probs, labels).mean()), 6),
                 "accuracy@1": round(float(accuracy_at_1(probs, labels).mean()), 6),
                 "macro_f1": round(macro_f1(multilabel(probs, head.thresholds), labels), 6)}
     return head

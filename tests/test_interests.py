@@ -129,7 +129,7 @@ def test_a_head_speaks_of_categories_it_was_not_fitted_on():
     # A zero-shot target's categories: the shared weights carry over, a new category has no bias
     # and is predicted when the user is likelier to be in it than the scenario's average event.
     head = I.InterestHead(["a", "b"], {"src": [0.6, 0.4]}, weights=[0.0, 1.0, 0.0, 0.0, 0.0], bias=[0.3, -0.3],
-                          thresholds=[0.2, 0.7], fit={"names": ["a", "b"]})
+                          thresholds=[0.2, 0.7])
     al = head.aligned(["b", "z"])
     assert al.names == ["b", "z"] and al.bias == [-0.3, 0.0] and al.thresholds[0] == 0.7 and np.isnan(al.thresholds[1])
     prior = np.array([0.4, 0.1])
@@ -137,5 +137,6 @@ def test_a_head_speaks_of_categories_it_was_not_fitted_on():
     probs = al.predict(I.Sources.of(np.zeros((1, 1), dtype=np.int64), np.zeros((2, 2), np.float32), prior, 0.9))
     assert np.isclose(probs[0, 1], 0.1)  # the prior's logit, no bias: the prior itself
     assert probs[0, 0] < 0.7 and al.selected(probs, prior)[0].tolist() == [True, True]  # b: the most likely
-    assert np.allclose(head.prior_for("src", np.array([0.5, 0.5]), ["b", "z"]), [0.4, 0.5])  # fitted, else fallback
-    assert np.allclose(head.prior_for("new", np.array([0.5, 0.5]), ["b", "z"]), [0.5, 0.5])
+    assert np.allclose(al.prior_for("src", np.array([0.5, 0.5])), [0.4, 0.5])  # fitted, else the fallback
+    assert np.allclose(al.prior_for("new", np.array([0.5, 0.5])), [0.5, 0.5])
+    assert head.aligned(head.names).to_dict() == head.to_dict()

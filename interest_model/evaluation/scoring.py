@@ -120,7 +120,7 @@ class ModelScorer:
         if scenario not in self._priors:
             member = np.asarray(self.eval_catalog.scenario_items[scenario])
             self._priors[scenario] = head.prior_for(self.eval_catalog.scenarios[scenario],
-                                                    interests.catalog_prior(member, M), head.names)
+                                                    interests.catalog_prior(member, M))
         return self._priors[scenario]
 
 

@@ -268,11 +268,11 @@ class OnlineModel:
                     interests[i] = answer
             return recs, interests
 
-    def _recommend(self, queries: list[dict]) -> tuple[list, list[int], list[Resolved], np.ndarray | None]:
-        """(answers, the indices of the requests with a history, their resolved histories, their
-        interest vectors)."""
-        out: list[dict | RequestError | None] = [None] * len(queries)
-        todo, resolved, users = [], [], None
+    def _resolve_all(self, queries: list[dict]) -> tuple[list, list[int], list[Resolved], list[tuple[int, Resolved]]]:
+        """(answers so far: each request's RequestError, or None, the indices of the requests with
+        a history, their resolved histories, (index, resolved) of those without one)."""
+        out: list = [None] * len(queries)
+        todo, resolved, empty = [], [], []
         for i, q in enumerate(queries):
             try:
                 r = self._resolve(q)
@@ -283,8 +283,17 @@ class OnlineModel:
                 todo.append(i)
                 resolved.append(r)
             else:
-                rows, vals, source = self.catalog.popular(r.target, answer_mask(self.catalog, q, r), k_of(q))
-                out[i] = {"items": self.catalog.describe(rows, vals), "fallback": source}
+                empty.append((i, r))
+        return out, todo, resolved, empty
+
+    def _recommend(self, queries: list[dict]) -> tuple[list, list[int], list[Resolved], np.ndarray | None]:
+        """(answers, the indices of the requests with a history, their resolved histories, their
+        interest vectors)."""
+        out, todo, resolved, empty = self._resolve_all(queries)
+        users = None
+        for i, r in empty:
+            rows, vals, source = self.catalog.popular(r.target, answer_mask(self.catalog, queries[i], r), k_of(queries[i]))
+            out[i] = {"items": self.catalog.describe(rows, vals), "fallback": source}
         if todo:
             asked = [queries[i] for i in todo]
             allowed = answer_masks(self.catalog, asked, resolved)
@@ -322,19 +331,9 @@ class OnlineModel:
         head's cut-off. A request that cannot be answered gets its RequestError in its slot."""
         self.refresh()
         with self.lock:
-            out: list[dict | RequestError | None] = [None] * len(queries)
-            todo, resolved = [], []
-            for i, q in enumerate(queries):
-                try:
-                    r = self._resolve(q)
-                except RequestError as exc:
-                    out[i] = exc
-                    continue
-                if not r.events:
-                    out[i] = RequestError("interests need a non-empty history")
-                    continue
-                todo.append(i)
-                resolved.append(r)
+            out, todo, resolved, empty = self._resolve_all(queries)
+            for i, _ in empty:
+                out[i] = RequestError("interests need a non-empty history")
             if todo:
                 for i, answer in zip(todo, self._interests(resolved, top_categories)):
                     out[i] = answer
@@ -389,7 +388,7 @@ class OnlineModel:
             member = self.catalog.masks([target], [[]], [None], [None])[0]
             head = self._head()[0]
             self._category_priors[target] = head.prior_for(self.catalog.scenarios[target],
-                                                           catalog_prior(member[: M.shape[0]], M), head.names)
+                                                           catalog_prior(member[: M.shape[0]], M))
         return self._category_priors[target]
 
     def info(self) -> dict:
