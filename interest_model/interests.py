@@ -204,11 +204,15 @@ class InterestHead:
 
     @classmethod
     def load(cls, directory: str | Path) -> "InterestHead | None":
-        """The head stored in a model directory (a path or URI); None if it has none."""
-        from interest_model import io
+        """The head stored in a model directory (a path, or a URI read through pyarrow); None if
+        it has none. A local model loads without pyarrow (``checkpoint.load_model``)."""
+        if "://" in str(directory) and not str(directory).startswith("file://"):
+            from interest_model import io
 
-        path = io.join(str(directory), FILE)
-        return cls.from_dict(io.read_json(path)) if io.exists(path) else None
+            path = io.join(str(directory), FILE)
+            return cls.from_dict(io.read_json(path)) if io.exists(path) else None
+        path = Path(str(directory).removeprefix("file://")) / FILE
+        return cls.from_dict(json.loads(path.read_text(encoding="utf-8"))) if path.is_file() else None
 
 
 def fit_head(names: list[str], priors: dict[str, list[float]], sources: Sources, labels: np.ndarray,

@@ -144,7 +144,7 @@ def run_evaluate(cfg: EvaluateConfig, preface: Callable[[dict, dict], str] | Non
     if "text_similarity" in cfg.baselines:
         scorers["text_similarity"] = {"kind": "text", "values": item_features(catalog.texts, cfg.text_encoder, cfg.embed)}
 
-    interest = interest_spec(cfg, prepared, catalog, scenarios, contexts, seg_items)
+    interest = interest_spec(cfg, prepared, catalog, scenarios, seg_items)
     results, curves = {}, {}
     ranked = _score(cfg, rows, scorers, catalog, scenarios, interest, f"ranking the catalog for {len(scorers)} models")
     segments = _segments(cfg, ranked, splits, seg_items, prepared, scenarios)
@@ -208,8 +208,8 @@ def cross_scenario_interests(cfg: EvaluateConfig, prepared: PreparedData, catalo
     if not merged or interest is None or not contexts:
         return {}
     unseen: dict[str, set[str] | None] = {}  # None: every user
-    users = prepared.sequences(columns=["user_id"])
-    users = users.loc[users["scenario"].isin(scenarios), "user_id"].tolist()
+    seqs = prepared.sequences(columns=["user_id"])
+    users = seqs.loc[seqs["scenario"].isin(scenarios), "user_id"].tolist()
     for m in merged:
         t = trained[m]
         if t.get("transfer", {}).get("strategy") in TRAINING_FREE:
@@ -218,6 +218,8 @@ def cross_scenario_interests(cfg: EvaluateConfig, prepared: PreparedData, catalo
             unseen[m] = set(users) - few_shot_users(users, t["user_fraction"], t.get("fraction_seed", 0))
     if not unseen:
         return {}
+    if not set(users) & set(seqs.loc[seqs["scenario"].isin(contexts), "user_id"]):
+        return {m: {"note": "no user has events in another scenario before their first one here"} for m in unseen}
     rows = sequence_rows(prepared, scenarios, contexts).map_batches(
         make_examples, batch_format="pandas",
         fn_kwargs={"vocab": catalog.vocab, "scenarios": {s: i for i, s in enumerate(catalog.scenarios)},
@@ -238,7 +240,7 @@ def cross_scenario_interests(cfg: EvaluateConfig, prepared: PreparedData, catalo
     return out
 
 
-def interest_spec(cfg: EvaluateConfig, prepared: PreparedData, catalog, scenarios: list[str], contexts: list[str],
+def interest_spec(cfg: EvaluateConfig, prepared: PreparedData, catalog, scenarios: list[str],
                   seg_items: pd.DataFrame) -> dict | None:
     """What the scoring actors need for category interests: the categories of the predicted
     scenarios' items, each scenario's category prior of its training events, and the baselines'
@@ -262,10 +264,11 @@ def interest_spec(cfg: EvaluateConfig, prepared: PreparedData, catalog, scenario
         np.add.at(counts, rows.dropna().astype(int).to_numpy(), part.loc[rows.notna(), "train_count"].to_numpy())
         p = I.event_prior(counts, M)
         priors[s] = p if p is not None else I.catalog_prior(member[s], M)
-    valid = sequence_rows(prepared, scenarios, contexts).map_batches(
+    # The baselines read the target-only history: no cross-scenario rows (and no shuffle) needed.
+    valid = sequence_rows(prepared, scenarios, []).map_batches(
         make_examples, batch_format="pandas",
         fn_kwargs={"vocab": catalog.vocab, "scenarios": {s: i for i, s in enumerate(catalog.scenarios)},
-                   "scheme": cfg.data.scheme, "part": "valid", "max_len": _max_len(cfg), "merged": bool(contexts)})
+                   "scheme": cfg.data.scheme, "part": "valid", "max_len": _max_len(cfg)})
     items, labels, scen = [], [], []
     for b in valid.select_columns(["items", "target", "scenario"]).limit(cfg.interest_fit_rows).iter_batches(
             batch_size=4096, batch_format="numpy"):

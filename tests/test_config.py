@@ -8,10 +8,11 @@ from tests.conftest import CONFIGS
 def test_every_shipped_config_loads():
     from interest_model.evaluation.config import EvaluateConfig
     from interest_model.experiments import BenchmarkConfig, TuneConfig
+    from interest_model.online.predict import PredictConfig
     from interest_model.training.config import PretrainConfig, TransferConfig
 
     jobs = {"pretrain": PretrainConfig, "transfer": TransferConfig, "evaluate": EvaluateConfig,
-            "benchmark": BenchmarkConfig, "tune": TuneConfig}
+            "benchmark": BenchmarkConfig, "tune": TuneConfig, "predict": PredictConfig}
     for path in sorted(CONFIGS.glob("*.yaml")):
         cls = jobs.get(path.name.split("_")[0], PrepareConfig)
         cfg = cls.load(path)  # raises on any unknown key or wrong type
