@@ -20,8 +20,7 @@ import numpy as np
 import torch
 
 from interest_model.checkpoint import load_model
-from interest_model.interests import (NO_CATEGORIES, Sources, catalog_prior, category_matrix, category_names,
-                                      model_marginals)
+from interest_model.online.interests import LiveInterests
 from interest_model.models.model import logits
 from interest_model.online.catalog import LiveCatalog
 from interest_model.online.explain import explain
@@ -60,11 +59,9 @@ class OnlineModel:
         self._table: torch.Tensor | None = None  # user encoding's view of the catalog's vectors
         self._bias: torch.Tensor | None = None  # item_bias widened to the live catalog
         self._tops: dict[int, torch.Tensor] = {}  # the ranker's ``top`` argument for each k
-        self._categories = None  # the interest head over the live catalog's categories, and their matrix
-        self._categories_stale = False
-        self._category_priors: dict[int, np.ndarray] = {}
         self.lock = threading.RLock()
         self.store = ItemStore(item_store) if item_store else None
+        self.category_interests = LiveInterests(self)
         self.ranker = Ranker(self.model).eval()
         self.compiled, self.encoder_status = compile_ranker(self.ranker) if compile_encoder else (None, "eager")
         self.refresh()
@@ -133,7 +130,7 @@ class OnlineModel:
                 vecs[~base] = self.model.vectors_from_features(feats[~base]).float()
         self.catalog.set_vectors(rows, vecs.numpy())
         self._table = None  # re-read by the next user encoding
-        self._categories_stale = True  # an item's categories may have changed
+        self.category_interests.stale = True  # an item's categories may have changed
 
     # -- user encoding --------------------------------------------------------------------------------
     def _resolve(self, query: dict) -> Resolved:
@@ -264,7 +261,7 @@ class OnlineModel:
             interests: list = [r if isinstance(r, RequestError) else RequestError("interests need a non-empty history")
                                for r in recs]
             if todo:
-                for i, answer in zip(todo, self._interests(resolved, top_categories, users)):
+                for i, answer in zip(todo, self.category_interests.answers(resolved, top_categories, users)):
                     interests[i] = answer
             return recs, interests
 
@@ -317,7 +314,7 @@ class OnlineModel:
             r = self._resolve(query)
             if not r.events:
                 raise RequestError("interests need a non-empty history")
-            out = self._interests([r], top_categories)[0]
+            out = self.category_interests.answers([r], top_categories)[0]
             user = np.asarray(out["interest_vector"], dtype=np.float32)
             out["explanation"] = explain(self.user_vectors, self.search, self.catalog, r,
                                          answer_mask(self.catalog, query, r), k_of(query), self.temperature, user)
@@ -335,61 +332,9 @@ class OnlineModel:
             for i, _ in empty:
                 out[i] = RequestError("interests need a non-empty history")
             if todo:
-                for i, answer in zip(todo, self._interests(resolved, top_categories)):
+                for i, answer in zip(todo, self.category_interests.answers(resolved, top_categories)):
                     out[i] = answer
             return out
-
-    def _interests(self, resolved: list[Resolved], top_categories: int, users: np.ndarray | None = None) -> list[dict]:
-        users = self.user_vectors(resolved) if users is None else users
-        vectors = [[round(float(x), 6) for x in u] for u in users]
-        if self.rec.interests is None:
-            return [{"interest_vector": v, "top_categories": [], "categories_note": NO_CATEGORIES} for v in vectors]
-        probs, prior = self.category_probabilities(resolved, users)
-        head = self._head()[0]
-        chosen = head.selected(probs, prior)
-        answers = []
-        for v, p, sel in zip(vectors, probs, chosen):
-            order = np.argsort(-p, kind="stable")[:top_categories]
-            answers.append({"interest_vector": v, "top_categories": [
-                {"category": head.names[j], "weight": round(float(p[j]), 6), "predicted": bool(sel[j])} for j in order]})
-        return answers
-
-    @torch.inference_mode()
-    def category_probabilities(self, resolved: list[Resolved], users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(probabilities [B, C], priors [B, C]) over the live catalog's categories (``_head``):
-        the interest head's mix of the scenario's prior, the history's categories and the model's
-        next-item distribution over the scenario's unseen items (items added by text included)."""
-        head, M = self._head()
-        targets = [r.target for r in resolved]
-        allowed = self.catalog.masks(targets, [r.seen for r in resolved], [None] * len(resolved), [None] * len(resolved))
-        table = self._vector_table()[: allowed.shape[1]]
-        scores = logits(torch.from_numpy(users), table, self.temperature, self._prior()[torch.tensor(targets)])
-        marg = model_marginals(scores.masked_fill(~torch.from_numpy(allowed), float("-inf")), torch.from_numpy(M))
-        prior = np.stack([self._category_prior(t, M) for t in targets])
-        L = max(len(r.rows) for r in resolved)
-        items = np.zeros((len(resolved), L), dtype=np.int64)
-        for b, r in enumerate(resolved):
-            items[b, : len(r.rows)] = [0 if row is None else row for row in r.rows]
-        return head.predict(Sources.of(items, M, prior, head.decay, marg)), prior
-
-    def _head(self):
-        """(the interest head over the live catalog's categories, its rows x those categories),
-        made again when the catalog changes: an item added by text may bring a category."""
-        size = self.catalog.index.size
-        if self._categories is None or self._categories[1].shape[0] != size or self._categories_stale:
-            names = category_names(self.catalog.categories[1:size])
-            self._categories = (self.rec.interests.aligned(names), category_matrix(self.catalog.categories[1:size], names))
-            self._categories_stale = False
-            self._category_priors = {}
-        return self._categories
-
-    def _category_prior(self, target: int, M: np.ndarray) -> np.ndarray:
-        if target not in self._category_priors:
-            member = self.catalog.masks([target], [[]], [None], [None])[0]
-            head = self._head()[0]
-            self._category_priors[target] = head.prior_for(self.catalog.scenarios[target],
-                                                           catalog_prior(member[: M.shape[0]], M))
-        return self._category_priors[target]
 
     def info(self) -> dict:
         cfg = self.rec.config
