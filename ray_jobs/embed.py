@@ -7,7 +7,7 @@ import logging
 
 import numpy as np
 
-from interest_model.models.features import EmbedConfig, cache_path, load_cached, save_cached
+from interest_model.models.features import EmbedConfig, cache_path, encode_locally, load_cached, save_cached
 from interest_model.models.item_encoder import ItemEncoderConfig, resolve_model_path
 from ray_jobs.console import CONSOLE
 
@@ -31,6 +31,13 @@ class _EncodeActor:
         return {"index": batch["index"], "vector": vecs.numpy().astype(np.float32)}
 
 
+def _local_batches(texts: list[str], cfg: ItemEncoderConfig, batch_size: int):
+    encoder = _EncodeActor(cfg.model_dump(mode="json"))
+    for start in range(0, len(texts), batch_size):
+        part = texts[start:start + batch_size]
+        yield encoder({"index": np.arange(start + 1, start + 1 + len(part)), "text": part})
+
+
 def item_features(texts: list[str], cfg: ItemEncoderConfig, embed: EmbedConfig) -> np.ndarray:
     """[len(texts) + 1, dim] float32 features; row 0 (padding) is zeros."""
     import ray
@@ -40,15 +47,19 @@ def item_features(texts: list[str], cfg: ItemEncoderConfig, embed: EmbedConfig) 
     if cached is not None:
         log.info("item features: cache hit %s", cache)
         return cached
-    log.info("item features: encoding %d items with %s on %d actor(s)", len(texts), cfg.model, embed.actors)
-    ds = ray.data.from_items([{"index": i + 1, "text": t} for i, t in enumerate(texts)])
-    ds = ds.map_batches(_EncodeActor, fn_constructor_kwargs={"encoder_config": cfg.model_dump(mode="json")},
-                        batch_size=embed.batch_size, batch_format="numpy",
-                        compute=ray.data.ActorPoolStrategy(size=embed.actors),
-                        num_cpus=embed.cpus_per_actor, num_gpus=embed.gpus_per_actor or None)
+    if encode_locally(len(texts), cfg, embed):
+        log.info("item features: encoding %d items with %s in this process", len(texts), cfg.model)
+        batches = _local_batches(texts, cfg, embed.batch_size)
+    else:
+        log.info("item features: encoding %d items with %s on %d actor(s)", len(texts), cfg.model, embed.actors)
+        ds = ray.data.from_items([{"index": i + 1, "text": t} for i, t in enumerate(texts)]).map_batches(
+            _EncodeActor, fn_constructor_kwargs={"encoder_config": cfg.model_dump(mode="json")},
+            batch_size=embed.batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=embed.actors),
+            num_cpus=embed.cpus_per_actor, num_gpus=embed.gpus_per_actor or None)
+        batches = ds.iter_batches(batch_size=None, batch_format="numpy")
     index, vectors = [], []
     with CONSOLE.stage(f"item features: {len(texts):,} items"), CONSOLE.bar(len(texts), "encoding", "item") as bar:
-        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        for batch in batches:
             index.append(batch["index"])
             vectors.append(batch["vector"])
             bar.update(len(batch["index"]))

@@ -53,14 +53,16 @@ def test_item_features_by_batch_inference_are_cached(ray_cluster, tmp_path):
     import numpy as np
 
     from interest_model.models.item_encoder import ItemEncoder, ItemEncoderConfig, load_tokenizer
-    from interest_model.models.features import EmbedConfig, cache_key
+    from interest_model.models.features import EmbedConfig, cache_key, encode_locally
     from ray_jobs.embed import item_features
     from tests.models import tiny_model_dir
 
     path = tiny_model_dir(tmp_path, "bert")
     cfg = ItemEncoderConfig(model=str(path), max_length=16)
-    embed = EmbedConfig(cache_dir=str(tmp_path / "cache"), batch_size=3, actors=2, cpus_per_actor=0.5)
+    embed = EmbedConfig(cache_dir=str(tmp_path / "cache"), batch_size=3, actors=2, cpus_per_actor=0.5, local_below=0)
     texts = [f"Title: item {i}; Genres: g{i % 3}" for i in range(10)]
+    assert encode_locally(len(texts), cfg, embed.model_copy(update={"local_below": 11}))
+    assert not encode_locally(len(texts), cfg, embed)
     feats = item_features(texts, cfg, embed)
     assert feats.shape == (11, 32) and not feats[0].any()
     direct = ItemEncoder.from_config(cfg).encode(texts, load_tokenizer(str(path)), max_length=16)
@@ -68,5 +70,8 @@ def test_item_features_by_batch_inference_are_cached(ray_cluster, tmp_path):
     cached = list((tmp_path / "cache").glob("*.npy"))
     assert len(cached) == 1
     assert np.array_equal(item_features(texts, cfg, embed), feats)  # from the cache
+    # A small catalog of a small encoder: in this process, the same features.
+    local = item_features(texts, cfg, embed.model_copy(update={"local_below": 11, "cache_dir": str(tmp_path / "l")}))
+    assert np.allclose(local, feats, atol=1e-5)
     assert cache_key(texts[:-1] + ["changed"], cfg) != cache_key(texts, cfg)
     assert cache_key(texts, cfg.model_copy(update={"pooling": "cls"})) != cache_key(texts, cfg)

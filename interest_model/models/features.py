@@ -23,6 +23,30 @@ class EmbedConfig(Frozen):
     actors: int = 1
     cpus_per_actor: float = 1.0
     gpus_per_actor: float = 0.0
+    # A catalog of fewer items is encoded in the job's own process when no GPU is asked for and
+    # the encoder's weights are small (LOCAL_MAX_WEIGHT_BYTES): starting a pool of actors that
+    # each load the encoder costs more than encoding it (docs/design.md). 0: always the pool.
+    local_below: int = 2000
+
+
+# A larger encoder always goes to the pool: the driver may run on a small head node.
+LOCAL_MAX_WEIGHT_BYTES = 512 * 2**20
+
+
+def weight_bytes(model: str) -> int | None:
+    """The size of a local model folder's weight files; None for a hub id (unknown here)."""
+    path = Path(resolve_model_path(model))
+    if not path.is_dir():
+        return None
+    return sum(f.stat().st_size for pattern in ("*.safetensors", "*.bin", "*.pt") for f in path.glob(pattern))
+
+
+def encode_locally(n_items: int, cfg: ItemEncoderConfig, embed: EmbedConfig) -> bool:
+    """Whether ``n_items`` texts are encoded in this process rather than by a pool of actors."""
+    if n_items >= embed.local_below or embed.gpus_per_actor > 0:
+        return False
+    size = weight_bytes(cfg.model)
+    return size is not None and size <= LOCAL_MAX_WEIGHT_BYTES
 
 
 def cache_key(texts: list[str], cfg: ItemEncoderConfig) -> str:
