@@ -119,6 +119,7 @@ def run_predict(cfg: PredictConfig) -> dict:
                                "scheme": cfg.data.scheme, "item_store": store},
         compute=ray.data.ActorPoolStrategy(size=cfg.actors), num_cpus=cfg.cpus_per_actor)
     staged = io.begin_staged_dir(cfg.output_dir)
+    io.remove(io.join(staged, "predictions"))  # an object store's earlier parts (a local stage is fresh)
     out_fs, out_path = io.filesystem(io.join(staged, "predictions"))
     out_fs.create_dir(out_path, recursive=True)
     written, errors, files, writer = 0, 0, [], None

@@ -24,16 +24,19 @@ def _scenario(model_dir):
 
 
 def test_predict_every_user_then_fresh_logs_then_a_list(ray_cluster, tiny_data, tiny_prepared, tiny_pretrained,
-                                                         tmp_path, capsys):
+                                                         tmp_path, capsys, monkeypatch):
     from interest_model.data.prepared import PreparedData
+
+    monkeypatch.setattr("ray_jobs.predict.ROWS_PER_FILE", 10)  # several part files from a few users
 
     scenario = _scenario(tiny_pretrained)
     out = tmp_path / "predict"
     base = ["model=null", f"model_dir={tiny_pretrained}", f"data.prepared={tiny_prepared}",
             f"data.scenario={scenario}", f"output_dir={out}", "include_vector=true", "k=5"]
-    code, printed = _run(capsys, *base)
+    code, printed = _run(capsys, *base, "batch_size=8")
     assert code == 0, printed.err
     manifest = json.loads((out / "manifest.json").read_text())
+    assert len(manifest["files"]) > 1
     rows = pd.read_parquet(out / "predictions")
     users = PreparedData(str(tiny_prepared)).sequences(scenario, columns=["user_id"])["user_id"]
     assert manifest["rows"] == len(rows) == users.nunique() and manifest["errors"] == 0
@@ -52,13 +55,15 @@ def test_predict_every_user_then_fresh_logs_then_a_list(ray_cluster, tiny_data, 
     fresh = pd.read_parquet(tmp_path / "from-raw" / "predictions").set_index("user_id").sort_index()
     assert list(fresh.index) == sorted(rows["user_id"])
     assert fresh["items"].map(list).tolist() == rows.set_index("user_id").sort_index()["items"].map(list).tolist()
+    # A list of users, the model and the output named by URIs (read and written through pyarrow).
     listed = [*sorted(users.unique())[:3], "nobody-1", "nobody-2"]
-    code, printed = _run(capsys, *base, f"data.users={json.dumps(listed)}", "until=test")
+    code, printed = _run(capsys, *base, f"data.users={json.dumps(listed)}", "until=test",
+                         f"model_dir=file://{tiny_pretrained}", f"output_dir=file://{out}")
     assert code == 0, printed.err
     assert "2 listed users unknown" in printed.out
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["rows"] == 3 and manifest["unknown_users"] == 2 and manifest["unknown_user_ids"] == listed[3:]
-    assert len(pd.read_parquet(out / "predictions")) == 3
+    assert len(pd.read_parquet(out / "predictions")) == 3  # nothing left of the earlier run's parts
 
 
 def test_predict_bad_input_is_one_line_and_keeps_the_output(ray_cluster, tiny_prepared, tiny_pretrained, tmp_path,
