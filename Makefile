@@ -13,7 +13,7 @@ export DS_ACCELERATOR := cpu
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test benchmark bench serve-config clean
+.PHONY: install demo test docs benchmark-quality benchmark-speed serve-config clean
 
 install: $(STAMP)
 
@@ -58,11 +58,14 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-# The README's quality tables, each one `interest benchmark` (times on 2 cores in README):
-# ml1m (in-domain, 26 min), s1 (39 min), s2 (about 100 min), s3 (about 60 min), s4 (several sources).
-# One of them: make benchmark BENCHMARKS=s1
+# The documentation site, strictly (a broken link fails), into site/.
+docs: $(STAMP)
+	$(PY) -m mkdocs build --strict
+
+# The model-quality tables of docs/evaluation.md, each one `interest benchmark` (hours on 2 cores:
+# docs/evaluation.md has each one's time). One of them: make benchmark-quality BENCHMARKS=s1
 BENCHMARKS ?= ml1m s1 s2 s3 s4
-benchmark: $(STAMP)
+benchmark-quality: $(STAMP)
 	@$(PY) -m ray_jobs.cli data fetch movielens --data-dir $(DATA_DIR)/raw --quiet
 	@for prep in demo ml1m_genres ml1m_genres_ml100k; do \
 		$(PY) -m ray_jobs.cli prepare --config ray_jobs/configs/$$prep.yaml --set input.root=$(DATA_DIR)/raw || exit 1; \
@@ -72,7 +75,8 @@ benchmark: $(STAMP)
 		$(PY) -m ray_jobs.cli benchmark --config ray_jobs/configs/benchmark_$$b.yaml || exit 1; \
 	done
 
-bench: $(STAMP)
+# The speed benchmarks of docs/serving_speed.md and docs/data.md (after `make demo`).
+benchmark-speed: $(STAMP)
 	$(PY) -m pip install --disable-pip-version-check -q -e ".[bench]"
 	$(PY) benchmarks/bench_prepare.py --data-dir $(DATA_DIR)/raw
 	$(PY) benchmarks/bench_train_step.py

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -19,14 +20,60 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("INTEREST_PSEUDONYM_KEY", "")  # tests choose keys explicitly
 # Ray Train's controller notices a finished worker group at its next health check (every 2 s by
 # default): the suite runs dozens of runs of a few seconds, so it looks more often. Set before any
-# cluster starts (the session's, the README block's nodes) so their processes inherit it.
+# cluster starts (the session's, the multi-node block's nodes) so their processes inherit it.
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
 
 
+BLOCK = pytest.StashKey()  # docs/cluster.md's multi-node block, running in the background
+
+
+def needs_ray(item) -> bool:
+    return item.get_closest_marker("ray") is not None or "ray_cluster" in getattr(item, "fixturenames", ())
+
+
 def pytest_collection_modifyitems(config, items):
-    """Multi-node tests first: their `ray start` cluster must come and go before this session's
-    own local cluster starts (two clusters on one machine collide)."""
-    items.sort(key=lambda item: item.get_closest_marker("multinode") is None)
+    """The tests without Ray first, then the multi-node tests, then those on this session's own
+    cluster: the multi-node block's `ray start` cluster runs while the first ones do and must be
+    gone before the session's cluster starts (two clusters on one machine collide)."""
+    items.sort(key=lambda item: 1 if item.get_closest_marker("multinode") else 2 if needs_ray(item) else 0)
+
+
+def pytest_collection_finish(session):
+    """Start the multi-node block now: it is mostly waiting (nodes, job start-ups), the tests
+    without Ray are mostly computing, and the two overlap (tests/test_multinode_ray.py)."""
+    if session.config.option.collectonly or not any(i.get_closest_marker("multinode") for i in session.items):
+        return
+    from tests.test_multinode_ray import Block
+
+    session.config.stash[BLOCK] = Block()
+
+
+@pytest.fixture(scope="session")
+def multinode_block(request):
+    """The block the session started (or, when it did not, one started now); stopped after."""
+    from tests.test_multinode_ray import Block
+
+    block = request.config.stash.get(BLOCK, None) or Block()
+    request.config.stash[BLOCK] = block
+    yield block
+    block.stop()
+
+
+def pytest_sessionfinish(session):
+    block = session.config.stash.get(BLOCK, None)
+    if block is not None:
+        block.stop()  # an interrupted session leaves no cluster behind
+
+
+@pytest.fixture(autouse=True)
+def _no_ray_without_the_marker(request):
+    """A test ordered among those without Ray must not start (or join) one: the multi-node
+    block's cluster is running then."""
+    yield
+    if not needs_ray(request.node) and "ray" in sys.modules:
+        import ray
+
+        assert not ray.is_initialized(), f"{request.node.nodeid} uses Ray: mark it `ray`"
 
 
 @pytest.fixture(scope="session")

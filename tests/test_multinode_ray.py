@@ -1,18 +1,23 @@
 """A real multi-node Ray cluster on this machine (a head without CPUs and a worker node, each its
-own `ray start`), driven by the exact lines of README's "Try it on one machine" block: jobs go
-through the Jobs API with `interest submit`, finish SUCCEEDED, stream their logs and leave their
-outputs in the shared storage path; a job with a broken config ends FAILED, saying why.
+own `ray start`), driven by the exact lines of the "Try it on one machine" block of
+docs/cluster.md: jobs go through the Jobs API with `interest submit`, finish SUCCEEDED, stream
+their logs and leave their outputs in the shared storage path (prepare, pretrain, then predict
+with the model it made); a job with a broken config ends FAILED, saying why.
 
-These tests run first in a session (tests/conftest.py orders them), before the session's own
-local cluster exists, and the block ends with `ray stop`."""
+The block starts with the session and runs while the tests without Ray do; this test waits for
+it, before the session's own local cluster exists (tests/conftest.py orders them), and the block
+ends with `ray stop`."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -38,10 +43,10 @@ print(json.dumps({"nodes": nodes, "jobs": jobs}))
 """.strip()
 
 
-def readme_commands() -> list[str]:
-    text = (REPO / "README.md").read_text()
+def block_commands() -> list[str]:
+    text = (REPO / "docs" / "cluster.md").read_text()
     block = re.search(r"<!-- local-cluster:begin -->\s*```bash\n(.*?)```\s*<!-- local-cluster:end -->", text, re.S)
-    assert block, "README lost its local-cluster block"
+    assert block, "docs/cluster.md lost its local-cluster block"
     return [line for line in block.group(1).splitlines() if line.strip() and not line.startswith("#")]
 
 
@@ -49,37 +54,72 @@ def _run(cmd: str, env: dict, timeout: float = 600) -> subprocess.CompletedProce
     return subprocess.run(["bash", "-c", cmd], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.fixture(scope="module")
-def shell_env(tmp_path_factory):
+def block_env(shared: Path) -> dict:
+    """The block's shell: this venv's commands, a fresh shared folder, never an outside cluster."""
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    env["SHARED"] = str(tmp_path_factory.mktemp("shared"))
+    env["SHARED"] = str(shared)
     env["INTEREST_TRACEBACK"] = "1"  # the nodes' environment: a failing job's log shows where
-    yield env
-    subprocess.run([str(BIN / "ray"), "stop", "--force"], capture_output=True, timeout=120, env=env)
+    return env
 
 
-def test_readme_local_cluster_runs_jobs_through_the_jobs_api(shell_env):
-    commands = readme_commands()
+class Block:
+    """The docs' block but its last line (`ray stop`), running in the background: started when
+    the session starts (tests/conftest.py), while the tests that need no Ray run; the test below
+    waits for it. Its output goes to a file (a pipe nobody reads would stall it)."""
+
+    def __init__(self):
+        self.work = Path(tempfile.mkdtemp(prefix="interest-block-"))
+        (self.work / "shared").mkdir()
+        self.env = block_env(self.work / "shared")
+        self.log = self.work / "block.log"
+        self.stopped = False
+        script = "set -euo pipefail\n" + "\n".join(block_commands()[:-1])
+        with open(self.log, "w") as out:
+            self.proc = subprocess.Popen(["bash", "-c", script], cwd=REPO, env=self.env, stdout=out,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait(self, timeout: float) -> tuple[int, str]:
+        code = self.proc.wait(timeout=timeout)
+        return code, self.log.read_text()
+
+    def stop(self) -> None:
+        """`ray stop` (the block's last line, or after a failure), then the files; once."""
+        if self.stopped:
+            return
+        self.stopped = True
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=60)
+        subprocess.run([str(BIN / "ray"), "stop", "--force"], capture_output=True, timeout=120, env=self.env)
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+def test_the_docs_local_cluster_runs_jobs_through_the_jobs_api(multinode_block):
+    block = multinode_block
+    commands = block_commands()
     assert commands[-1] == "ray stop"
-    script = "set -euo pipefail\n" + "\n".join(commands[:-1])
-    done = _run(script, shell_env, timeout=900)
-    log = done.stdout + done.stderr
-    assert done.returncode == 0, log[-5000:]
+    code, log = block.wait(timeout=900)
+    assert code == 0, log[-5000:]
+    shell_env = block.env
     shell_env["RAY_AUTH_MODE"] = "token"  # as the block exported it: clients send the token
     dashboard = "http://127.0.0.1:" + re.search(r"--dashboard-port=(\d+)", " ".join(commands)).group(1)
     state = json.loads(_run(f"python -c '{STATE}' {dashboard}", shell_env).stdout)
     assert len(state["nodes"]) == 2 and sum(n["head"] for n in state["nodes"]) == 1
     assert [n["cpus"] for n in state["nodes"] if n["head"]] == [0]  # the work ran on the worker node
     assert sorted((j["module"], j["status"]) for j in state["jobs"]) == [
-        ("ray_jobs.prepare", "SUCCEEDED"), ("ray_jobs.pretrain", "SUCCEEDED")]
+        ("ray_jobs.predict", "SUCCEEDED"), ("ray_jobs.prepare", "SUCCEEDED"), ("ray_jobs.pretrain", "SUCCEEDED")]
 
     shared = Path(shell_env["SHARED"])
     assert (shared / "prepared" / "manifest.json").is_file()
     assert (shared / "models" / "pretrained" / "config.json").is_file()
     assert list((shared / "runs").glob("*/checkpoint_*")) or list((shared / "runs").rglob("checkpoint_*"))
-    # the jobs' own output, streamed: prepare's summary, pretrain's export line, both final states
-    assert "manifest: " in log and "model exported to" in log and log.count(": SUCCEEDED") == 2
+    # every user's predictions, written by actors on the worker node into the shared folder
+    predicted = json.loads((shared / "predictions" / "manifest.json").read_text())
+    assert predicted["rows"] > 0 and predicted["errors"] == 0
+    assert all((shared / "predictions" / f).is_file() for f in predicted["files"])
+    # the jobs' own output, streamed: prepare's summary, pretrain's export line, the final states
+    assert "manifest: " in log and "model exported to" in log and log.count(": SUCCEEDED") == 3
 
     # A broken config: the job fails at once, and its logs say what is wrong.
     broken = _run("interest submit pretrain --address " + dashboard + " -- --config ray_jobs/configs/pretrain_tiny.yaml"

@@ -25,7 +25,7 @@ class EmbedConfig(Frozen):
     gpus_per_actor: float = 0.0
     # A catalog of fewer items is encoded in the job's own process when no GPU is asked for and
     # the encoder's weights are small (LOCAL_MAX_WEIGHT_BYTES): starting a pool of actors that
-    # each load the encoder costs more than encoding it (docs/design.md). 0: always the pool.
+    # each load the encoder costs more than encoding it (docs/training.md). 0: always the pool.
     local_below: int = 2000
 
 
