@@ -1,18 +1,7 @@
-"""Readers: turn raw input records into rows of the canonical schema, before validation.
-
-Every text format is read line by line: a batch of raw lines (bytes, with their file and
-1-based line number) goes in, a DataFrame of string fields comes out, one row per line, with
-``reason`` set where the line itself is unreadable (bad UTF-8, wrong field count, bad JSON).
-Nothing is dropped here; validation (``validate.py``) types the fields and adds the other
-reasons. Parquet input arrives as column batches instead of lines.
-
-Formats:
-  recbole   RecBole atomic files (.inter / .item, tab-separated, ``name:type`` header)
-  ml-1m     original MovieLens-1M (ratings.dat, movies.dat; ``::``-separated, latin-1)
-  ml-100k   original MovieLens-100K (u.data tab-separated, u.item ``|``-separated, latin-1)
-  amazon    Amazon Reviews 2023 JSONL (reviews + item metadata; a category is a scenario)
-  generic   CSV / TSV / JSONL / Parquet with a column mapping from the config
-"""
+"""What every reader shares: the raw fields, the record cleaning, and :class:`Reader`, which
+turns a batch of raw lines (or a Parquet frame) into rows of raw canonical fields with a reject
+reason where a line is unreadable. A format is a :class:`Reader` with its field-extraction
+functions (``fields.py``) and defaults, built by one module of this package."""
 
 from __future__ import annotations
 
@@ -35,12 +24,6 @@ BOOKKEEPING = ("path", "line_no", "reason", "raw")
 # Fields without which no record of a kind is usable; a file that never has one is refused.
 REQUIRED = {"interactions": ("user_id", "item_id", "timestamp"), "items": ("item_id",)}
 SAMPLE_RECORDS = 20  # records of each file parsed on the driver before the job starts
-
-ML_100K_GENRES = (
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
-    "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi",
-    "Thriller", "War", "Western",
-)
 _TITLE_YEAR = re.compile(r"^(.*\S)\s*\((\d{4})\)\s*$")
 
 
@@ -97,6 +80,12 @@ def _clean(value: Any) -> str | None:
 
 
 Names = str | tuple[str, ...] | None
+
+
+def _names(names: Names) -> tuple[str, ...]:
+    if names is None:
+        return ()
+    return (names,) if isinstance(names, str) else tuple(names)
 
 
 @dataclass(frozen=True)
@@ -298,188 +287,19 @@ def _raw_for_rejects(line: bytes, encoding: str) -> str:
     return line.decode(encoding, errors="backslashreplace").rstrip("\r\n")
 
 
-# ---------------------------------------------------------------------------------------------
-# Field extraction per format. Each takes the reader, the split record and the header index.
+@dataclass(frozen=True)
+class Options:
+    """What a source's config says of its files; a format fills in the rest with its defaults."""
 
+    encoding: str | None = None
+    file_type: str | None = None
+    interaction_columns: dict | None = None
+    item_columns: dict | None = None
+    category_separator: str | None = None
+    keep_raw: bool = False
 
-def _names(names: Names) -> tuple[str, ...]:
-    if names is None:
-        return ()
-    return (names,) if isinstance(names, str) else tuple(names)
+    def interactions(self, default: Columns) -> Columns:
+        return Columns(**{**default.__dict__, **(self.interaction_columns or {})})
 
-
-def _cell(cells: Sequence[str], header: dict[str, int], names: Names) -> str | None:
-    for name in _names(names):
-        if name in header:
-            return _clean(cells[header[name]])
-    return None
-
-
-def _get(obj: dict, names: Names) -> Any:
-    for name in _names(names):
-        if name in obj:
-            return obj[name]
-    return None
-
-
-def _split_categories(text: str | None, sep: str | None) -> list[str] | None:
-    if _blank(text):
-        return None
-    parts = [p.strip() for p in (text.split(sep) if sep else [text])]
-    return [p for p in parts if p] or None
-
-
-def _header_interaction(reader: Reader, cells: list[str], header: dict[str, int]) -> dict:
-    if len(cells) != len(header):
-        raise ValueError("field count differs from header")
-    c = reader.interaction_columns
-    return {
-        "user_id": _cell(cells, header, c.user_id),
-        "item_id": _cell(cells, header, c.item_id),
-        "timestamp": _cell(cells, header, c.timestamp),
-        "value": _cell(cells, header, c.value),
-        "event_type": _cell(cells, header, c.event_type),
-        "scenario_hint": _cell(cells, header, c.scenario),
-    }
-
-
-def _header_item(reader: Reader, cells: list[str], header: dict[str, int]) -> dict:
-    if len(cells) != len(header):
-        raise ValueError("field count differs from header")
-    c = reader.item_columns
-    used = c.used()
-    attributes = {k: _clean(cells[i]) for k, i in header.items() if k not in used and _clean(cells[i])}
-    return {
-        "item_id": _cell(cells, header, c.item_id),
-        "title": _cell(cells, header, c.title),
-        "description": _cell(cells, header, c.description),
-        "categories": _split_categories(_cell(cells, header, c.categories), reader.category_separator),
-        "year": _year(_cell(cells, header, c.year)),
-        "attributes": _json_or_none(attributes),
-        "scenario_hint": _cell(cells, header, c.scenario),
-    }
-
-
-def _json_or_none(attributes: dict) -> str | None:
-    """Free attributes travel as a JSON object string (Arrow-friendly whatever the keys)."""
-    return json.dumps(attributes, ensure_ascii=False, sort_keys=True, default=str) if attributes else None
-
-
-def _year(text: str | None) -> str | None:
-    """'1995', '1995.0', '01-Jan-1995' -> '1995'; anything else -> None."""
-    if _blank(text):
-        return None
-    m = re.search(r"(1[89]\d\d|2\d\d\d)", text)
-    return m.group(1) if m else None
-
-
-def _fixed(n_fields: int, user: int, item: int, value: int | None, ts: int):
-    def parse(reader: Reader, cells: list[str], header: dict) -> dict:
-        if len(cells) != n_fields:
-            raise ValueError(f"expected {n_fields} fields")
-        return {
-            "user_id": _clean(cells[user]),
-            "item_id": _clean(cells[item]),
-            "value": _clean(cells[value]) if value is not None else None,
-            "timestamp": _clean(cells[ts]),
-        }
-
-    return parse
-
-
-def _ml1m_movie(reader: Reader, cells: list[str], header: dict) -> dict:
-    if len(cells) != 3:
-        raise ValueError("movies.dat has 3 fields")
-    title, year = split_title_year(_clean(cells[1]))
-    return {"item_id": _clean(cells[0]), "title": title, "year": year,
-            "categories": _split_categories(cells[2], "|")}
-
-
-def _ml100k_movie(reader: Reader, cells: list[str], header: dict) -> dict:
-    if len(cells) != 5 + len(ML_100K_GENRES):
-        raise ValueError("u.item has 24 fields")
-    title, year = split_title_year(_clean(cells[1]))
-    flags = cells[5:]
-    genres = [g for g, f in zip(ML_100K_GENRES, flags) if f.strip() == "1" and g != "unknown"]
-    attributes = {k: v for k, v in (("release_date", _clean(cells[2])), ("imdb_url", _clean(cells[4]))) if v}
-    return {"item_id": _clean(cells[0]), "title": title, "year": year or _year(cells[2]),
-            "categories": genres or None, "attributes": _json_or_none(attributes)}
-
-
-def _json_interaction(reader: Reader, obj: dict, header: dict) -> dict:
-    c = reader.interaction_columns
-    get = lambda names: _clean(_get(obj, names))  # noqa: E731
-    return {"user_id": get(c.user_id), "item_id": get(c.item_id), "timestamp": get(c.timestamp),
-            "value": get(c.value), "event_type": get(c.event_type), "scenario_hint": get(c.scenario)}
-
-
-def _json_item(reader: Reader, obj: dict, header: dict) -> dict:
-    c = reader.item_columns
-    used = c.used()
-    cats = _get(obj, c.categories)
-    if isinstance(cats, str):
-        cats = _split_categories(cats, reader.category_separator)
-    elif isinstance(cats, list):
-        cats = [str(x).strip() for x in cats if not _blank(str(x))] or None
-    desc = _get(obj, c.description)
-    if isinstance(desc, list):
-        desc = " ".join(str(x) for x in desc if x)
-    attributes = {k: v for k, v in obj.items() if k not in used and v not in (None, "", [], {})}
-    year = _get(obj, c.year)
-    return {
-        "item_id": _clean(_get(obj, c.item_id)),
-        "title": _clean(_get(obj, c.title)),
-        "description": _clean(desc),
-        "categories": cats,
-        "year": _year(str(year)) if year is not None else None,
-        "attributes": _json_or_none(attributes),
-        "scenario_hint": _clean(_get(obj, c.scenario)),
-    }
-
-
-_RECBOLE_INTER = Columns(user_id="user_id", item_id="item_id", timestamp="timestamp", value="rating")
-_RECBOLE_ITEM = Columns(item_id="item_id", title=("movie_title", "title", "name"),
-                        year=("release_year", "year"), categories=("genre", "class", "categories"))
-_AMAZON_INTER = Columns(user_id="user_id", item_id="parent_asin", timestamp="timestamp", value="rating")
-_AMAZON_ITEM = Columns(item_id="parent_asin", title="title", description="description",
-                       categories="categories", scenario="main_category")
-
-
-def make_reader(fmt: str, *, encoding: str | None = None, file_type: str | None = None,
-                interaction_columns: dict | None = None, item_columns: dict | None = None,
-                category_separator: str | None = None, keep_raw: bool = False) -> Reader:
-    """Build the reader for a source's format; ``*_columns`` override the format's defaults."""
-    def cols(default: Columns, override: dict | None) -> Columns:
-        return Columns(**{**default.__dict__, **(override or {})})
-
-    if fmt == "recbole":
-        return Reader("recbole", encoding or "utf-8", "\t", has_header=True,
-                      interaction_columns=cols(_RECBOLE_INTER, interaction_columns),
-                      item_columns=cols(_RECBOLE_ITEM, item_columns),
-                      category_separator=category_separator or " ", keep_raw=keep_raw,
-                      interaction_fn=_header_interaction, item_fn=_header_item)
-    if fmt == "ml-1m":
-        return Reader("ml-1m", encoding or "latin-1", "::", keep_raw=keep_raw,
-                      interaction_fn=_fixed(4, 0, 1, 2, 3), item_fn=_ml1m_movie)
-    if fmt == "ml-100k":
-        return Reader("ml-100k", encoding or "latin-1", "\t", keep_raw=keep_raw, item_delimiter="|",
-                      interaction_fn=_fixed(4, 0, 1, 2, 3), item_fn=_ml100k_movie)
-    if fmt == "amazon":
-        return Reader("amazon", encoding or "utf-8", None,
-                      interaction_columns=cols(_AMAZON_INTER, interaction_columns),
-                      item_columns=cols(_AMAZON_ITEM, item_columns),
-                      category_separator=category_separator, keep_raw=keep_raw,
-                      interaction_fn=_json_interaction, item_fn=_json_item)
-    if fmt == "generic":
-        kind = file_type or "csv"
-        if kind not in ("csv", "tsv", "jsonl", "parquet"):
-            raise ReaderError(f"generic: unknown file_type {kind!r} (csv, tsv, jsonl, parquet)")
-        line_based = kind in ("csv", "tsv")
-        return Reader("generic", encoding or "utf-8", {"csv": ",", "tsv": "\t"}.get(kind),
-                      has_header=line_based,
-                      interaction_columns=cols(Columns(title=None), interaction_columns),
-                      item_columns=cols(Columns(), item_columns),
-                      category_separator=category_separator or "|", keep_raw=keep_raw,
-                      interaction_fn=_header_interaction if line_based else _json_interaction,
-                      item_fn=_header_item if line_based else _json_item)
-    raise ReaderError(f"unknown format {fmt!r} (recbole, ml-1m, ml-100k, amazon, generic)")
+    def items(self, default: Columns) -> Columns:
+        return Columns(**{**default.__dict__, **(self.item_columns or {})})
