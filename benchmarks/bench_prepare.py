@@ -17,7 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from interest_model.data.config import PrepareConfig  # noqa: E402
 from interest_model.data.fetch import fetch_movielens  # noqa: E402
-from interest_model.data.pipeline import PandasEngine, run_prepare  # noqa: E402
+from interest_model.data.engine import PandasEngine  # noqa: E402
+from interest_model.data.pipeline import run_prepare  # noqa: E402
 from ray_jobs.common import init_ray, setup_logging  # noqa: E402
 
 COUNTS = ("input_rows", "kept_rows", "duplicate_rows", "rejected_rows", "kcore_removed_rows", "scenarios", "splits")

@@ -15,7 +15,9 @@ import pyarrow.parquet as pq
 
 from interest_model import io
 from interest_model.data.config import PrepareConfig
-from interest_model.data.pipeline import STEPS, check_inputs, read_file_bytes, run_prepare, summary, to_arrow
+from interest_model.data.engine import read_file_bytes, to_arrow
+from interest_model.data.manifest import summary
+from interest_model.data.pipeline import STEPS, check_inputs, run_prepare
 from ray_jobs.common import job_session, run_main, task_shuffle
 from ray_jobs.console import CONSOLE
 

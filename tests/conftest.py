@@ -129,7 +129,8 @@ def tiny_config(root: Path, out: Path, *extra: str):
 @pytest.fixture(scope="session")
 def tiny_prepared(tmp_path_factory, tiny_data) -> Path:
     """The synthetic dataset, prepared (single-process engine: fast and identical)."""
-    from interest_model.data.pipeline import PandasEngine, run_prepare
+    from interest_model.data.engine import PandasEngine
+    from interest_model.data.pipeline import run_prepare
 
     out = tmp_path_factory.mktemp("tiny-prepared")
     run_prepare(tiny_config(tiny_data, out), PandasEngine())
@@ -143,7 +144,8 @@ def tiny_genres(tmp_path_factory, tiny_data) -> Path:
     import yaml
 
     from interest_model.data.config import PrepareConfig
-    from interest_model.data.pipeline import PandasEngine, run_prepare
+    from interest_model.data.engine import PandasEngine
+    from interest_model.data.pipeline import run_prepare
 
     out = tmp_path_factory.mktemp("tiny-genres")
     data = yaml.safe_load((CONFIGS / "tiny.yaml").read_text())

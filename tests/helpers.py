@@ -7,7 +7,8 @@ from pathlib import Path
 import pandas as pd
 
 from interest_model.data.config import PrepareConfig
-from interest_model.data.pipeline import PandasEngine, run_prepare
+from interest_model.data.engine import PandasEngine
+from interest_model.data.pipeline import run_prepare
 
 
 def write(path: Path, text: str | bytes, crlf: bool = False) -> Path:

@@ -23,7 +23,9 @@ from hypothesis import strategies as st
 
 from interest_model.data import schema
 from interest_model.data.items import ItemLookup
-from interest_model.data.pipeline import PandasEngine, check_manifest, run_prepare
+from interest_model.data.engine import PandasEngine
+from interest_model.data.manifest import check_manifest
+from interest_model.data.pipeline import run_prepare
 from interest_model.data.readers import ReaderError
 from interest_model.data.validate import Pseudonymizer, SourceRules, validate_block
 from tests.helpers import config, run, table, write

@@ -7,7 +7,8 @@ import pytest
 
 from interest_model.data.config import PrepareConfig
 from interest_model.data.fetch import MOVIELENS_ROWS, FetchError, fetch_movielens
-from interest_model.data.pipeline import PandasEngine, run_prepare
+from interest_model.data.engine import PandasEngine
+from interest_model.data.pipeline import run_prepare
 from tests.conftest import CONFIGS
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]

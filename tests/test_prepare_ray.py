@@ -12,7 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from interest_model.data.pipeline import PandasEngine, run_prepare
+from interest_model.data.engine import PandasEngine
+from interest_model.data.pipeline import run_prepare
 from interest_model.data.validate import validate_block
 from ray_jobs import prepare as prepare_job
 from tests.conftest import CONFIGS, tiny_config
@@ -61,7 +62,7 @@ def test_ray_job_matches_reference_and_writes_to_a_uri(ray_cluster, tiny_data, t
 
 def test_parsing_runs_block_parallel(ray_cluster, tiny_data):
     from interest_model import io
-    from interest_model.data.pipeline import chunk_files
+    from interest_model.data.engine import chunk_files
     from interest_model.data.readers import make_reader
 
     engine = prepare_job.RayDataEngine()

@@ -227,7 +227,8 @@ def main(argv=None) -> int:
     if args.prepared is None:
         if not args.tiny:
             p.error("--prepared: prepared data with the ML-1M scenario (see benchmarks/gpu/run.sh)")
-        from interest_model.data.pipeline import PandasEngine, run_prepare
+        from interest_model.data.engine import PandasEngine
+        from interest_model.data.pipeline import run_prepare
         from interest_model.data.config import PrepareConfig
         from interest_model.data.synthetic import write_synthetic
 

@@ -1,17 +1,16 @@
 """The ``prepare`` pipeline, written once against a small engine interface.
 
-``ray_jobs.prepare`` runs it on Ray Data (block-parallel, any cluster); :class:`PandasEngine`
+``ray_jobs.prepare`` runs it on Ray Data (block-parallel, any cluster); ``engine.PandasEngine``
 runs the very same steps in one process on one DataFrame (the benchmark's baseline and the
 tests' reference). Steps: read -> parse -> validate (rejects with reasons) -> dedupe -> k-core
--> per-user sequences -> splits -> segments -> Parquet + manifest.json.
+-> per-user sequences -> splits -> segments -> Parquet + manifest.json (``manifest.py``).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterator, Protocol
+from typing import Callable
 
 import pandas as pd
 import pyarrow as pa
@@ -23,110 +22,15 @@ from interest_model.data.config import PrepareConfig, to_epoch
 from interest_model.data.items import build_items
 from interest_model.data.prepared import MANIFEST, TABLES
 from interest_model.data.readers import Reader, ReaderError, make_reader
-from interest_model.data.validate import Pseudonymizer, SourceRules, split_rejects, validate_block
+from interest_model.data.engine import (Engine, add_column, chunk_files, parse_block, to_arrow, user_split_flags,
+                                       validated_kept, validated_rejects)
+from interest_model.data.manifest import build_manifest, check_manifest
+from interest_model.data.validate import Pseudonymizer, SourceRules, validate_block
 
 log = logging.getLogger("interest.prepare")
 
 
 
-class Engine(Protocol):
-    """What the pipeline needs from an execution engine. ``D`` is the engine's dataset."""
-
-    name: str
-
-    def read_files(self, fs, paths: list[str]) -> Any: ...  # rows: path, bytes
-    def map(self, d, fn: Callable[..., Any], **kwargs) -> Any: ...  # fn(DataFrame) -> DataFrame or iterator
-    def group_map(self, d, key: str, fn: Callable[[pd.DataFrame], pd.DataFrame]) -> Any:
-        """fn gets frames that each hold complete groups of ``key`` (one or many groups)."""
-    def count_by(self, d, keys: list[str]) -> pd.DataFrame: ...  # keys + "count"
-    def sum_by(self, d, keys: list[str], column: str) -> pd.DataFrame: ...  # keys + column
-    def count(self, d) -> int: ...
-    def materialize(self, d) -> Any: ...
-    def rebatch(self, d, rows_per_block: int) -> Any:
-        """Blocks of at most ``rows_per_block`` rows, so the steps after it run in parallel."""
-    def union(self, ds: list) -> Any: ...
-    def from_pandas(self, frame: pd.DataFrame) -> Any: ...
-    def from_arrow(self, table: pa.Table) -> Any: ...
-    def to_pandas(self, d) -> pd.DataFrame: ...
-    def write_parquet(self, d, uri: str, arrow_schema: pa.Schema) -> None: ...
-
-
-# ---------------------------------------------------------------------------------------------
-# Block functions (module level so an engine can ship them to workers).
-
-
-def read_file_bytes(batch: pd.DataFrame, *, fs) -> pd.DataFrame:
-    """File paths -> (path, bytes): each file's raw bytes (``chunk_files`` decompresses)."""
-    paths = batch["path"].tolist()
-    return pd.DataFrame({"path": paths, "bytes": [io.read_bytes(fs, p) for p in paths]})
-
-
-def chunk_files(batch: pd.DataFrame, *, reader: Reader, lines_per_block: int,
-                parquet: bool) -> Iterator[pd.DataFrame]:
-    """Whole files -> blocks of records: (path, line_no, line) or Parquet row slices."""
-    for path, data in zip(batch["path"], batch["bytes"]):
-        if parquet:
-            table = pq.read_table(pa.BufferReader(data))
-            for start in range(0, table.num_rows, lines_per_block):
-                frame = table.slice(start, lines_per_block).to_pandas()
-                frame.insert(0, "__path", path)
-                frame.insert(1, "__first_row", start)
-                yield frame
-        else:
-            first = 2 if reader.has_header else 1
-            for block in io.split_lines(io.decompress(data, path), path, first, lines_per_block):
-                yield pd.DataFrame(block)
-
-
-def parse_block(batch: pd.DataFrame, *, reader: Reader, headers: dict, kind: str, parquet: bool) -> pd.DataFrame:
-    if parquet:
-        path, first = batch["__path"].iloc[0], int(batch["__first_row"].iloc[0])
-        frame = batch.drop(columns=["__path", "__first_row"])
-        fn = reader.parse_item_frame if kind == "items" else reader.parse_interaction_frame
-        return fn(frame, path, first)
-    fn = reader.parse_items if kind == "items" else reader.parse_interactions
-    return fn(batch["line"].tolist(), batch["path"].tolist(), batch["line_no"].tolist(), headers)
-
-
-def add_column(batch: pd.DataFrame, *, name: str, value: Any) -> pd.DataFrame:
-    batch[name] = value
-    return batch
-
-
-def validated_kept(batch: pd.DataFrame, *, keep_raw: bool) -> pd.DataFrame:
-    return split_rejects(batch, keep_raw)[0]
-
-
-def validated_rejects(batch: pd.DataFrame, *, keep_raw: bool) -> pa.Table:
-    return to_arrow(split_rejects(batch, keep_raw)[1], schema.REJECTS)
-
-
-def user_split_flags(batch: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame({
-        "scheme": batch["scheme"], "scenario": batch["scenario"],
-        "train": (batch["train_end"] > 0).astype("int64"),
-        "valid": (batch["valid_end"] > batch["train_end"]).astype("int64"),
-        "test": (batch["length"] > batch["valid_end"]).astype("int64"),
-        "cold_user": batch["cold_user"].astype("int64"),
-        "multi_scenario_user": batch["multi_scenario_user"].astype("int64"),
-        "users": 1,
-    })
-
-
-def to_arrow(frame: pd.DataFrame, arrow_schema: pa.Schema) -> pa.Table:
-    """A block in the exact output schema; missing columns become nulls."""
-    cols = {}
-    for f in arrow_schema:
-        if f.name in frame.columns:
-            values = frame[f.name]
-            cols[f.name] = pa.array(values.astype(object).where(values.notna(), None).tolist()
-                                    if values.dtype == object else values, type=f.type, from_pandas=True)
-        else:
-            cols[f.name] = pa.nulls(len(frame), type=f.type)
-    return pa.table(cols, schema=arrow_schema)
-
-
-# ---------------------------------------------------------------------------------------------
 
 
 def _source_files(cfg: PrepareConfig, src, kind: str):
@@ -288,7 +192,7 @@ def run_prepare(cfg: PrepareConfig, engine: Engine, progress: Callable[[str], No
 
     user_flags = engine.sum_by(engine.map(splits, user_split_flags), ["scheme", "scenario"],
                                ["train", "valid", "test", "cold_user", "multi_scenario_user", "users"])
-    manifest = _manifest(cfg, engine, input_rows=input_rows, valid_rows=valid_rows, deduped_rows=deduped_rows,
+    manifest = build_manifest(cfg, engine, input_rows=input_rows, valid_rows=valid_rows, deduped_rows=deduped_rows,
                          kept_rows=kept_rows, rejected_by_reason=rejected_by_reason, iterations=iterations,
                          items=items, counts=counts, segments=segments, user_flags=user_flags, rules=rules,
                          input_files=input_files)
@@ -329,160 +233,3 @@ def _item_rejects(rejects: pd.DataFrame, keep_raw: bool) -> pd.DataFrame:
     })
 
 
-def _manifest(cfg, engine, *, input_rows, valid_rows, deduped_rows, kept_rows, rejected_by_reason,
-              iterations, items, counts, segments, user_flags, rules, input_files) -> dict:
-    rejected_rows = sum(rejected_by_reason.values())
-    scen = {}
-    all_scheme = cfg.schemes()[0]
-    for sc in cfg.scenarios:
-        c = counts[(counts["scheme"] == all_scheme) & (counts["scenario"] == sc.name)]
-        uf = user_flags[(user_flags["scheme"] == all_scheme) & (user_flags["scenario"] == sc.name)]
-        scen[sc.name] = {
-            "role": sc.role, "source": sc.source,
-            "users": int(uf["users"].sum()),
-            "items": int(c["item_id"].nunique()),
-            "interactions": int(c["count"].sum()),
-            "catalog_items": int(items.stats["catalog_items"].get(sc.name, 0)),
-        }
-    splits: dict = {}
-    for scheme in cfg.schemes():
-        splits[scheme] = {}
-        for sc in cfg.scenarios:
-            entry = {}
-            uf = user_flags[(user_flags["scheme"] == scheme) & (user_flags["scenario"] == sc.name)]
-            seg = segments[(segments["scheme"] == scheme) & (segments["scenario"] == sc.name)]
-            for split in schema.SPLITS:
-                c = counts[(counts["scheme"] == scheme) & (counts["scenario"] == sc.name) & (counts["split"] == split)]
-                entry[split] = {"users": int(uf[split].sum()), "items": int((c["count"] > 0).sum()),
-                                "interactions": int(c["count"].sum())}
-            test_items = seg[seg["test_count"] > 0]
-            entry["segments"] = {
-                "cold_users": int(uf["cold_user"].sum()),
-                "multi_scenario_users": int(uf["multi_scenario_user"].sum()),
-                "cold_catalog_items": int(seg["cold_item"].sum()),
-                "cold_test_items": int(test_items["cold_item"].sum()),
-                "cold_test_interactions": int(test_items.loc[test_items["cold_item"], "test_count"].sum()),
-            }
-            splits[scheme][sc.name] = entry
-    return {
-        "format_version": 1,
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "engine": engine.name,
-        "config_hash": cfg.config_hash(),
-        "config": cfg.to_public_dict(),
-        "input_files": input_files,
-        "input_rows": int(input_rows),
-        "kept_rows": int(kept_rows),
-        "duplicate_rows": int(valid_rows - deduped_rows),
-        "rejected_rows": int(rejected_rows),
-        "rejected_by_reason": dict(sorted(rejected_by_reason.items())),
-        "kcore_removed_rows": int(deduped_rows - kept_rows),
-        "kcore_iterations": int(iterations),
-        "items": {k: v for k, v in items.stats.items()},
-        "pseudonymization": {"algorithm": "HMAC-SHA256", "digest_chars": cfg.pseudonymize.digest_chars,
-                             "key_env": cfg.pseudonymize.key_env},
-        "time_split": None if rules.cutoffs is None else {
-            name: {"valid_start": v, "test_start": t, "valid_start_utc": _utc(v), "test_start_utc": _utc(t)}
-            for name, (v, t) in rules.cutoffs.items()},
-        "scenarios": scen,
-        "splits": splits,
-        "outputs": {name: io.join(cfg.output_dir, name) for name in TABLES},
-    }
-
-
-def _utc(ts: int) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat()
-
-
-def check_manifest(m: dict) -> None:
-    """The row accounting must close: nothing is lost without a count."""
-    total = m["kept_rows"] + m["duplicate_rows"] + m["rejected_rows"] + m["kcore_removed_rows"]
-    if m["input_rows"] != total:
-        raise AssertionError(f"row accounting does not close: input {m['input_rows']} != kept + duplicates + "
-                             f"rejected + k-core removed = {total}")
-    if sum(m["rejected_by_reason"].values()) != m["rejected_rows"]:
-        raise AssertionError("rejected_by_reason does not sum to rejected_rows")
-
-
-def summary(m: dict) -> str:
-    """Human-readable summary of a manifest."""
-    by_source = ", ".join(f"{k} {v:,}" for k, v in m.get("input_rows_by_source", {}).items())
-    lines = [
-        f"input rows        {m['input_rows']:>12,}  ({by_source})",
-        f"kept              {m['kept_rows']:>12,}",
-        f"duplicates        {m['duplicate_rows']:>12,}",
-        f"rejected          {m['rejected_rows']:>12,}  {m['rejected_by_reason'] or ''}",
-        f"k-core removed    {m['kcore_removed_rows']:>12,}  ({m['kcore_iterations']} rounds)",
-        "",
-        f"{'scenario':<20}{'role':<8}{'users':>9}{'items':>9}{'inter.':>11}{'catalog':>9}",
-    ]
-    for name, s in m["scenarios"].items():
-        lines.append(f"{name:<20}{s['role']:<8}{s['users']:>9,}{s['items']:>9,}{s['interactions']:>11,}"
-                     f"{s['catalog_items']:>9,}")
-    for scheme, per in m["splits"].items():
-        lines.append("")
-        lines.append(f"split {scheme}: {'scenario':<16}{'train':>10}{'valid':>9}{'test':>9}"
-                     f"{'cold users':>12}{'cold test items':>17}")
-        for name, e in per.items():
-            lines.append(f"{'':<7}{name:<16}{e['train']['interactions']:>10,}{e['valid']['interactions']:>9,}"
-                         f"{e['test']['interactions']:>9,}{e['segments']['cold_users']:>12,}"
-                         f"{e['segments']['cold_test_items']:>17,}")
-    return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------------------------
-
-
-class PandasEngine:
-    """Single-process engine: a dataset is one DataFrame. The reference and the baseline."""
-
-    name = "pandas"
-
-    def read_files(self, fs, paths):
-        return read_file_bytes(pd.DataFrame({"path": paths}), fs=fs)
-
-    def map(self, d, fn, **kwargs):
-        out = fn(d, **kwargs)
-        if isinstance(out, pa.Table):
-            return out.to_pandas()
-        if isinstance(out, pd.DataFrame):
-            return out
-        frames = list(out)
-        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-    def group_map(self, d, key, fn):
-        return fn(d)
-
-    def count_by(self, d, keys):
-        return d.groupby(keys).size().reset_index(name="count")
-
-    def sum_by(self, d, keys, column):
-        cols = [column] if isinstance(column, str) else list(column)
-        return d.groupby(keys, as_index=False)[cols].sum()
-
-    def count(self, d):
-        return len(d)
-
-    def materialize(self, d):
-        return d
-
-    def rebatch(self, d, rows_per_block):
-        return d
-
-    def union(self, ds):
-        ds = [x for x in ds if len(x)] or ds[:1]
-        return pd.concat(ds, ignore_index=True)
-
-    def from_pandas(self, frame):
-        return frame
-
-    def from_arrow(self, table):
-        return table.to_pandas()
-
-    def to_pandas(self, d):
-        return d
-
-    def write_parquet(self, d, uri, arrow_schema):
-        fs, path = io.filesystem(uri)
-        fs.create_dir(path, recursive=True)
-        pq.write_table(to_arrow(d, arrow_schema), f"{path}/part-00000.parquet", filesystem=fs)
