@@ -12,34 +12,23 @@ experiment: finished trials are not run again.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
-import signal
-import threading
 from typing import Sequence
-
-import ray.tune
 
 from interest_model import io, registry
 from interest_model.data.prepared import PreparedData
 from interest_model.evaluation.config import EvaluateConfig
+from interest_model.evaluation.trials import SearchFailed, chosen, plot_params, trials_markdown
 from interest_model.experiments import TuneConfig
 from interest_model.metrics import METRIC
 from interest_model.training.config import PretrainConfig, TransferConfig
 from ray_jobs.common import job_session, run_main
 from ray_jobs.console import CONSOLE
+from ray_jobs.tune_runtime import SearchInterrupted, TrialBar, finished, fit, release_leaked_placement_groups
 
 log = logging.getLogger("interest.tune")
-
-
-class SearchInterrupted(RuntimeError):
-    """The experiment stopped before every trial ended (Ctrl+C, a lost driver): rerun to resume."""
-
-
-class SearchFailed(RuntimeError):
-    """No trial of a family completed: nothing to choose."""
 
 OURS, SASREC = "ours", "sasrec"
 
@@ -134,7 +123,7 @@ def search(cfg: TuneConfig, arm: str):
     if ray.tune.Tuner.can_restore(experiment_dir):
         log.info("%s: resuming the experiment at %s", arm, experiment_dir)
         tuner = ray.tune.Tuner.restore(experiment_dir, trainable=trainable, resume_errored=True)
-        return _finished(*_fit(tuner), cfg, experiment_dir)
+        return finished(*fit(tuner), cfg.search.num_samples, experiment_dir)
     probe = probe_config(cfg, arm)  # every searched key must be a field of the job config
     epochs = probe.train.epochs
     # max_t one past the last epoch: ASHA stops a trial that reaches max_t, and a trial that ran
@@ -159,99 +148,7 @@ def search(cfg: TuneConfig, arm: str):
                                         max_concurrent_trials=concurrent if cfg.search.algorithm == "optuna" else None),
         run_config=ray.tune.RunConfig(name=name, storage_path=storage, callbacks=[TrialBar(cfg.search.num_samples, arm)],
                                       failure_config=ray.tune.FailureConfig(max_failures=cfg.search.trial_retries)))
-    return _finished(*_fit(tuner), cfg, experiment_dir)
-
-
-class TrialBar(ray.tune.Callback):
-    """A Tune callback (on the driver) that draws the search's progress bar: trials ended, the
-    ones running, the best validation NDCG@10 so far. Tune pickles its callbacks with the
-    experiment: the bar itself is not part of that state."""
-
-    def __init__(self, total: int, arm: str):
-        self.total, self.arm = total, arm
-        self.bar, self.best, self.running = None, -math.inf, set()
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "bar": None}
-
-    def setup(self, **info) -> None:
-        self.bar = CONSOLE.bar(self.total, f"search {self.arm}", "trial")
-
-    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        self.running.add(trial.trial_id)
-        self.best = max(self.best, result.get(METRIC) or -math.inf)
-        if self.bar is not None:
-            self.bar.set_postfix_str(f"{len(self.running)} running, best validation NDCG@10 {self.best:.4f}")
-
-    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        self.running.discard(trial.trial_id)
-        if self.bar is not None:
-            self.bar.update(1)
-
-    on_trial_error = on_trial_complete
-
-    def on_experiment_end(self, trials, **info) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-def release_leaked_placement_groups(own_job: bool = False) -> None:
-    """Remove the placement groups that Ray Train runs of stopped trials left behind. Seen with Ray
-    2.60: a trial that Ctrl+C stops while its worker group starts leaves that group's placement
-    group CREATED after the job has ended. It holds its CPUs, and the resumed search's trials
-    wait for them forever. ``own_job``: this driver's groups (after an interrupted search); else
-    the non-detached groups of jobs that have ended (nothing else should own them). Needs the
-    State API (the dashboard); without it, says so and leaves them."""
-    import ray
-    from ray.util import remove_placement_group
-    from ray.util.placement_group import PlacementGroup
-    from ray.util.state import list_jobs, list_placement_groups
-
-    try:
-        if own_job:
-            owners = {ray.get_runtime_context().get_job_id()}
-        else:
-            owners = {j.job_id for j in list_jobs()
-                      if j.job_id and getattr(j.status, "value", j.status) in ("SUCCEEDED", "FAILED", "STOPPED")}
-        groups = [g for g in list_placement_groups(detail=True, limit=10_000)
-                  if g.state != "REMOVED" and not g.is_detached and g.creator_job_id in owners]
-    except Exception as exc:  # noqa: BLE001 - a cleanup aid, never the reason a search fails
-        log.warning("could not list placement groups (%s): leftover groups of stopped trials stay", exc)
-        return
-    for g in groups:
-        log.warning("removing placement group %s of job %s, left behind by a stopped trial", g.placement_group_id,
-                    g.creator_job_id)
-        with contextlib.suppress(Exception):
-            remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(g.placement_group_id))))
-
-
-def _fit(tuner):
-    """(``tuner.fit()``'s grid, whether Ctrl+C stopped it). Tune takes the first SIGINT with its own
-    handler (installed by fit, on the main thread), saves the experiment and puts the previous
-    handler back; the trials it was running come back TERMINATED, so the grid alone cannot tell
-    an interrupted search from a finished one. The handler in place afterwards can."""
-    before = signal.getsignal(signal.SIGINT)
-    catching = threading.current_thread() is threading.main_thread() and not int(
-        os.environ.get("TUNE_DISABLE_SIGINT_HANDLER", "0"))
-    try:
-        grid = tuner.fit()
-        interrupted = catching and signal.getsignal(signal.SIGINT) is before
-        if interrupted:
-            release_leaked_placement_groups(own_job=True)
-        return grid, interrupted
-    finally:
-        if catching:
-            signal.signal(signal.SIGINT, before)
-
-
-def _finished(grid, interrupted: bool, cfg: TuneConfig, experiment_dir: str):
-    """The grid, if the search was not interrupted and every trial ended (completed, stopped or
-    failed); else SearchInterrupted."""
-    ended = grid.num_terminated + grid.num_errors
-    if interrupted or len(grid) < cfg.search.num_samples or ended < len(grid):
-        raise SearchInterrupted(f"the search at {experiment_dir} was interrupted ({ended} of "
-                                f"{cfg.search.num_samples} trials ended); rerun the same command to resume it")
-    return grid
+    return finished(*fit(tuner), cfg.search.num_samples, experiment_dir)
 
 
 def trials_table(grid, experiment_dir: str) -> list[dict]:
@@ -276,67 +173,6 @@ def trials_table(grid, experiment_dir: str) -> list[dict]:
                      "error": str(result.error).strip().splitlines()[-1] if result.error else None})
     return sorted(rows, key=lambda r: -r["best"] if r["best"] == r["best"] else math.inf)
 
-
-def chosen(arm: str, rows: list[dict]) -> dict:
-    """The best completed trial by validation NDCG@10 (test metrics never enter the choice)."""
-    done = [r for r in rows if r["model"]]
-    if not done:
-        errors = [r["error"] for r in rows if r.get("error")]
-        raise SearchFailed(f"no {arm} trial completed ({len(errors)} of {len(rows)} failed"
-                           + (f"; first error: {errors[0]})" if errors else ")"))
-    return max(done, key=lambda r: r["best"])
-
-
-def trials_markdown(arm: str, rows: list[dict]) -> str:
-    keys = sorted({k for r in rows for k in r["params"]})
-    head = ["trial", *keys, "val NDCG@10", "epochs", "status"]
-    lines = [f"### Trials: {arm}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        vals = [_short(r["params"].get(k)) for k in keys]
-        lines.append("| " + " | ".join([str(r["trial"]), *vals, f"{r['best']:.4f}", str(r["epochs"]), r["status"]]) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def _short(v) -> str:
-    return f"{v:.3g}" if isinstance(v, float) else str(v)
-
-
-def plot_params(rows_by_arm: dict[str, list[dict]], out_dir: str) -> str | None:
-    """``out_dir``/tune_params.png: validation NDCG@10 against each numeric parameter (log axis
-    for spans over 10x), the parameters ordered by how strongly they rank with the metric
-    (|Spearman|). ``out_dir`` may be a URI."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import pandas as pd
-
-    panels = []
-    for arm, rows in rows_by_arm.items():
-        df = pd.DataFrame([{**r["params"], "_metric": r["best"]} for r in rows if r["best"] == r["best"]])
-        for key in [c for c in df.columns if c != "_metric"]:
-            x = pd.to_numeric(df[key], errors="coerce")
-            if x.notna().sum() >= 2 and x.nunique() > 1:
-                panels.append((abs(x.corr(df["_metric"], method="spearman")), arm, key, x, df["_metric"]))
-            elif df[key].nunique() > 1:  # categorical: metric per value
-                panels.append((0.0, arm, key, df[key].astype(str), df["_metric"]))
-    if not panels:
-        return None
-    panels.sort(key=lambda p: -(p[0] if p[0] == p[0] else 0))
-    panels = panels[:6]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.2), squeeze=False)
-    for ax, (rho, arm, key, x, y) in zip(axes[0], panels):
-        ax.scatter(x, y, s=18)
-        if x.dtype.kind == "f" and x.min() > 0 and x.max() / x.min() > 10:
-            ax.set_xscale("log")
-        ax.set_title(f"{arm}: {key}" + (f" (|rho| {rho:.2f})" if rho == rho and rho else ""), fontsize=8)
-        ax.set_ylabel("best val NDCG@10", fontsize=8)
-        ax.tick_params(labelsize=7)
-    fig.tight_layout()
-    with io.local_output(out_dir) as local:
-        fig.savefig(local / "tune_params.png", dpi=120)
-    plt.close(fig)
-    return io.join(out_dir, "tune_params.png")
 
 
 def run_tune(cfg: TuneConfig) -> dict:
