@@ -30,6 +30,7 @@ from interest_model.evaluation.scoring import ranks_for
 from interest_model.config import Frozen
 from interest_model.models.build import ItemInputs, build_model
 from interest_model.models.model import InterestModel, ModelConfig
+from interest_model.training.batches import inputs, to_device
 
 Strategy = Literal["zero_shot", "zero_shot_counts", "full", "adapter", "lora"]
 TRAINING_FREE = ("zero_shot", "zero_shot_counts")
@@ -208,8 +209,6 @@ def choose_prior_weight(model: InterestModel, counts: torch.Tensor, valid_batche
     """The popularity-prior weight with the best validation NDCG@10 (``counts`` [S, N+1]: the
     target's training interactions), set on ``model``; returns (weight, {weight: NDCG@10}). One
     pass over the validation rows: the user scores once per batch, every weight ranked on them."""
-    from interest_model.training.loop import inputs, to_device
-
     model.eval()
     model.set_prior(counts, 0.0)
     prior = model.item_prior

@@ -13,6 +13,7 @@ import torch
 from interest_model import interests
 from interest_model.catalog import Catalog
 from interest_model.models.model import InterestModel
+from interest_model.training.batches import inputs, to_device
 
 log = logging.getLogger("interest.train")
 
@@ -40,8 +41,6 @@ def marginals(model: InterestModel, b: dict[str, torch.Tensor], M: torch.Tensor,
               exclude_history: bool = True) -> np.ndarray:
     """The model's category marginals [B, C] for a batch of evaluation rows, over the items each
     row may get next (its scenario's, less its history if ``exclude_history``)."""
-    from interest_model.training.loop import inputs
-
     items, events, scen = inputs(b)
     scores = model.scores(items, events, b["scenario"], catalog=catalog_vecs, event_scenarios=scen, time=b.get("time"))
     exclude = ~model.scenario_items[b["scenario"]]
@@ -54,8 +53,6 @@ def marginals(model: InterestModel, b: dict[str, torch.Tensor], M: torch.Tensor,
 def fit_model_head(model: InterestModel, catalog: Catalog, scenarios: list[str], train_batches: Iterable[dict],
                    valid_batches: Iterable[dict], exclude_history: bool = True) -> interests.InterestHead | None:
     """The head of a trained model (None for a catalog without categories)."""
-    from interest_model.training.loop import to_device
-
     names = interests.category_names(catalog.categories)
     if not names:
         log.info("no interest head: %s", interests.NO_CATEGORIES)

@@ -16,27 +16,14 @@ import numpy as np
 import torch
 
 from interest_model import metrics
-from interest_model.data.examples import MERGED, history_of
 from interest_model.evaluation.scoring import ranks_for
 from interest_model.models.model import InterestModel
 from interest_model.metrics import METRIC
+from interest_model.training.batches import inputs, to_device
 from interest_model.training.config import TrainConfig
 from interest_model.training.optim import make_optimizer, make_scheduler
 
-BATCH_KEYS = ("items", "events", "targets", "target", "scenario", "seen", "times", "time", *MERGED)
 log = logging.getLogger("interest.train")
-
-
-def to_device(batch: dict, device) -> dict[str, torch.Tensor]:
-    return {k: torch.as_tensor(batch[k]).to(device=device, dtype=torch.long) for k in BATCH_KEYS if k in batch}
-
-
-def inputs(batch: dict[str, torch.Tensor]) -> tuple:
-    """(items, events, event scenarios or None) of a training job's batch: the merged history
-    when the job built one (its rows then carry ``merged_*``), else the target-only one."""
-    merged = "merged_items" in batch
-    items, events, scen = history_of(batch, merged)
-    return items, events, scen if merged else None
 
 
 def batch_loss(module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
