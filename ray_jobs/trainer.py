@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 from interest_model import io
@@ -158,7 +156,6 @@ def train_loop_per_worker(config: dict) -> None:
     steps_per_epoch, last_post = config["steps_per_epoch"], [0.0]
 
     def after_step(step: int) -> None:
-        _fail_once(cfg, rank, step, config["fail_marker"])
         if board is not None and time.monotonic() - last_post[0] > 1.0:
             last_post[0] = time.monotonic()
             board.update.remote({"step": step, "epoch": (step - 1) // steps_per_epoch})
@@ -226,16 +223,6 @@ def report_and_checkpoint(strategy, state: FitState, metrics: dict) -> None:
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
-def _fail_once(cfg: TrainingJobConfig, rank: int, step: int, marker: str) -> None:
-    """Resilience drill: the last worker raises once at ``train.fail_once_at_step``."""
-    at = cfg.train.fail_once_at_step
-    if at is None or step != at or rank != cfg.scaling.num_workers - 1 or os.path.exists(marker):
-        return
-    Path(marker).parent.mkdir(parents=True, exist_ok=True)
-    Path(marker).write_text(f"failed at step {step}\n")
-    raise RuntimeError(f"resilience drill: worker {rank} fails at step {step}")
-
-
 # -- on the driver ---------------------------------------------------------------------------------
 
 
@@ -254,14 +241,11 @@ def train(job: TrainingJob, train_ds, valid_ds, callbacks=()):
     log.info("%d items, %d training / %d validation sequences, %d steps/epoch/worker",
              job.catalog.size - 1, n_train, n_valid, steps_per_epoch)
     storage = io.absolute(cfg.run.storage_path)
-    # Where the resilience drill records that it has failed once (the shared storage if local).
-    marker_base = storage if not io.is_remote(storage) else tempfile.gettempdir()
     total = steps_per_epoch * cfg.train.epochs
     progress = TrainingProgress(cfg.run.name, min(total, cfg.train.max_steps or total), cfg.train.epochs).start()
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"cfg": cfg, "builder": ray.put(job.builder), "steps_per_epoch": steps_per_epoch,
-                           "fail_marker": os.path.join(marker_base, cfg.run.name, ".fail_once_marker"),
                            "progress": progress.handle},
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
                                                resources_per_worker={"CPU": cfg.scaling.cpus_per_worker}),

@@ -40,7 +40,6 @@ class TrainConfig(Frozen):
     exclude_history: bool = True  # rank unseen items only at validation
     log_every: int = 50
     shuffle_buffer: int = 2048
-    fail_once_at_step: int | None = None  # resilience drill: one worker raises once at this step
 
 
 class DeepSpeedConfig(Frozen):
