@@ -109,7 +109,7 @@ _WORKING_DIRECTORY: list[str] = []  # the directory keep_working_directory re-en
 
 def keep_working_directory() -> None:
     """A job submitted with a working_dir runs in Ray's copy of it, which was seen replaced under
-    a running driver when two consecutive jobs shipped the same package (the README's multi-node
+    a running driver when two consecutive jobs shipped the same package (docs/cluster.md's multi-node
     block): the path is there again, the driver's current directory is the removed one, and any
     later ``os.getcwd()`` (torch._dynamo's import, pathlib's resolve) fails with
     FileNotFoundError. From here on such a call re-enters the current directory by its path."""

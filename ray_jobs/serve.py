@@ -63,7 +63,7 @@ def parser() -> argparse.ArgumentParser:
 SERVE_ENV = {
     # HAProxy (C, bundled with ray[serve]) listens on :8000 of every node and forwards to the
     # ingress replicas' own HTTP servers, instead of Serve's Python proxy actor forwarding each
-    # request over a Ray actor call. Measured here (README, "Serving speed"): an empty app's CPU
+    # request over a Ray actor call. Measured here (docs/serving_speed.md): an empty app's CPU
     # per request fell from about 7 ms to about 1 ms and the endpoint's from 9.7 to about 3 ms;
     # 1.8x the endpoint's throughput at 32 clients.
     "RAY_SERVE_ENABLE_HA_PROXY": "1",

@@ -1,5 +1,5 @@
 """``interest sizing``: memory of full fine-tuning per text encoder size, from DeepSpeed's own
-estimators, for the sizing guide in README.
+estimators, for the sizing guide (docs/cluster.md).
 
     interest sizing [--gpus 1 8] [--nodes 1]
 

@@ -6,8 +6,8 @@
 
 One hop: a request goes from the proxy (HAProxy: SERVE_ENV in ray_jobs/serve.py) straight to the
 replica that answers it. Splitting the ingress from the model cost a second hop between
-deployments, which on 2 cores took more CPU per request than the model itself (README,
-"Serving speed"). The model's work (encoding, scoring, explanations, items added) runs in a
+deployments, which on 2 cores took more CPU per request than the model itself
+(docs/serving_speed.md). The model's work (encoding, scoring, explanations, items added) runs in a
 worker thread, except a recommend batch that is one call of the compiled ranker: that call keeps
 the GIL from start to end, so in a thread it would stall the event loop as long and add GIL
 hand-overs, measured at about 70 µs of CPU per request under load (``compiled_batches_on_loop``).
@@ -221,7 +221,7 @@ async def hot_recommend(request: Request):
     replica's ``InterestApi.recommend`` (the one implementation; its FastAPI route, behind this
     one, is what the OpenAPI spec shows). FastAPI's request handling (dependency solving, its
     exit stacks, the response-model check) cost about 40 µs per request in one process and 0.1 to
-    0.2 ms of the replica's CPU per request under load (README, "Serving speed"); the middleware,
+    0.2 ms of the replica's CPU per request under load (docs/serving_speed.md); the middleware,
     the exception handlers (401, 413, 422, a RequestError's status) and the 405 for another
     method are the app's, as for any route."""
     recommend = SETTINGS.recommend

@@ -54,7 +54,7 @@ class ServeConfig(JobConfig):
     # run a recommend batch on the replica's event loop when it is one compiled call (no history
     # event given by text, exact ranking): that call keeps the GIL, so a worker thread would block
     # the loop as long and only add hand-overs of the GIL, about 70 µs of CPU per request under
-    # load (README, "Serving speed"). Anything else (eager torch, text encoding, explanations,
+    # load (docs/serving_speed.md). Anything else (eager torch, text encoding, explanations,
     # items added) runs in a worker thread.
     compiled_batches_on_loop: bool = True
     # retrieval: exact search up to this many items, a faiss HNSW graph above
@@ -68,12 +68,12 @@ class ServeConfig(JobConfig):
     pseudonymize: PseudonymConfig = PseudonymConfig()
     # one INFO line per request (route, request id, hashed user, history size), beside Serve's access
     # log (route, status, latency, request id): off, as it cost 13 % of the CPU per request under
-    # load (README, "Serving speed")
+    # load (docs/serving_speed.md)
     log_requests: bool = False
     # the replica's Python garbage collector: collect the youngest generation after this many new
     # container objects (Python's default is 700). At 700 a loaded replica collected about 150 times
     # a second, each scanning the objects of the requests in flight: about 80 µs of CPU per request
-    # (README, "Serving speed"). Memory that needs it (reference cycles) is still collected.
+    # (docs/serving_speed.md). Memory that needs it (reference cycles) is still collected.
     gc_threshold: int = Field(10_000, ge=100)
     # the deployment (one: the ingress holds the model); a fixed replica count is min = max
     autoscaling: AutoscalingSpec = AutoscalingSpec()

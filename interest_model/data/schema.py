@@ -85,7 +85,6 @@ REJECTS = pa.schema(
     ]
 )
 
-SPLIT_SCHEMES = ("loo", "time")
 SPLITS = ("train", "valid", "test")
 
 # Outputs of `prepare` beyond the canonical tables.

@@ -14,10 +14,6 @@ import pandas as pd
 from interest_model.data import schema
 from interest_model.data.items import ItemLookup, normalize_frame
 
-# Columns of a validated block: the canonical interaction fields plus bookkeeping.
-VALIDATED_COLUMNS = ("user_id", "item_id", "scenario", "event_type", "timestamp", "value",
-                     "source", "path", "line_no", "reason", "raw_timestamp", "raw_item_id", "raw")
-
 
 class Pseudonymizer:
     """Keyed hash of user ids (HMAC-SHA256, hex, truncated): stable under one key, different

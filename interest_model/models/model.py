@@ -30,7 +30,7 @@ from interest_model.models.user_encoder import UserEncoder, UserEncoderConfig
 # against the unit text vector: at 1 an id row moves an item about 6x slower (in angle) than an
 # ID-only model's rows (norm 0.16 at start) move theirs, and text + ID ended level with SASRec-CE on
 # ML-1M (validation NDCG@10 0.1689 vs 0.1682 after 6 epochs, its training loss the higher); at 4 it
-# leads at every epoch (0.132 vs 0.112 after one, see README "In-domain"). Against the LayerNorm's
+# leads at every epoch (0.132 vs 0.112 after one, docs/evaluation.md, "In-domain"). Against the LayerNorm's
 # output (norm sqrt(dim)) the ids would need thousands of steps to matter at all.
 ID_RATE = 4.0
 

@@ -111,7 +111,7 @@ class UserEncoder(nn.Module):
         """``forward``'s rows [B, D] at each history's last event (position 0 of an empty one).
         In inference, a transformer's last layer computes only those rows: every position's
         keys and values, one query per history: about a quarter less time at two layers, on
-        the serving path's largest cost (README, "Serving speed")."""
+        the serving path's largest cost (docs/serving_speed.md)."""
         last = mask.sum(1).clamp(min=1) - 1
         rows = torch.arange(item_vecs.shape[0], device=item_vecs.device)
         if self.cfg.kind != "transformer" or self.training:

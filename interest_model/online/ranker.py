@@ -4,7 +4,7 @@ AOTInductor).
 
 Why one call, compiled: eager torch releases and retakes the GIL around every operation, and
 in a serving replica, whose event loop wants the GIL about half the time, each hand-over costs
-CPU and waits. Measured in one process (README, "Serving speed"): 16 histories of 20 events
+CPU and waits. Measured in one process (docs/serving_speed.md): 16 histories of 20 events
 cost 79 µs of CPU per user alone and 419 µs beside a busy Python thread, eager; the user encoder
 compiled, 41 and 43 µs. A compiled call keeps the GIL from start to end, so everything a batch
 needs is inside it (the scoring, the item bias, the request masks, the top-k): beside a busy
@@ -71,7 +71,7 @@ class Compiled:
     """The compiled ranker, called as its loader's ``boxed_run``: positional tensors in, the
     outputs in order out. ``AOTICompiledModel.__call__`` parses its call spec (JSON) and walks the
     inputs and outputs as pytrees on every call: about 9 µs per user at batches of 13, a seventh
-    of the pass (benchmarks in README, "Serving speed")."""
+    of the pass (benchmarks in docs/serving_speed.md)."""
 
     def __init__(self, loader):
         self.loader = loader
