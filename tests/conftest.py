@@ -48,9 +48,10 @@ def pytest_collection_finish(session):
     session.config.stash[BLOCK] = Block()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def multinode_block(request):
-    """The block the session started (or, when it did not, one started now); stopped after."""
+    """The block the session started (or, when it did not, one started now); stopped when its
+    module ends, pass or fail, before this session's own cluster starts."""
     from tests.test_multinode_ray import Block
 
     block = request.config.stash.get(BLOCK, None) or Block()
