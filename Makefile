@@ -18,14 +18,12 @@ export TRANSFORMERS_OFFLINE := 1
 install: $(STAMP)
 
 # torch first and pinned: an unpinned resolve pulls a multi-GB CUDA build. pip's output goes to
-# $(VENV)/install.log (its last lines are shown when it fails). --no-compile: Python compiles the
-# modules it imports on first use instead of pip compiling every installed file (about half of
-# the install's time; docs/testing.md).
+# $(VENV)/install.log (its last lines are shown when it fails).
 $(STAMP): pyproject.toml
 	@echo "== installing into $(VENV) (first use, a few minutes; log: $(VENV)/install.log)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@( $(PY) -m pip install --disable-pip-version-check --no-compile "torch==2.13.0" && \
-	   $(PY) -m pip install --disable-pip-version-check --no-compile -e ".[dev]" ) > $(VENV)/install.log 2>&1 || \
+	@( $(PY) -m pip install --disable-pip-version-check "torch==2.13.0" && \
+	   $(PY) -m pip install --disable-pip-version-check -e ".[dev]" ) > $(VENV)/install.log 2>&1 || \
 		( tail -n 20 $(VENV)/install.log; echo "install failed: see $(VENV)/install.log"; exit 1 )
 	@touch $(STAMP)
 
