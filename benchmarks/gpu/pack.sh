@@ -13,7 +13,8 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 "$PY" -m ray_jobs.cli data fetch movielens --data-dir data/raw --quiet
 "$PY" - <<'PYEOF'
 from interest_model.data.config import PrepareConfig
-from interest_model.data.pipeline import PandasEngine, run_prepare
+from interest_model.data.engine import PandasEngine
+from interest_model.data.pipeline import run_prepare
 
 run_prepare(PrepareConfig.load("ray_jobs/configs/demo.yaml", ["input.root=data/raw", "output_dir=.gpukit/prepared"]),
             PandasEngine())
