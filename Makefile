@@ -13,7 +13,7 @@ export DS_ACCELERATOR := cpu
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test docs benchmark-quality benchmark-speed serve-config clean
+.PHONY: install demo test mlflow-ui docs benchmark-quality benchmark-speed serve-config clean
 
 install: $(STAMP)
 
@@ -50,13 +50,19 @@ demo: $(STAMP)
 		--set data.prepared=$(OUT_DIR)/demo/prepared --set output_dir=$(OUT_DIR)/demo/predict
 	@echo "== serve: the registered model on 127.0.0.1:$(SERVE_PORT), real requests, then shut down"
 	@# The key is the demo data's (ray_jobs/configs/demo.yaml), so logged user ids match the prepared data's.
-	@$(PY) -m ray_jobs.cli serve --model ml100k-transfer --registry registry --port $(SERVE_PORT) \
+	@$(PY) -m ray_jobs.cli serve --model ml100k-transfer@champion --port $(SERVE_PORT) \
 		--demo $(OUT_DIR)/demo/prepared --scenario ml-100k --set pseudonymize.key=demo-key-not-secret
 	@echo "== done. Reports: $(OUT_DIR)/demo/evaluation/report.md (benchmark), $(OUT_DIR)/demo/tune/evaluation/report.md (search)"
 	@echo "   learning curves: $(OUT_DIR)/demo/evaluation/training_curves.png; logs: $(OUT_DIR)/demo/*/logs, $(OUT_DIR)/logs"
+	@echo "   runs and models in MLflow: make mlflow-ui (http://127.0.0.1:5000)"
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The MLflow UI over the local store the jobs write to (registry/mlflow.db, registry/artifacts).
+MLFLOW_PORT ?= 5000
+mlflow-ui: $(STAMP)
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(abspath registry)/mlflow.db --port $(MLFLOW_PORT)
 
 # The documentation site, strictly (a broken link fails), into site/.
 docs: $(STAMP)

@@ -124,8 +124,11 @@ class SearchConfig(Frozen):
 
 
 class RegistryConfig(Frozen):
-    root: str = "registry"  # a path or URI
+    # An MLflow tracking URI or a local folder; None: $MLFLOW_TRACKING_URI, else ./registry
+    # (interest_model/tracking.py).
+    root: str | None = None
     name: str = "interest-model"
+    alias: str | None = "champion"  # the alias the chosen version gets (what `interest serve` names)
 
 
 class TuneConfig(JobConfig):

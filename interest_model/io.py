@@ -235,3 +235,17 @@ def upload_dir(local: str, uri: str) -> None:
     fs.create_dir(path, recursive=True)
     pafs.copy_files(str(Path(local).resolve()), path, source_filesystem=pafs.LocalFileSystem(),
                     destination_filesystem=fs)
+
+
+@contextlib.contextmanager
+def local_input(uri: str | Path):
+    """A local directory holding the tree at ``uri``: the path itself when local, else a
+    temporary copy (removed on exit)."""
+    local = local_path(uri)
+    if local is not None:
+        yield local
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        fs, path = filesystem(str(uri))
+        pafs.copy_files(path, tmp, source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+        yield tmp

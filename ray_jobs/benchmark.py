@@ -17,10 +17,11 @@ what is missing or whose config changed.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Sequence
 
-from interest_model import io
+from interest_model import io, tracking
 from interest_model.data.prepared import PreparedData
 from interest_model.evaluation.config import EvaluateConfig
 from interest_model.evaluation.report import ratio_text
@@ -280,6 +281,16 @@ def _summary_in_domain(results: dict, info: dict) -> str:
 
 
 def run_benchmark(cfg: BenchmarkConfig) -> dict:
+    """Every stage, then the evaluation: one MLflow run, each stage and the evaluation a child run."""
+    with tracking.Run("benchmark", tracking.job_name(cfg, "benchmark"), params=cfg.to_public_dict(),
+                      tags={"interest.job": "benchmark"}) as run:
+        out = _run_stages(cfg)
+        run.log_metrics({"stage_seconds": out["stage_seconds"]})
+        run.log_artifacts(io.join(os.path.dirname(out["paths"]["report"]), "benchmark.json"))
+    return out
+
+
+def _run_stages(cfg: BenchmarkConfig) -> dict:
     stages, evaluate = plan(cfg)
     timings: dict[str, float] = {}
     n = len(stages) + 1

@@ -9,11 +9,12 @@
     interest benchmark --config ray_jobs/configs/benchmark_demo.yaml
     interest tune --config ray_jobs/configs/tune_demo.yaml
     interest predict --config ray_jobs/configs/predict_demo.yaml
-    interest serve --model ml100k-transfer [--registry registry] [--port 8000] [--demo PREPARED]
+    interest serve --model ml100k-transfer@champion [--registry URI] [--port 8000] [--demo PREPARED]
     interest submit JOB --address http://HEAD:8265 -- --config ... [--set ...]
     interest sizing [--gpus 1 8]
-    interest registry list [--root registry]
-    interest registry show NAME[:VERSION] [--root registry]
+    interest registry list [--root URI|FOLDER]
+    interest registry show NAME[:VERSION|@ALIAS]
+    interest registry alias NAME:VERSION ALIAS
 """
 
 from __future__ import annotations
@@ -74,28 +75,36 @@ def _data(argv: Sequence[str]) -> int:
 def _registry(argv: Sequence[str]) -> int:
     import os
 
-    from interest_model import registry
+    from interest_model import registry, tracking
 
     p = argparse.ArgumentParser(prog="interest registry", description="list and inspect registered models")
-    p.add_argument("--root", default=os.environ.get("INTEREST_REGISTRY", "registry"),
-                   help="registry root: a path or URI (default: $INTEREST_REGISTRY, else ./registry)")
+    p.add_argument("--root", default=os.environ.get("INTEREST_REGISTRY"),
+                   help="an MLflow tracking URI or a local folder (default: $INTEREST_REGISTRY, "
+                        "$MLFLOW_TRACKING_URI, else ./registry)")
     sub = p.add_subparsers(dest="action", required=True)
-    listing = sub.add_parser("list", help="every model with its versions and latest")
+    listing = sub.add_parser("list", help="every model with its versions, latest and aliases")
     show = sub.add_parser("show", help="the card of one version (default: latest)")
-    show.add_argument("ref", metavar="NAME[:VERSION]")
-    for action in (listing, show):  # --root also after the action
+    show.add_argument("ref", metavar="NAME[:VERSION|@ALIAS]")
+    alias = sub.add_parser("alias", help="point an alias at a version (what `interest serve --model NAME@ALIAS` serves)")
+    alias.add_argument("ref", metavar="NAME[:VERSION]")
+    alias.add_argument("alias", metavar="ALIAS")
+    for action in (listing, show, alias):  # --root also after the action
         action.add_argument("--root", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     try:
         if args.action == "list":
             models = registry.list_models(args.root)
             for m in models:
-                print(f"{m['name']:<32} latest {m['latest']}  versions {', '.join(map(str, m['versions']))}")
+                aliases = "".join(f"  @{a} -> {v}" for a, v in m["aliases"].items())
+                print(f"{m['name']:<32} latest {m['latest']}  versions {', '.join(map(str, m['versions']))}{aliases}")
             if not models:
-                print(f"no models registered under {args.root}")
+                print(f"no models registered in {tracking.store_uri(args.root)}")
+        elif args.action == "alias":
+            registry.set_alias(args.root, args.ref, args.alias)
+            print(f"{registry.parse_ref(args.ref).name}@{args.alias} -> version {registry.resolve(args.root, args.ref)[1]}")
         else:
             print(json.dumps(registry.show(args.root, args.ref), indent=2, sort_keys=True))
-    except registry.RegistryError as exc:
+    except ValueError as exc:  # RegistryError, or a root that is not an MLflow store
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from interest_model import io
+from interest_model import io, tracking
 from interest_model.data.examples import make_examples
 from interest_model.evaluation.ranking import paired_ratios, per_user_metrics, summarize
 from interest_model.evaluation.report import reference_for, write_report
@@ -93,9 +93,11 @@ def _segments(cfg: EvaluateConfig, ranked: pd.DataFrame, splits: pd.DataFrame, s
     }
 
 
-def run_evaluate(cfg: EvaluateConfig, preface: Callable[[dict, dict], str] | None = None) -> dict:
+def run_evaluate(cfg: EvaluateConfig, preface: Callable[[dict, dict], str] | None = None, track: bool = True) -> dict:
     """Score every model and baseline, write the report. ``preface(results, info)``: Markdown
-    placed at the top of the report (a benchmark's summary)."""
+    placed at the top of the report (a benchmark's summary); ``track``: as an MLflow run."""
+    if track:
+        return tracking.evaluation_run("evaluate", cfg, lambda: run_evaluate(cfg, preface, track=False))
     from ray_jobs.embed import item_features
 
     if not cfg.models and not cfg.baselines:

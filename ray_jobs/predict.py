@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
-import os
 import time
 from typing import Sequence
 
@@ -31,12 +30,8 @@ def model_of(cfg: PredictConfig) -> tuple[str, str, str | None]:
         if not io.exists(io.join(cfg.model_dir, "config.json")):
             raise FileNotFoundError(f"no exported model at {cfg.model_dir}")
         return io.local_path(cfg.model_dir) or cfg.model_dir, cfg.model_dir, cfg.item_store
-    _, version = registry.resolve(cfg.registry, cfg.model)
-    name = registry.parse_ref(cfg.model)[0]
-    store = cfg.item_store
-    if store is None and not io.is_remote(cfg.registry):
-        store = os.path.join(os.path.abspath(cfg.registry), name, "items")
-    return registry.local_model_dir(cfg.registry, f"{name}:{version}"), f"{name}:{version}", store
+    got = registry.checkout(cfg.registry, cfg.model, cfg.item_store)
+    return got.model_dir, got.label, got.item_store
 
 
 def wanted_users(cfg: PredictConfig) -> list[str] | None:

@@ -14,6 +14,7 @@ import logging
 from functools import partial
 from typing import Sequence
 
+from interest_model import tracking
 from interest_model.data.prepared import PreparedData
 from interest_model.models.build import build_model
 from interest_model.training.config import PretrainConfig
@@ -25,7 +26,11 @@ from ray_jobs.console import CONSOLE
 log = logging.getLogger("interest.pretrain")
 
 
-def run_pretrain(cfg: PretrainConfig, callbacks=()) -> dict:
+def run_pretrain(cfg: PretrainConfig, callbacks=(), track: bool = True) -> dict:
+    """Train and export; ``track``: as an MLflow run (``interest_model/tracking.py``; a search's
+    trials are runs of its own)."""
+    if track:
+        return tracking.training_run("pretrain", cfg, lambda: run_pretrain(cfg, callbacks, track=False))
     prepared = PreparedData(cfg.data.prepared)
     scenarios, catalog = trainer.job_catalog(cfg, prepared)
     inputs = trainer.item_inputs(cfg.model, catalog, cfg.embed)

@@ -1,7 +1,7 @@
 """``interest serve``: run the Ray Serve app of ``serving/serve_config.yaml`` on a cluster (a local
 one by default) and keep it up until Ctrl+C, or send the demo requests and shut it down.
 
-    interest serve --model ml100k-transfer --registry registry            # http://127.0.0.1:8000
+    interest serve --model ml100k-transfer@champion                       # http://127.0.0.1:8000
     interest serve --model ml100k-transfer:3 --set max_batch_size=32 --port 8080
     interest serve --model ml100k-transfer --demo outputs/demo/prepared --scenario ml-100k
 
@@ -28,7 +28,6 @@ from typing import Sequence
 
 import yaml
 
-from interest_model import io
 from ray_jobs.common import add_console_options, console_session, init_ray, run_main
 from ray_jobs.console import CONSOLE
 
@@ -40,8 +39,10 @@ FORWARDED_ENV = ("INTEREST_API_TOKEN", "INTEREST_PSEUDONYM_KEY")
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="interest serve", description=__doc__.splitlines()[0])
     p.add_argument("--config", default=str(DEFAULT_CONFIG), help="Ray Serve config YAML (from `serve build`)")
-    p.add_argument("--model", default=None, help="registry reference name[:version] (default: the app's)")
-    p.add_argument("--registry", default=os.environ.get("INTEREST_REGISTRY", "registry"))
+    p.add_argument("--model", default=None, help="registry reference name[:version|@alias] (default: the app's)")
+    p.add_argument("--registry", default=os.environ.get("INTEREST_REGISTRY"),
+                   help="MLflow tracking URI or local folder (default: $INTEREST_REGISTRY, $MLFLOW_TRACKING_URI, "
+                        "else ./registry)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a ServeConfig field, e.g. --set max_batch_size=32 (repeatable)")
     p.add_argument("--host", default="127.0.0.1")
@@ -115,10 +116,10 @@ def serve_environment(enabled: bool | None = None) -> None:
 
 def app_settings(args) -> list[str]:
     """ServeConfig overrides for the replicas (validated here first, so mistakes fail fast)."""
-    from interest_model import registry
+    from interest_model import registry, tracking
     from serving.config import ServeConfig
 
-    reg = io.absolute(args.registry)
+    reg = tracking.store_uri(args.registry)  # the replicas read the same store, wherever they start
     overrides = [f"registry={reg}", *([f"model={args.model}"] if args.model else []), *args.overrides]
     cfg = ServeConfig.load(None, overrides)
     if cfg.model_dir is None:

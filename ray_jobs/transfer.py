@@ -11,6 +11,7 @@ import logging
 from functools import partial
 from typing import Sequence
 
+from interest_model import tracking
 from interest_model.data.prepared import PreparedData
 from interest_model.interests import InterestHead
 from interest_model.training.config import TransferConfig
@@ -42,7 +43,10 @@ def fit_prior(cfg: TransferConfig, prepared, catalog, scenarios: list[str], mode
             "counted_interactions": int(counts.sum())}
 
 
-def run_transfer(cfg: TransferConfig, callbacks=()) -> dict:
+def run_transfer(cfg: TransferConfig, callbacks=(), track: bool = True) -> dict:
+    """Transfer and export; ``track``: as an MLflow run (a search's trials are runs of its own)."""
+    if track:
+        return tracking.training_run("transfer", cfg, lambda: run_transfer(cfg, callbacks, track=False))
     spec = cfg.transfer
     model_cfg, src_catalog, weights = load_pretrained(spec)
     prepared = PreparedData(cfg.data.prepared)

@@ -17,7 +17,7 @@ import math
 import os
 from typing import Sequence
 
-from interest_model import io, registry
+from interest_model import io, tracking, registry
 from interest_model.data.prepared import PreparedData
 from interest_model.evaluation.config import EvaluateConfig
 from interest_model.evaluation.trials import SearchFailed, chosen, plot_params, trials_markdown
@@ -26,7 +26,8 @@ from interest_model.metrics import METRIC
 from interest_model.training.config import PretrainConfig, TransferConfig
 from ray_jobs.common import job_session, run_main
 from ray_jobs.console import CONSOLE
-from ray_jobs.tune_runtime import SearchInterrupted, TrialBar, finished, fit, release_leaked_placement_groups
+from ray_jobs.tune_runtime import (SearchInterrupted, TrialBar, finished, fit, release_leaked_placement_groups,
+                                   trial_runs)
 
 log = logging.getLogger("interest.tune")
 
@@ -85,7 +86,7 @@ def run_trial(params: dict, cfg: TuneConfig, arm: str, experiment_dir: str) -> N
 
     trial_id = ray.tune.get_context().get_trial_id()
     job_cfg = trial_config(cfg, arm, params, io.join(experiment_dir, f"trials/{trial_id}"), f"{arm}-{trial_id}")
-    (run_transfer if arm == OURS else run_pretrain)(job_cfg, callbacks=[TuneReportCallback()])
+    (run_transfer if arm == OURS else run_pretrain)(job_cfg, callbacks=[TuneReportCallback()], track=False)
 
 
 # -- the experiment ----------------------------------------------------------------------------
@@ -146,7 +147,8 @@ def search(cfg: TuneConfig, arm: str):
                                         num_samples=cfg.search.num_samples,
                                         # random search limits itself (max_concurrent above)
                                         max_concurrent_trials=concurrent if cfg.search.algorithm == "optuna" else None),
-        run_config=ray.tune.RunConfig(name=name, storage_path=storage, callbacks=[TrialBar(cfg.search.num_samples, arm)],
+        run_config=ray.tune.RunConfig(name=name, storage_path=storage, callbacks=[TrialBar(cfg.search.num_samples, arm),
+                                                                               trial_runs(name, cfg.registry.root)],
                                       failure_config=ray.tune.FailureConfig(max_failures=cfg.search.trial_retries)))
     return finished(*fit(tuner), cfg.search.num_samples, experiment_dir)
 
@@ -208,17 +210,21 @@ def run_tune(cfg: TuneConfig) -> dict:
         text.append("![Validation NDCG@10 against the parameters](tune_params.png)\n")
         return "\n".join(text)
 
-    with CONSOLE.stage("evaluate the chosen models on test"):
-        out = run_evaluate(evaluate, preface=preface)
-    plot_params(rows_by_arm, io.join(cfg.out_dir, "evaluation"))
-    win = winners[OURS]
-    card = _registered(cfg, win) or registry.register(cfg.registry.root, cfg.registry.name, win["model"], {
-        "metrics": {"validation": {METRIC: win["best"]},
-                    "test": {k: v["value"] for k, v in out["results"][f"{OURS}_tuned"]["all"].items()
-                             if isinstance(v, dict) and "value" in v}},
-        "trial_config": win["params"], "trial_id": win["trial"], "experiment": f"{cfg.name}-{OURS}",
-        "data_manifest_hash": PreparedData(cfg.data.prepared).config_hash, "tune_config": cfg.to_public_dict(),
-        "report": out["paths"]["report"]})
+    # The chosen models' evaluation and registration: a run beside the trials' runs (in
+    # the registry's store), the evaluation a child run.
+    with tracking.Run(f"{cfg.name}-{OURS}", f"{cfg.name}: chosen {winners[OURS]['trial']}", root=cfg.registry.root,
+                      params=cfg.to_public_dict(), tags={"interest.job": "tune"}):
+        with CONSOLE.stage("evaluate the chosen models on test"):
+            out = run_evaluate(evaluate, preface=preface)
+        plot_params(rows_by_arm, io.join(cfg.out_dir, "evaluation"))
+        win = winners[OURS]
+        card = _registered(cfg, win) or registry.register(cfg.registry.root, cfg.registry.name, win["model"], {
+            "metrics": {"validation": {METRIC: win["best"]},
+                        "test": {k: v["value"] for k, v in out["results"][f"{OURS}_tuned"]["all"].items()
+                                 if isinstance(v, dict) and "value" in v}},
+            "trial_config": win["params"], "trial_id": win["trial"], "experiment": f"{cfg.name}-{OURS}",
+            "data_manifest_hash": PreparedData(cfg.data.prepared).config_hash, "tune_config": cfg.to_public_dict(),
+            "report": str(out["paths"]["report"])}, alias=cfg.registry.alias, experiment=f"{cfg.name}-{OURS}")
     io.write_json(io.join(cfg.out_dir, "evaluation/trials.json"), rows_by_arm)
     return {**out, "trials": rows_by_arm, "winners": winners, "registered": card}
 
@@ -250,7 +256,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             CONSOLE.out(trials_markdown(arm, rows))
         CONSOLE.out(headline(out))
         card = out["registered"]
-        CONSOLE.out(f"\nregistered {card['name']}:{card['version']} in {cfg.registry.root}")
+        alias = f" as @{cfg.registry.alias}" if cfg.registry.alias else ""
+        CONSOLE.out(f"\nregistered {card['name']}:{card['version']}{alias} in {tracking.store_uri(cfg.registry.root)}")
         CONSOLE.out(f"report: {out['paths']['report']}")
     return 0
 

@@ -1,6 +1,6 @@
-"""Running a Ray Tune experiment for ``interest tune``: the search's progress bar, telling an
-interrupted search from a finished one, and the placement groups that stopped trials leave
-behind (Ray 2.60)."""
+"""Running a Ray Tune experiment for ``interest tune``: the search's progress bar, its trials as
+MLflow runs, telling an interrupted search from a finished one, and the placement groups that
+stopped trials leave behind (Ray 2.60)."""
 
 from __future__ import annotations
 
@@ -54,6 +54,23 @@ class TrialBar(ray.tune.Callback):
     def on_experiment_end(self, trials, **info) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def trial_runs(experiment: str, root: str | None):
+    """Ray Tune's MLflow callback (each trial a run of ``experiment``: its parameters, and its
+    validation metrics at every epoch), with the metric names MLflow takes (no ``@``)."""
+    from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+    from interest_model import tracking
+
+    class TrialRuns(MLflowLoggerCallback):
+        def log_trial_result(self, iteration, trial, result):
+            super().log_trial_result(iteration, trial, {tracking.mlflow_key(k): v for k, v in result.items()
+                                                        if k != "history"})
+
+    tracking.experiment_id(experiment, root)
+    return TrialRuns(tracking_uri=tracking.store_uri(root), registry_uri=tracking.store_uri(root),
+                     experiment_name=experiment, tags={"interest.job": "tune"}, save_artifact=False)
 
 
 def release_leaked_placement_groups(own_job: bool = False) -> None:

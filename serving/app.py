@@ -37,7 +37,6 @@ from ray.serve import metrics
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
-from interest_model import io
 from interest_model.online.errors import RequestError
 from interest_model.online.requests import DEFAULT_TOP_CATEGORIES, k_of
 from serving import bodies, schemas
@@ -58,13 +57,8 @@ def resolve_model(cfg: ServeConfig) -> tuple[str, str, str | None]:
     if cfg.model_dir:
         path = os.path.abspath(cfg.model_dir)
         return path, os.path.basename(path), cfg.item_store or f"{path}.items"
-    name, _ = registry.parse_ref(cfg.model)
-    uri, version = registry.resolve(cfg.registry, cfg.model)
-    local = registry.local_model_dir(cfg.registry, f"{name}:{version}")
-    store = cfg.item_store
-    if store is None and not io.is_remote(cfg.registry):
-        store = os.path.join(os.path.abspath(cfg.registry), name, "items")
-    return local, f"{name}:{version}", store
+    got = registry.checkout(cfg.registry, cfg.model, cfg.item_store)
+    return got.model_dir, got.label, got.item_store
 
 
 api = FastAPI(

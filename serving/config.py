@@ -4,8 +4,9 @@ One typed config, like every job's: YAML (``INTEREST_SERVE_CONFIG``) plus ``key=
 overrides. In a Ray Serve app the replicas read it from their environment, which the serve
 config's ``runtime_env.env_vars`` sets:
 
-    INTEREST_MODEL       registry reference, name[:version] (default: the config's ``model``)
-    INTEREST_REGISTRY    registry root, a path or URI (default: ./registry)
+    INTEREST_MODEL       registry reference, name[:version|@alias] (default: the config's ``model``)
+    INTEREST_REGISTRY    registry: an MLflow tracking URI or a local folder (default:
+                         $MLFLOW_TRACKING_URI, else ./registry)
     INTEREST_SERVE_SET   JSON list of overrides, e.g. '["max_batch_size=32"]'
 
 Deployment options (CPUs, autoscaling, max_ongoing_requests) are set from here when
@@ -40,10 +41,10 @@ class AutoscalingSpec(Frozen):
 
 
 class ServeConfig(JobConfig):
-    model: str = "ml100k-transfer"  # registry reference: name[:version|latest]
-    registry: str = "registry"
+    model: str = "ml100k-transfer"  # registry reference: name[:version|latest|@alias]
+    registry: str | None = None  # MLflow URI or local folder; None: $MLFLOW_TRACKING_URI, else ./registry
     model_dir: str | None = None  # serve an exported directory directly (no registry)
-    item_store: str | None = None  # items added by text; default <registry>/<name>/items (local registry)
+    item_store: str | None = None  # items added by text; default <registry>/items/<name> (local registry)
     # user encoding: dynamic batching
     max_batch_size: int = Field(16, ge=1, le=1024)
     # the longest a forming batch waits for requests already in the replica (parsed, validated)

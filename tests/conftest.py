@@ -22,6 +22,9 @@ os.environ.setdefault("INTEREST_PSEUDONYM_KEY", "")  # tests choose keys explici
 # default): the suite runs dozens of runs of a few seconds, so it looks more often. Set before any
 # cluster starts (the session's, the multi-node block's nodes) so their processes inherit it.
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
+# The jobs' MLflow runs (interest_model/tracking.py) go to this session's own store, not ./registry.
+MLFLOW_STORE = Path(tempfile.mkdtemp(prefix="interest-mlflow-"))
+os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{MLFLOW_STORE}/mlflow.db"
 
 
 BLOCK = pytest.StashKey()  # docs/cluster.md's multi-node block, running in the background

@@ -85,6 +85,28 @@ def test_benchmark_trains_every_arm_and_reports_against_sasrec(tiny_genres, ray_
     assert "## Interest transfer across scenarios: adapter+merged@0.5" in md and "## Interest prediction" in md
     assert json.loads(open(f"{tmp_path}/evaluation/benchmark.json").read())["stage_seconds"]
 
+    # MLflow: one benchmark run; each stage and the evaluation a child run, with its parameters,
+    # validation curve by epoch, metrics and report.
+    from interest_model import tracking
+
+    client = tracking.client()
+    parent = client.search_runs([tracking.experiment_id("benchmark")], f"attributes.run_name = '{tmp_path.name}'")
+    assert len(parent) == 1 and parent[0].info.status == "FINISHED"
+    assert parent[0].data.params["strategies"] == '["zero_shot", "adapter"]'
+    children = client.search_runs([tracking.experiment_id(e) for e in ("pretrain", "transfer", "evaluate")],
+                                  f"tags.mlflow.parentRunId = '{parent[0].info.run_id}'")
+    stages = [r for r in children if r.data.tags["interest.job"] in ("pretrain", "transfer")]
+    assert len(stages) == 6 and len(children) == 7
+    adapter_run = next(r for r in stages if r.info.run_name.endswith("-adapter+merged@0.5"))
+    assert adapter_run.data.params["transfer.strategy"] == "adapter"
+    curve = client.get_metric_history(adapter_run.info.run_id, "val_ndcg_at_10")
+    assert [m.step for m in curve] == [0]  # one epoch
+    evaluation = next(r for r in children if r.data.tags["interest.job"] == "evaluate")
+    assert evaluation.data.metrics["adapter_merged_at_0.5.all.ndcg_at_10"] == pytest.approx(
+        res["adapter+merged@0.5"]["all"]["ndcg@10"]["value"])
+    assert {"evaluation/report.md", "evaluation/metrics.json"} <= {
+        f.path for f in client.list_artifacts(evaluation.info.run_id, "evaluation")}
+
     # A rerun trains nothing: every stage's export matches its config.
     stages, _ = plan(cfg)
     assert len(stages) == 6 and all(is_done(stage) for _, _, stage in stages)

@@ -76,7 +76,7 @@ def test_predict_bad_input_is_one_line_and_keeps_the_output(ray_cluster, tiny_pr
     base = [f"data.prepared={tiny_prepared}", f"output_dir={out}"]
     cases = [
         (["model=null", f"model_dir={tiny_pretrained}", "data.scenario=nowhere"], "not 'nowhere'"),
-        ([f"registry={tmp_path / 'empty-registry'}", "model=tiny:3"], "has no version 3"),
+        ([f"registry={tmp_path / 'empty-registry'}", "model=tiny:3"], "no model 'tiny'"),
         (["model=null", f"model_dir={tmp_path / 'missing'}"], "no exported model"),
     ]
     headless = tmp_path / "headless"

@@ -263,7 +263,7 @@ def test_item_added_by_text_is_recommended_next(endpoint):
     assert "brand-new-1" in [it["item_id"] for it in everything.json()["items"]]
     r = _post(ep, "/v1/recommend", {"history": [{"item_id": "brand-new-1"}], "scenario": scenario, "k": 3})
     assert r.status_code == 200  # usable in histories at once
-    assert (ep["registry"] / "tiny" / "items" / "items.jsonl").exists()
+    assert (ep["registry"] / "items" / "tiny" / "items.jsonl").exists()
 
 
 def test_the_demo_conversation_recommends_for_a_user_of_another_platform(endpoint, tiny_prepared):

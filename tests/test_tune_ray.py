@@ -78,7 +78,7 @@ def test_a_search_stops_weak_trials_resumes_when_interrupted_and_registers_the_v
     time.sleep(5)
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl+C mid-experiment: Tune saves its state and stops
     assert proc.wait(timeout=120) == 130, (tmp_path / "tune.log").read_text()[-3000:]
-    assert not (tmp_path / "registry").exists()  # interrupted: nothing chosen, nothing registered
+    assert registry.list_models(str(tmp_path / "registry")) == []  # interrupted: nothing chosen, nothing registered
     finished = {p.parent.parent.name: p.stat().st_mtime for p in first}
 
     out = run_tune(cfg)  # same name and storage: resumes
@@ -98,6 +98,21 @@ def test_a_search_stops_weak_trials_resumes_when_interrupted_and_registers_the_v
 
     card = registry.show(str(tmp_path / "registry"), "tiny")
     assert card["trial_id"] == best["trial"] and card["metrics"]["validation"]["val_ndcg@10"] == best["best"]
+    assert card["aliases"] == ["champion"]  # what `interest serve --model tiny@champion` serves
+    # MLflow, in the registry's store: every trial a run with its validation curve, beside the run
+    # of the chosen models' evaluation (a child) and registration.
+    from interest_model import tracking
+
+    root = str(tmp_path / "registry")
+    client = tracking.client(root)
+    runs = client.search_runs([tracking.experiment_id("tune-ours", root)])
+    trial_runs = [r for r in runs if "trial_name" in r.data.tags]
+    assert len({r.data.tags["trial_name"] for r in trial_runs}) == 2
+    assert any(len(client.get_metric_history(r.info.run_id, "val_ndcg_at_10")) >= 1 for r in trial_runs)
+    chosen_run = next(r for r in runs if r.info.run_name.startswith("tune: chosen"))
+    assert any(r.data.tags.get("mlflow.parentRunId") == chosen_run.info.run_id and r.data.tags["interest.job"] == "evaluate"
+               for r in client.search_runs([tracking.experiment_id("evaluate", root)]))
+    assert client.get_model_version("tiny", "1").run_id in {r.info.run_id for r in runs}
     assert card["data_manifest_hash"] == json.loads((tiny_prepared / "manifest.json").read_text())["config_hash"]
     model = load_model(registry.local_model_dir(str(tmp_path / "registry"), "tiny"))
     assert len(model.recommend(model.catalog.item_ids[:2], k=3)) == 3

@@ -36,11 +36,11 @@ class PredictConfig(JobConfig):
 
     HASH_EXCLUDE: ClassVar[tuple[str, ...]] = ("output_dir",)
 
-    model: str | None = None  # registry reference name[:version|latest]
-    registry: str = "registry"
+    model: str | None = None  # registry reference name[:version|latest|@alias]
+    registry: str | None = None  # MLflow URI or local folder; None: $MLFLOW_TRACKING_URI, else ./registry
     model_dir: str | None = None  # an exported model directory instead of the registry
     # Items added to the endpoint by text, read as the endpoint reads them: default, as `interest
-    # serve`, <registry>/<name>/items for a local registry (none for model_dir or a remote one).
+    # serve`, <registry>/items/<name> for a local registry (none for model_dir or a server).
     item_store: str | None = None
     data: PredictData
     until: Literal["end", "valid", "test"] = "end"  # the history: all of it, or before that part
