@@ -30,7 +30,8 @@ from interest_model.catalog import Catalog
 from interest_model.events import EVENT_TYPES
 from interest_model.interests import InterestHead
 from interest_model.models.item_encoder import ItemEncoder, ItemEncoderConfig, load_tokenizer, resolve_model_path
-from interest_model.models.model import InterestModel, ModelConfig, logits
+from interest_model.models.model import InterestModel, ModelConfig
+from interest_model.online.ranker import Ranker
 
 FORMAT = "interest-model"
 FORMAT_VERSION = 1
@@ -120,19 +121,23 @@ class Recommender:
     @torch.no_grad()
     def recommend(self, history: Sequence[str], k: int = 10, scenario: str | None = None,
                   events: Sequence[str] | None = None, exclude_seen: bool = True) -> list[dict]:
-        """Top-k items of ``scenario`` (default: the model's first) for a history of item ids."""
+        """Top-k items of ``scenario`` (default: the model's first) for a history of item ids,
+        by the endpoint's own forward pass (``online/ranker.py``: one ranking path)."""
+        if not history:
+            raise ValueError("empty history")
         scenario = scenario or self.catalog.scenarios[0]
-        user = self.user_vector(history, scenario, events)
+        items, evs = self._history(history, events)
         s_idx = self.catalog.scenario_index(scenario)
-        bias = self.model.item_bias(torch.tensor([s_idx]))  # now: dynamics and prior, if any
-        scores = logits(user[None], self.model.item_vectors(), self.model.cfg.temperature, bias)[0]
         allowed = torch.from_numpy(self.catalog.scenario_items[s_idx]).clone()
         if exclude_seen:
             allowed[[self.catalog.vocab[h] for h in history]] = False
-        scores = scores.masked_fill(~allowed, float("-inf"))
-        top = torch.topk(scores, min(k, int(allowed.sum())))
+        bias = self.model.item_bias(torch.tensor([s_idx]))  # now: dynamics and prior, if any
+        bias = torch.zeros(1, allowed.shape[0]) if bias is None else bias
+        top = torch.zeros(min(k, int(allowed.sum())))
+        _, best, rows, _ = Ranker(self.model)(items, evs, torch.full_like(items, s_idx), self.model.item_vectors(),
+                                              allowed[None], bias, torch.zeros(1, dtype=torch.long), top)
         return [{"item_id": self.catalog.item_ids[i - 1], "title": self.catalog.titles[i - 1], "score": float(s)}
-                for s, i in zip(top.values.tolist(), top.indices.tolist())]
+                for s, i in zip(best[0].tolist(), rows[0].tolist())]
 
     @torch.no_grad()
     def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
