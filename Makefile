@@ -88,8 +88,6 @@ benchmark-speed: $(STAMP)
 	$(PY) benchmarks/bench_train_step.py
 	# needs `make demo` first (the registered model and the prepared data)
 	$(PY) benchmarks/bench_serve.py --prepared $(OUT_DIR)/demo/prepared --out $(OUT_DIR)/bench/serve.json
-	$(PY) benchmarks/profile_replica.py --prepared $(OUT_DIR)/demo/prepared --out $(OUT_DIR)/bench/replica_profile.json
-	$(PY) benchmarks/gil_handover.py --prepared $(OUT_DIR)/demo/prepared
 	$(PY) benchmarks/bench_autoscale.py --prepared $(OUT_DIR)/demo/prepared --out $(OUT_DIR)/bench/autoscale.json
 	$(PY) benchmarks/bench_faults.py --prepared $(OUT_DIR)/demo/prepared --out $(OUT_DIR)/bench/faults.json
 	$(PY) benchmarks/bench_faults.py --prepared $(OUT_DIR)/demo/prepared --max-replicas 1 \

@@ -10,7 +10,7 @@ deployments, which on 2 cores took more CPU per request than the model itself
 (docs/serving_speed.md). The model's work (encoding, scoring, explanations, items added) runs in a
 worker thread, except a recommend batch that is one call of the compiled ranker: that call keeps
 the GIL from start to end, so in a thread it would stall the event loop as long and add GIL
-hand-overs, measured at about 70 µs of CPU per request under load (``compiled_batches_on_loop``).
+hand-overs, which cost CPU per request under load (``compiled_batches_on_loop``).
 POST /v1/recommend, the hot route, is a plain Starlette route ahead of FastAPI's (``hot_recommend``):
 FastAPI's per-request machinery cost more of the replica's CPU than the answer's own Python.
 
@@ -79,8 +79,8 @@ EXPECTED = "interest.batched"  # scope key: a recommend request the batcher expe
 class DeferredHistogram:
     """A Serve histogram recorded off the request path: each answer appends its (route, status,
     ms), and a task on the replica's event loop records them every ``FLUSH_S``, as Serve does
-    with its own per-request metrics. Recording one value while requests are in flight cost
-    about 60 µs of the replica's CPU per request (py-spy, benchmarks/profile_replica.py)."""
+    with its own per-request metrics. Recording one value while requests are in flight was a
+    visible share of the replica's CPU per request (py-spy; docs/serving_speed.md)."""
 
     FLUSH_S = 0.5
 
@@ -214,8 +214,8 @@ async def hot_recommend(request: Request):
     """POST /v1/recommend as a plain Starlette route, ahead of FastAPI's routes: it calls the
     replica's ``InterestApi.recommend`` (the one implementation; its FastAPI route, behind this
     one, is what the OpenAPI spec shows). FastAPI's request handling (dependency solving, its
-    exit stacks, the response-model check) cost about 40 µs per request in one process and 0.1 to
-    0.2 ms of the replica's CPU per request under load (docs/serving_speed.md); the middleware,
+    exit stacks, the response-model check) cost more of the replica's CPU per request under
+    load than the answer's own Python (docs/serving_speed.md); the middleware,
     the exception handlers (401, 413, 422, a RequestError's status) and the 405 for another
     method are the app's, as for any route."""
     recommend = SETTINGS.recommend

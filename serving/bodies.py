@@ -3,8 +3,8 @@ bytes (into the plain dicts of ``serving/schemas.py``), one Rust call to write t
 
 FastAPI's own body handling (``body: Model`` in a route's signature) parses the JSON with
 ``json.loads``, then validates the Python objects, inside its dependency machinery. On the hot
-route that cost about 70 µs of the replica's event loop per request under load (py-spy,
-``benchmarks/profile_replica.py``), and the check that text is real Unicode (JSON can spell a
+route that was a visible share of the replica's event loop per request under load (py-spy;
+docs/serving_speed.md), and the check that text is real Unicode (JSON can spell a
 lone surrogate, which no text encoder, log or UTF-8 answer can hold) was a Python call per field
 of every history event. ``model_validate_json`` parses and validates in one pass, and its parser
 already refuses lone surrogates and bytes that are not UTF-8. The 422 bodies keep FastAPI's

@@ -54,8 +54,8 @@ class ServeConfig(JobConfig):
     compile_encoder: bool = True
     # run a recommend batch on the replica's event loop when it is one compiled call (no history
     # event given by text, exact ranking): that call keeps the GIL, so a worker thread would block
-    # the loop as long and only add hand-overs of the GIL, about 70 µs of CPU per request under
-    # load (docs/serving_speed.md). Anything else (eager torch, text encoding, explanations,
+    # the loop as long and only add hand-overs of the GIL, which cost CPU per request under load
+    # (docs/serving_speed.md). Anything else (eager torch, text encoding, explanations,
     # items added) runs in a worker thread.
     compiled_batches_on_loop: bool = True
     # retrieval: exact search up to this many items, a faiss HNSW graph above
@@ -73,8 +73,8 @@ class ServeConfig(JobConfig):
     log_requests: bool = False
     # the replica's Python garbage collector: collect the youngest generation after this many new
     # container objects (Python's default is 700). At 700 a loaded replica collected about 150 times
-    # a second, each scanning the objects of the requests in flight: about 80 µs of CPU per request
-    # (docs/serving_speed.md). Memory that needs it (reference cycles) is still collected.
+    # a second, each scanning the objects of the requests in flight: a share of every request's
+    # CPU (docs/serving_speed.md). Memory that needs it (reference cycles) is still collected.
     gc_threshold: int = Field(10_000, ge=100)
     # the deployment (one: the ingress holds the model); a fixed replica count is min = max
     autoscaling: AutoscalingSpec = AutoscalingSpec()

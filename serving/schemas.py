@@ -2,7 +2,7 @@
 
 Requests are TypedDicts: validated from the raw JSON straight into the plain dicts the online
 model reads (``interest_model/online``), with no model objects to build and dump on the way
-(about 20 against 33 µs for a history of 20 events, parsing included). A field a request leaves
+(faster, parsing included: docs/serving_speed.md). A field a request leaves
 out stays out; its documented default is what the online model assumes. Text that is not valid
 Unicode (a lone surrogate, which JSON can spell) is refused by the JSON parser
 (``serving/bodies.py``).

@@ -11,8 +11,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
-# A path in the repository: a top-level folder, then a file with one of the project's extensions.
-PATH = re.compile(r"(?<![\w/.$~-])((?:interest_model|ray_jobs|serving|cluster|benchmarks|docs|tests|\.ci)"
+# A path in the repository: a top-level folder, then a file with one of the project's extensions
+# (not one at a revision, `git show REV:benchmarks/x.py`: a file the history keeps).
+PATH = re.compile(r"(?<![\w/.$~:-])((?:interest_model|ray_jobs|serving|cluster|benchmarks|docs|tests|\.ci)"
                   r"/[\w./-]*\.(?:py|yaml|yml|sh|md|json|png|toml|cfg))\b")
 
 

@@ -4,11 +4,11 @@ AOTInductor).
 
 Why one call, compiled: eager torch releases and retakes the GIL around every operation, and
 in a serving replica, whose event loop wants the GIL about half the time, each hand-over costs
-CPU and waits. Measured in one process (docs/serving_speed.md): 16 histories of 20 events
-cost 79 µs of CPU per user alone and 419 µs beside a busy Python thread, eager; the user encoder
-compiled, 41 and 43 µs. A compiled call keeps the GIL from start to end, so everything a batch
-needs is inside it (the scoring, the item bias, the request masks, the top-k): beside a busy
-Python thread any torch operation after it cost 120-240 µs of CPU (a few µs alone). And since
+CPU and waits: beside a busy Python thread the eager pass cost several times its CPU alone, the
+compiled one about the same (docs/serving_speed.md has the figures). A compiled call keeps the
+GIL from start to end, so everything a batch needs is inside it (the scoring, the item bias, the
+request masks, the top-k): beside a busy Python thread any torch operation after it cost far more
+than alone. And since
 it keeps the GIL, the replica runs such a batch on its event loop (``one_compiled_call`` in
 ``online/model.py``; ``serving/batcher.py``). Same numbers as the model's own functions
 (``InterestModel.last_user_vector``, ``logits``; ``tests/test_online.py``).
@@ -70,8 +70,8 @@ class Ranker(nn.Module):
 class Compiled:
     """The compiled ranker, called as its loader's ``boxed_run``: positional tensors in, the
     outputs in order out. ``AOTICompiledModel.__call__`` parses its call spec (JSON) and walks the
-    inputs and outputs as pytrees on every call: about 9 µs per user at batches of 13, a seventh
-    of the pass (benchmarks in docs/serving_speed.md)."""
+    inputs and outputs as pytrees on every call, a noticeable share of a small batch's pass
+    (docs/serving_speed.md)."""
 
     def __init__(self, loader):
         self.loader = loader
