@@ -233,6 +233,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(args, config: dict) -> int:
     if not (args.address or os.environ.get("RAY_ADDRESS")):
         serve_environment()  # a cluster started here; a running one has its nodes' environment
+        if args.demo:
+            # The demo's requests are answered before it shuts down and nothing else calls this
+            # cluster: no draining (Serve's minimum is 30 s, for clients a real shutdown may have).
+            for key in ("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "RAY_SERVE_PROXY_MIN_DRAINING_PERIOD_S"):
+                os.environ.setdefault(key, "1")
     init_ray(args.address, args.num_cpus)
     from ray import serve
 
