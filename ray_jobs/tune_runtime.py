@@ -62,11 +62,13 @@ def trial_runs(experiment: str, root: str | None):
     from ray.air.integrations.mlflow import MLflowLoggerCallback
 
     from interest_model import tracking
+    from interest_model.training.loop import HISTORY_KEYS
 
     class TrialRuns(MLflowLoggerCallback):
         def log_trial_result(self, iteration, trial, result):
+            # The epoch's metrics only: Tune's bookkeeping (its config, times, host) would be curves too.
             super().log_trial_result(iteration, trial, {tracking.mlflow_key(k): v for k, v in result.items()
-                                                        if k != "history"})
+                                                        if k in HISTORY_KEYS or k.startswith("val_")})
 
     tracking.experiment_id(experiment, root)
     return TrialRuns(tracking_uri=tracking.store_uri(root), registry_uri=tracking.store_uri(root),

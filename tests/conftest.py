@@ -30,6 +30,16 @@ os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{MLFLOW_STORE}/mlflow.db"
 BLOCK = pytest.StashKey()  # docs/cluster.md's multi-node block, running in the background
 
 
+def pytest_configure(config):
+    """One torch thread in this process: on 2 cores, with the multi-node block's jobs running
+    beside the first tests, torch's two intra-op threads wait on each other (a 300-step fit of a
+    tiny model took 71 s in the suite and 1.4 s alone). The tests' models are tiny; Ray's workers
+    and the jobs' own processes keep their settings."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def needs_ray(item) -> bool:
     return item.get_closest_marker("ray") is not None or "ray_cluster" in getattr(item, "fixturenames", ())
 
