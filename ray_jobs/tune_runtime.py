@@ -68,7 +68,8 @@ def trial_runs(experiment: str, root: str | None):
         def log_trial_result(self, iteration, trial, result):
             # The epoch's metrics only: Tune's bookkeeping (its config, times, host) would be curves too.
             super().log_trial_result(iteration, trial, {tracking.mlflow_key(k): v for k, v in result.items()
-                                                        if k in HISTORY_KEYS or k.startswith("val_")})
+                                                        if k in HISTORY_KEYS or k.startswith("val_")
+                                                        or k == "training_iteration"})  # its step
 
     tracking.experiment_id(experiment, root)
     return TrialRuns(tracking_uri=tracking.store_uri(root), registry_uri=tracking.store_uri(root),
