@@ -6,8 +6,9 @@ store.
 Where (``store_uri``): ``$MLFLOW_TRACKING_URI`` for a team's server, else a local folder,
 ``./registry`` by default, holding an SQLite store (``mlflow.db``) and the artifacts
 (``artifacts/``): nothing to start, and ``mlflow ui --backend-store-uri
-sqlite:///registry/mlflow.db`` reads it (MLflow 3 refuses new file stores, ``./mlruns``). Runs are written through ``MlflowClient`` with an
-explicit URI (no process-wide MLflow state); a run opened inside another becomes its child.
+sqlite:///registry/mlflow.db`` reads it (MLflow 3 refuses new file stores, ``./mlruns``). Runs
+are written through ``MlflowClient`` with an explicit URI (no process-wide MLflow state); a run
+opened inside another becomes its child.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 DEFAULT_FOLDER = "registry"
 DB = "mlflow.db"
@@ -143,9 +144,13 @@ class Run:
             tags["mlflow.parentRunId"] = parent.id
         run = self.client.create_run(experiment_id(self.experiment, self.uri), run_name=self.name, tags=tags)
         self.id, self.artifact_uri = run.info.run_id, run.info.artifact_uri
-        params = [Param(k, v) for k, v in flat_params(self.params).items()]
-        for start in range(0, len(params), 100):  # MLflow's batch limit
-            self.client.log_batch(self.id, params=params[start:start + 100])
+        try:
+            params = [Param(k, v) for k, v in flat_params(self.params).items()]
+            for start in range(0, len(params), 100):  # MLflow's batch limit
+                self.client.log_batch(self.id, params=params[start:start + 100])
+        except BaseException:
+            self.client.set_terminated(self.id, "FAILED")
+            raise
         _OPEN.append(self)
         return self
 
@@ -177,9 +182,6 @@ class Run:
             self.client.log_artifacts(self.id, str(local), path)
         elif local.is_file():
             self.client.log_artifact(self.id, str(local), path)
-
-    def log_dict(self, data: Any, name: str) -> None:
-        self.client.log_dict(self.id, data, name)
 
 
 def log_report(run: Run, folder: str | None, path: str = "evaluation") -> None:
