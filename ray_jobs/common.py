@@ -90,18 +90,22 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     log.info("ray: connected (%s), resources %s", address or "local", ray.cluster_resources())
 
 
-def task_shuffle() -> None:
-    """Ray Data's shuffles here are small: prepare's group_map over a few buckets of users, and a
-    user's histories gathered across scenarios (merged histories). A sort-based shuffle of plain
-    tasks suits them; Ray's default (shuffle_v2) first starts aggregator actors, which cost more
-    than they save: on 2 cores the synthetic data prepares in 5 s instead of 24 s, ML-1M +
-    ML-100K in 37 s instead of 55 s (identical output), and a training run's merged-history
-    datasets build in a few seconds instead of 14. $RAY_DATA_DEFAULT_SHUFFLE_STRATEGY, when set,
-    still decides."""
+def data_context() -> None:
+    """Ray Data settings for this project's data, set on the driver before a Dataset is made (it
+    keeps the context it was made in); a variable of Ray's own, when set, still decides.
+
+    - Shuffles are small (prepare's group_map over a few buckets of users, a user's histories
+      gathered across scenarios): a sort-based shuffle of plain tasks, not the default that first
+      starts aggregator actors, which cost more than they save (docs/testing.md).
+    - Prepared data are a few Parquet files: the file-based reader, not the default one that
+      starts a pool of footer-reading actors for every read (seconds per job on 2 cores)."""
     import ray.data
 
+    ctx = ray.data.DataContext.get_current()
     if not os.environ.get("RAY_DATA_DEFAULT_SHUFFLE_STRATEGY"):
-        ray.data.DataContext.get_current().shuffle_strategy = "sort_shuffle_pull_based"
+        ctx.shuffle_strategy = "sort_shuffle_pull_based"
+    if not os.environ.get("RAY_DATA_USE_DATASOURCE_V2"):
+        ctx.use_datasource_v2 = False
 
 
 _WORKING_DIRECTORY: list[str] = []  # the directory keep_working_directory re-enters

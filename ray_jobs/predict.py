@@ -15,7 +15,7 @@ from typing import Sequence
 from interest_model import io, registry
 from interest_model.data.prepared import PreparedData
 from interest_model.online.predict import PredictConfig, Predictor
-from ray_jobs.common import job_session, run_main
+from ray_jobs.common import data_context, job_session, run_main
 from ray_jobs.console import CONSOLE
 
 log = logging.getLogger("interest.predict")
@@ -91,6 +91,7 @@ def run_predict(cfg: PredictConfig) -> dict:
     if cfg.until != "end" and cfg.data.scheme not in prepared.manifest["splits"]:
         raise ValueError(f"split scheme {cfg.data.scheme!r} was not prepared (have {list(prepared.manifest['splits'])})")
     columns = COLUMNS + ([] if cfg.until == "end" else [f"{cfg.data.scheme}_train_end", f"{cfg.data.scheme}_valid_end"])
+    data_context()
     rows = ray.data.read_parquet(path, filesystem=fs, columns=columns).filter(expr=col("scenario") == scenario)
     users = wanted_users(cfg)
     unknown: list[str] = []

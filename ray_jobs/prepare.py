@@ -18,7 +18,7 @@ from interest_model.data.config import PrepareConfig
 from interest_model.data.engine import read_file_bytes, to_arrow
 from interest_model.data.manifest import summary
 from interest_model.data.pipeline import STEPS, check_inputs, run_prepare
-from ray_jobs.common import job_session, run_main, task_shuffle
+from ray_jobs.common import data_context, job_session, run_main
 from ray_jobs.console import CONSOLE
 
 log = logging.getLogger("interest.prepare")
@@ -67,7 +67,7 @@ class RayDataEngine:
         cpus = int(ray.cluster_resources().get("CPU", 1))
         # Groups are hashed into buckets so one task handles many complete users.
         self.buckets = buckets or max(8, 4 * cpus)
-        task_shuffle()
+        data_context()
 
     def read_files(self, fs, paths):
         # One task per file reading its raw bytes, as the pandas engine does (read_binary_files

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from interest_model.data.examples import attach_context
 from interest_model.data.prepared import PreparedData
-from ray_jobs.common import task_shuffle
+from ray_jobs.common import data_context
 
 
 def sequence_rows(prepared: PreparedData, scenarios: list[str], contexts: list[str], users: list[str] | None = None):
@@ -15,7 +15,7 @@ def sequence_rows(prepared: PreparedData, scenarios: list[str], contexts: list[s
     import ray.data
     from ray.data.expressions import col
 
-    task_shuffle()  # a Dataset keeps the context it was made in: set before reading
+    data_context()  # a Dataset keeps the context it was made in: set before reading
     fs, path = prepared.dataset_path("sequences")
     seqs = ray.data.read_parquet(path, filesystem=fs)
     if users is not None:

@@ -256,7 +256,8 @@ def train(job: TrainingJob, train_ds, valid_ds, callbacks=()):
                                                          checkpoint_score_order="max"),
             failure_config=ray.train.FailureConfig(max_failures=cfg.run.max_failures), callbacks=list(callbacks)),
         datasets={"train": train_ds, "valid": valid_ds},
-        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
+        # One worker reads the whole training set: no split (and no split coordinator to start).
+        dataset_config=ray.train.DataConfig(datasets_to_split=["train"] if cfg.scaling.num_workers > 1 else []),
     )
     t0 = time.perf_counter()
     with progress:

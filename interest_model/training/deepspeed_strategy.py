@@ -8,6 +8,7 @@ gloo and a plain torch AdamW (DeepSpeed's fused/CPU Adam would JIT-compile first
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 import torch
@@ -15,6 +16,24 @@ import torch
 from interest_model.training.config import DeepSpeedConfig
 from interest_model.training.loop import batch_loss
 from interest_model.training.optim import Schedule, make_optimizer, make_scheduler
+
+
+def import_deepspeed():
+    """DeepSpeed, imported with MLflow hidden: its autotuner imports MLflow whenever it is
+    installed, which is most of DeepSpeed's import time in every training worker (the results
+    page has the figures), and this project never autotunes. A later ``import mlflow`` in the
+    same process works as usual."""
+    if "deepspeed" in sys.modules or "mlflow" in sys.modules:
+        import deepspeed
+
+        return deepspeed
+    sys.modules["mlflow"] = None  # type: ignore[assignment]  # `import mlflow` raises ImportError
+    try:
+        import deepspeed
+    finally:
+        if "mlflow" in sys.modules and sys.modules["mlflow"] is None:
+            del sys.modules["mlflow"]
+    return deepspeed
 
 
 class DeepSpeedStrategy:
@@ -61,7 +80,7 @@ class DeepSpeedStrategy:
         """Wrap the model: returns the DeepSpeed engine (call it like the model). Parameters of
         ``model.item_encoder`` train at ``encoder_lr`` (a pretrained LLM wants a smaller one)."""
         os.environ.setdefault("DS_ACCELERATOR", "cuda" if self.use_gpu else "cpu")
-        import deepspeed
+        deepspeed = import_deepspeed()
         import torch.distributed as dist
 
         world = dist.get_world_size() if dist.is_initialized() else 1
