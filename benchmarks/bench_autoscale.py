@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import threading
 import time
 from pathlib import Path
@@ -21,10 +20,7 @@ from pathlib import Path
 import numpy as np
 import requests
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from bench_serve import add_endpoint_args, endpoint_setup  # noqa: E402  (benchmarks/ is the script's folder)
+from harness import add_endpoint_args, endpoint_setup
 
 
 def running_replicas(app: str = "interest") -> int:

@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
@@ -24,11 +23,8 @@ from pathlib import Path
 import numpy as np
 import requests
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from bench_serve import add_endpoint_args, endpoint_setup  # noqa: E402  (benchmarks/ is the script's folder)
-from serving.client import retrying_session  # noqa: E402
+from harness import add_endpoint_args, endpoint_setup
+from serving.client import retrying_session
 
 
 def replica_pids() -> list[int]:

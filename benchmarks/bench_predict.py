@@ -16,42 +16,12 @@ import argparse
 import json
 import os
 import shutil
-import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-
-def used_memory_mb() -> float:
-    """The machine's used memory, as `free` counts it (total less available), in MiB."""
-    info = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
-    return (int(info["MemTotal"].split()[0]) - int(info["MemAvailable"].split()[0])) / 1024
-
-
-class PeakMemory:
-    """The machine's peak used memory (MiB) above its level at start, sampled in a thread."""
-
-    def __init__(self, every: float = 0.5):
-        self.every, self.base, self.peak = every, used_memory_mb(), 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self._stop.wait(self.every):
-            self.peak = max(self.peak, used_memory_mb() - self.base)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, used_memory_mb() - self.base)
+from harness import PeakMemory
 
 
 def synthetic_prepared(prepared: str, scenario: str, users: int, out: Path, seed: int = 0,

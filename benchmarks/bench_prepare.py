@@ -8,36 +8,27 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
-import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from harness import REPO, timed
 
-from interest_model.data.config import PrepareConfig  # noqa: E402
-from interest_model.data.fetch import fetch_movielens  # noqa: E402
-from interest_model.data.engine import PandasEngine  # noqa: E402
-from interest_model.data.pipeline import run_prepare  # noqa: E402
-from ray_jobs.common import init_ray, setup_logging  # noqa: E402
+from interest_model.data.config import PrepareConfig
+from interest_model.data.fetch import fetch_movielens
+from interest_model.data.engine import PandasEngine
+from interest_model.data.pipeline import run_prepare
+from ray_jobs.common import init_ray, setup_logging
 
 COUNTS = ("input_rows", "kept_rows", "duplicate_rows", "rejected_rows", "kcore_removed_rows", "scenarios", "splits")
 
 
 def ml1m_config(data_dir: str, out: str) -> PrepareConfig:
-    demo = PrepareConfig.load(Path(__file__).resolve().parents[1] / "ray_jobs" / "configs" / "demo.yaml")
+    demo = PrepareConfig.load(REPO / "ray_jobs" / "configs" / "demo.yaml")
     data = demo.model_dump(mode="python")
     data["input"] = {"root": data_dir, "sources": [s for s in data["input"]["sources"] if s["name"] == "ml-1m"]}
     data["scenarios"] = [s for s in data["scenarios"] if s["source"] == "ml-1m"]
     data["pseudonymize"]["key"] = "bench-key"
     data["output_dir"] = out
     return PrepareConfig.from_dict(data)
-
-
-def timed(fn):
-    t = time.perf_counter()
-    result = fn()
-    return result, time.perf_counter() - t
 
 
 def main() -> int:

@@ -27,7 +27,6 @@ import concurrent.futures as cf
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,33 +36,7 @@ from pathlib import Path
 import numpy as np
 import requests
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-
-def wait_port(port: int, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.5)
-    raise TimeoutError(f"nothing listening on {port}")
-
-
-def busy_cpu_seconds() -> float:
-    """CPU seconds every core of this machine has spent busy since boot (/proc/stat)."""
-    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    user, nice, system, idle, iowait, irq, softirq, steal = (int(x) for x in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def idle_cores(seconds: float = 5.0) -> float:
-    """Cores the machine keeps busy with nothing loaded (less this process): Ray's daemons,
-    Serve's controller, idle replicas. What a request adds is measured above it."""
-    me, busy = sum(os.times()[:2]), busy_cpu_seconds()
-    time.sleep(seconds)
-    return max(0.0, busy_cpu_seconds() - busy - (sum(os.times()[:2]) - me)) / seconds
+from harness import REPO, add_endpoint_args, busy_cpu_seconds, endpoint_setup, idle_cores, wait_port
 
 
 def measure(url: str, bodies: list[dict], concurrency: int, seconds: float, headers: dict,
@@ -182,40 +155,6 @@ def schemathesis_run(url: str, examples: int, token: str | None, workdir: Path) 
     return {"cases": len(statuses), "server_errors_5xx": sum(s >= 500 for s in statuses),
             "client_errors_4xx": sum(400 <= s < 500 for s in statuses), "ok_2xx": sum(200 <= s < 300 for s in statuses),
             "exit_code": done.returncode, "summary": [re.sub(r"\x1b\[[0-9;]*m", "", line) for line in tail]}
-
-
-def add_endpoint_args(p: argparse.ArgumentParser) -> None:
-    """The endpoint's arguments, shared by the serving benchmarks."""
-    p.add_argument("--registry", default="registry")
-    p.add_argument("--model", default="ml100k-transfer")
-    p.add_argument("--prepared", default="outputs/demo/prepared")
-    p.add_argument("--scenario", default="ml-100k")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--set", dest="overrides", action="append", default=[], help="ServeConfig override")
-    p.add_argument("--proxy", choices=["haproxy", "serve"], default="haproxy",
-                   help="HTTP proxy of the local cluster: HAProxy (what `interest serve` starts) or Serve's Python proxy")
-
-
-def endpoint_setup(args, prefix: str, num_cpus: int | None = None) -> tuple[list[dict], dict, list[str], Path]:
-    """(request bodies from real histories, auth headers, ServeConfig overrides, a work folder);
-    items added during a benchmark go to the work folder, not to the registry's item store.
-    ``num_cpus``: the local cluster's logical CPUs (Ray's scheduling units; default: the cores)."""
-    from ray_jobs.common import init_ray, setup_logging
-    from ray_jobs.serve import serve_environment
-    from serving.client import sample_histories
-
-    setup_logging("WARNING")
-    histories = sample_histories(args.prepared, args.scenario, n=200)
-    bodies = [{"history": h, "scenario": args.scenario, "k": 10, "user_id": u} for u, h in histories]
-    token = os.environ.get("INTEREST_API_TOKEN")
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    os.environ.setdefault("INTEREST_PSEUDONYM_KEY", "bench-only-key")
-    work = Path(tempfile.mkdtemp(prefix=prefix))
-    sets = [f"registry={Path(args.registry).resolve()}", f"model={args.model}", f"item_store={work / 'items'}",
-            *args.overrides]
-    serve_environment(args.proxy == "haproxy")
-    init_ray(None, num_cpus)
-    return bodies, headers, sets, work
 
 
 def parse_variant(text: str) -> tuple[str, list[str]]:

@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from harness import REPO
 
 # Each snippet prints the seconds of what it measures (imports of the project excluded).
 SNIPPETS = {

@@ -17,17 +17,16 @@ Needs the prepared data of `make demo` (leave-one-out splits) and scikit-learn.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import harness  # noqa: F401  (the repository on the path)
 
-from interest_model import interests as I  # noqa: E402
-from interest_model.evaluation import interests as E  # noqa: E402
+from interest_model import interests as I
+from interest_model.evaluation import interests as E
 
 MAX_LEN = 50
 DECAYS = (0.5, 0.8, 0.9, 0.97)
