@@ -18,13 +18,17 @@ export TRANSFORMERS_OFFLINE := 1
 install: $(STAMP)
 
 # torch first and pinned: an unpinned resolve pulls a multi-GB CUDA build. pip's output goes to
-# $(VENV)/install.log (its last lines are shown when it fails).
+# $(VENV)/install.log (its last lines are shown when it fails). pip byte-compiles what it installs
+# on one core; compileall does the same on every core afterwards (the same .pyc files, a fifth of
+# the install's time on 2 cores; a few files of some packages are for other Pythons and do not
+# compile, as under pip).
 $(STAMP): pyproject.toml
 	@echo "== installing into $(VENV) (first use, a few minutes; log: $(VENV)/install.log)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@( $(PY) -m pip install --disable-pip-version-check "torch==2.13.0" && \
-	   $(PY) -m pip install --disable-pip-version-check -e ".[dev]" ) > $(VENV)/install.log 2>&1 || \
+	@( $(PY) -m pip install --disable-pip-version-check --no-compile "torch==2.13.0" && \
+	   $(PY) -m pip install --disable-pip-version-check --no-compile -e ".[dev]" ) > $(VENV)/install.log 2>&1 || \
 		( tail -n 20 $(VENV)/install.log; echo "install failed: see $(VENV)/install.log"; exit 1 )
+	@$(PY) -m compileall -q -j 0 $(VENV)/lib >> $(VENV)/install.log 2>&1 || true
 	@touch $(STAMP)
 
 # Quiet: each command prints its stages, tables and answers; everything else goes to the log file
