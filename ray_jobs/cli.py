@@ -2,6 +2,7 @@
 
     interest data fetch movielens --data-dir data/raw
     interest data synthetic --data-dir data/tiny
+    interest data generate --events 5000000 --out data/scale-5m   # then: interest prepare --config data/scale-5m/prepare.yaml
     interest prepare --config ray_jobs/configs/demo.yaml [--set key=value ...] [--address ...]
     interest pretrain --config ray_jobs/configs/pretrain_demo.yaml
     interest transfer --config ray_jobs/configs/transfer_demo.yaml
@@ -51,7 +52,17 @@ def _data(argv: Sequence[str]) -> int:
     s = sub.add_parser("synthetic", help="write the small synthetic two-platform dataset")
     s.add_argument("--data-dir", default="data/tiny")
     s.add_argument("--seed", type=int, default=0)
+    g = sub.add_parser("generate", help="write a synthetic platform of any size (streamed), with its prepare config")
+    g.add_argument("--out", required=True, help="a new folder")
+    from interest_model.data.generate import GenerateConfig
+
+    for field, default in GenerateConfig().__dict__.items():
+        g.add_argument(f"--{field.replace('_', '-')}", dest=field, default=default,
+                       type=str if field == "file_type" else float if isinstance(default, float) else int,
+                       choices=["parquet", "csv"] if field == "file_type" else None)
     args = p.parse_args(argv)
+    if args.action == "generate":
+        return _generate(args)
     if args.action == "fetch":
         from interest_model.data.fetch import FetchError, fetch_movielens
 
@@ -69,6 +80,30 @@ def _data(argv: Sequence[str]) -> int:
               f"({', '.join(sorted({f.split('/')[0] for f in report['files']}))})")
         return 0
     print(json.dumps(report, indent=2))
+    return 0
+
+
+def _generate(args) -> int:
+    import dataclasses
+    import time
+
+    from interest_model.data.generate import GenerateConfig, generate
+
+    fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(GenerateConfig)}
+    try:
+        cfg = GenerateConfig(**fields).resolved()
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    t0 = time.perf_counter()
+    try:
+        report = generate(cfg, args.out, progress=lambda n: print(f"  {n:,} of {cfg.events:,} events", flush=True))
+    except FileExistsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{report['events']:,} events of {report['users']:,} users over {report['items']:,} items in "
+          f"{report['scenarios']} scenarios, {report['parts']} parts, in {time.perf_counter() - t0:.1f} s: {args.out}\n"
+          f"next: interest prepare --config {args.out}/prepare.yaml")
     return 0
 
 
