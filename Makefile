@@ -19,7 +19,7 @@ install: $(STAMP)
 
 # torch first and pinned: an unpinned resolve pulls a multi-GB CUDA build. pip's output goes to
 # $(VENV)/install.log (its last lines are shown when it fails). pip byte-compiles what it installs
-# on one core; compileall does the same on every core afterwards (the same .pyc files, a fifth of
+# on one core; compileall does the same on every core afterwards (the same .pyc files, a sixth of
 # the install's time on 2 cores; a few files of some packages are for other Pythons and do not
 # compile, as under pip).
 $(STAMP): pyproject.toml

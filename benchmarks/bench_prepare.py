@@ -10,7 +10,7 @@ import argparse
 import os
 import tempfile
 
-from harness import REPO, timed
+from harness import PREPARE_COUNTS as COUNTS, REPO, timed
 
 from interest_model.data.config import PrepareConfig
 from interest_model.data.fetch import fetch_movielens
@@ -18,7 +18,6 @@ from interest_model.data.engine import PandasEngine
 from interest_model.data.pipeline import run_prepare
 from ray_jobs.common import init_ray, setup_logging
 
-COUNTS = ("input_rows", "kept_rows", "duplicate_rows", "rejected_rows", "kcore_removed_rows", "scenarios", "splits")
 
 
 def ml1m_config(data_dir: str, out: str) -> PrepareConfig:

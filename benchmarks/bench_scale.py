@@ -23,9 +23,8 @@ import sys
 import time
 from pathlib import Path
 
-from harness import REPO, PeakMemory
+from harness import PREPARE_COUNTS as COUNTS, REPO, PeakMemory
 
-COUNTS = ("input_rows", "kept_rows", "duplicate_rows", "rejected_rows", "kcore_removed_rows", "scenarios", "splits")
 PANDAS = ("import sys; from interest_model.data.config import PrepareConfig; "
           "from interest_model.data.engine import PandasEngine; from interest_model.data.pipeline import run_prepare; "
           "run_prepare(PrepareConfig.load(sys.argv[1], ['output_dir=' + sys.argv[2]]), PandasEngine())")

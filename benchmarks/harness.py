@@ -22,6 +22,11 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 
+# What two prepared datasets must agree on (besides their rows) to count as the same output.
+PREPARE_COUNTS = ("input_rows", "kept_rows", "duplicate_rows", "rejected_rows", "kcore_removed_rows", "scenarios",
+                  "splits")
+
+
 # -- meters ----------------------------------------------------------------------------------------
 
 
