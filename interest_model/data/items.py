@@ -36,6 +36,30 @@ class ItemLookup:
     def get(self, source: str, raw_item_id: str):
         return self.entries.get(self.key(source, raw_item_id))
 
+    def resolver(self, source: str) -> "SourceItems":
+        """The source's entries as lookup tables a whole block of interactions is resolved with
+        (built once per process)."""
+        cache = self.__dict__.setdefault("_resolvers", {})
+        if source not in cache:
+            prefix = f"{source}\x1f"
+            mine = {k[len(prefix):]: v for k, v in self.entries.items() if k.startswith(prefix)}
+            cache[source] = SourceItems(
+                canonical={raw: c for raw, (c, _, why) in mine.items() if why is None},
+                why={raw: why for raw, (_, _, why) in mine.items() if why is not None},
+                first_scenario={raw: names[0] for raw, (_, names, why) in mine.items() if why is None and names},
+                pairs={f"{raw}\x1f{n}" for raw, (_, names, why) in mine.items() if why is None for n in names})
+        return cache[source]
+
+
+@dataclass
+class SourceItems:
+    """One source's item lookup by raw item id (as text)."""
+
+    canonical: dict[str, str]  # the item's id, for items that are kept
+    why: dict[str, str]  # the reason, for items that are rejected
+    first_scenario: dict[str, str]  # the scenario an interaction with the item belongs to
+    pairs: set[str]  # "raw id\x1fscenario" for every scenario the item is in
+
 
 @dataclass
 class ItemResult:
@@ -55,12 +79,9 @@ def normalize_frame(frame: pd.DataFrame) -> pd.DataFrame:
             out[col] = s.to_numpy()
         else:
             # dtype=object: pandas 3 would otherwise infer its string dtype and turn None into NaN
-            out[col] = pd.Series([None if _missing(v) else v for v in s.tolist()], dtype=object, index=frame.index)
+            values = pd.Series(s.tolist(), dtype=object, index=frame.index)
+            out[col] = values.where(values.notna(), None)
     return pd.DataFrame(out, index=frame.index)
-
-
-def _missing(v) -> bool:
-    return v is None or v is pd.NA or (isinstance(v, float) and v != v)
 
 
 def _first_non_null(series: pd.Series):

@@ -49,7 +49,6 @@ def validate_block(raw: pd.DataFrame, source: SourceRules, lookup: ItemLookup,
     # dtypes): the checks then see the same values on every engine, and a missing value never
     # meets a typed column (an Arrow-backed int64 column cannot hold the NaN a check fills in).
     raw = normalize_frame(raw)
-    n = len(raw)
     reason = raw["reason"].to_numpy(copy=True)
 
     def mark(mask, why: str) -> None:
@@ -75,30 +74,22 @@ def validate_block(raw: pd.DataFrame, source: SourceRules, lookup: ItemLookup,
     val = _numbers(raw["value"])
     mark(raw["value"].notna() & ~np.isfinite(val.to_numpy()), schema.BAD_VALUE)
 
-    item_ids = np.empty(n, dtype=object)
-    scenarios = np.empty(n, dtype=object)
-    hints = raw["scenario_hint"].to_numpy()
+    # Items and scenarios, resolved for the whole block at once; a row keeps its first reason.
+    items = lookup.resolver(source.name)
+    text = item.astype(str)  # as the lookup's keys were written (rows without an item have a reason)
+    canonical, why = text.map(items.canonical), text.map(items.why)
+    mark(canonical.isna() & why.isna(), schema.UNKNOWN_ITEM)
+    rejected_item = why.notna().to_numpy() & pd.isna(reason)
+    reason[rejected_item] = why.to_numpy(dtype=object)[rejected_item]
     value_rules = lookup.value_rules.get(source.name)
-    for i, raw_item in enumerate(item.to_numpy()):
-        if reason[i] is not None:
-            continue
-        entry = lookup.get(source.name, raw_item)
-        if entry is None:
-            reason[i] = schema.UNKNOWN_ITEM
-            continue
-        canonical, names, why = entry
-        if why is not None:
-            reason[i] = why
-            continue
-        item_ids[i] = canonical
-        if value_rules is not None:
-            scen = value_rules.get(hints[i]) if hints[i] is not None else None
-            if scen is None or scen not in names:
-                reason[i] = schema.NO_SCENARIO
-                continue
-            scenarios[i] = scen
-        else:
-            scenarios[i] = names[0]
+    if value_rules is not None:
+        scen = raw["scenario_hint"].map(value_rules)
+        mark(scen.isna() | ~(text + "\x1f" + scen.astype(str)).isin(items.pairs), schema.NO_SCENARIO)
+    else:
+        scen = text.map(items.first_scenario)
+    kept = pd.isna(reason)
+    item_ids = np.where(kept, canonical.to_numpy(dtype=object), None)
+    scenarios = np.where(kept, scen.to_numpy(dtype=object), None)
 
     out = pd.DataFrame({
         "user_id": pseudonymize.many(user),
