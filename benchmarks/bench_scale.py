@@ -126,6 +126,9 @@ def main() -> int:
     p.add_argument("--pandas-max-events", type=int, default=5_000_000, help="the one-process engine up to this size")
     p.add_argument("--timeout", type=float, default=3600, help="seconds per stage")
     p.add_argument("--keep", action="store_true", help="keep the prepared outputs")
+    p.add_argument("--object-store-memory", default=None, metavar="SIZE",
+                   help="the Ray jobs' local object store, e.g. 3G (default: Ray's, 30%% of memory); beyond it Ray "
+                        "spills to disk")
     args = p.parse_args()
     out, data_dir = Path(args.out).resolve(), Path(args.data_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -151,8 +154,9 @@ def main() -> int:
                 continue
             target = out / f"prepared-{stage}-{events}"
             shutil.rmtree(target, ignore_errors=True)
+            store = ["--object-store-memory", args.object_store_memory] if args.object_store_memory else []
             cmd = ([sys.executable, "-m", "ray_jobs.cli", "prepare", "--config", str(folder / "prepare.yaml"),
-                    "--set", f"output_dir={target}"] if stage == "prepare" else
+                    "--set", f"output_dir={target}", *store] if stage == "prepare" else
                    [sys.executable, "-c", PANDAS, str(folder / "prepare.yaml"), str(target)])
             row = run(cmd, out / f"{stage}-{events}.log", args.timeout)
             if row["rc"] == 0:

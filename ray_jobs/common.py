@@ -26,9 +26,30 @@ def job_parser(prog: str, description: str) -> argparse.ArgumentParser:
                    help="override a config field, e.g. --set kcore.user_k=10 (repeatable)")
     p.add_argument("--address", default=None,
                    help="Ray cluster address (default: $RAY_ADDRESS, else start a local cluster)")
-    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local cluster (default: all)")
+    add_local_cluster_options(p)
     add_console_options(p)
     return p
+
+
+def add_local_cluster_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local cluster (default: all)")
+    p.add_argument("--object-store-memory", type=parse_bytes, default=None, metavar="SIZE",
+                   help="object store of a local cluster, e.g. 4G (default: Ray's, 30%% of memory); "
+                        "what does not fit spills to disk")
+
+
+def parse_bytes(text: str) -> int:
+    """'4G', '512M', '1.5GiB' or a plain number of bytes -> bytes."""
+    units = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+    t = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = t[-1:] if t[-1:] in units and t[-1:] else ""
+    try:
+        value = float(t[: len(t) - len(unit)]) * units[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 4G, 512M, or bytes)") from None
+    if value < 78 * 2**20:  # Ray's own floor for an object store
+        raise argparse.ArgumentTypeError(f"{text!r}: an object store needs at least 78M")
+    return int(value)
 
 
 def add_console_options(p: argparse.ArgumentParser) -> None:
@@ -70,9 +91,10 @@ def console_session(name: str, out_dir: str | None, args):
             raise
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Connect to a cluster (``address`` or $RAY_ADDRESS) or start a local one; reuse a
-    connection that is already open (tests share one cluster per session)."""
+def init_ray(address: str | None = None, num_cpus: int | None = None, object_store_memory: int | None = None) -> None:
+    """Connect to a cluster (``address`` or $RAY_ADDRESS) or start a local one (``num_cpus``,
+    ``object_store_memory``: its size); reuse a connection that is already open (tests share one
+    cluster per session)."""
     import ray
 
     if ray.is_initialized():
@@ -85,7 +107,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     if address is None:
         # The dashboard serves the State API that Ray Train's placement-group cleanup (and Tune)
         # rely on; without it they log errors and can leak placement groups.
-        kwargs.update(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1")
+        kwargs.update(num_cpus=num_cpus, object_store_memory=object_store_memory, include_dashboard=True,
+                      dashboard_host="127.0.0.1")
     ray.init(address=address, **kwargs)
     log.info("ray: connected (%s), resources %s", address or "local", ray.cluster_resources())
 
@@ -149,7 +172,7 @@ def job_session(argv: Sequence[str] | None, prog: str, description: str, config_
     with console_session(prog.split()[-1], output_dir_of(cfg), args):
         if check is not None:
             check(cfg)
-        init_ray(args.address, args.num_cpus)
+        init_ray(args.address, args.num_cpus, args.object_store_memory)
         yield cfg
 
 

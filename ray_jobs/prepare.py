@@ -11,6 +11,7 @@ from typing import Sequence
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from interest_model import io
@@ -23,6 +24,7 @@ from ray_jobs.console import CONSOLE
 
 log = logging.getLogger("interest.prepare")
 BUCKET = "__bucket"
+ROWS_PER_BUCKET = 250_000  # a group_map task's frame: large enough to amortize, small enough to hold
 
 
 def _add_bucket(batch: pd.DataFrame, *, key: str, buckets: int) -> pd.DataFrame:
@@ -65,7 +67,8 @@ class RayDataEngine:
 
         self._ray = ray
         cpus = int(ray.cluster_resources().get("CPU", 1))
-        # Groups are hashed into buckets so one task handles many complete users.
+        # Groups are hashed into buckets so one task handles many complete users; more buckets
+        # for more rows, so that a task's frame stays about ROWS_PER_BUCKET rows at any size.
         self.buckets = buckets or max(8, 4 * cpus)
         data_context()
 
@@ -79,8 +82,12 @@ class RayDataEngine:
     def map(self, d, fn, **kwargs):
         return d.map_batches(fn, batch_format="pandas", batch_size=None, fn_kwargs=kwargs)
 
-    def group_map(self, d, key, fn):
-        bucketed = self.map(d, _add_bucket, key=key, buckets=self.buckets)
+    def group_map(self, d, key, fn, rows=None):
+        buckets = max(self.buckets, -(-(rows or 0) // ROWS_PER_BUCKET))
+        bucketed = self.map(d, _add_bucket, key=key, buckets=buckets)
+        # The sort behind groupby makes (blocks x blocks) objects: blocks of about a bucket's rows
+        # keep that small whatever the upstream block size.
+        bucketed = bucketed.repartition(target_num_rows_per_block=ROWS_PER_BUCKET)
         return bucketed.groupby(BUCKET).map_groups(_bucket_fn(fn), batch_format="pandas")
 
     # Aggregates are combined map-side: each block sends its partial counts, the driver adds
@@ -127,11 +134,10 @@ class RayDataEngine:
 
     def write_parquet(self, d, uri, arrow_schema):
         fs, path = io.filesystem(uri)
-        if d.count() == 0:  # keep an empty table readable, with its schema
-            fs.create_dir(path, recursive=True)
-            pq.write_table(arrow_schema.empty_table(), f"{path}/part-00000.parquet", filesystem=fs)
-            return
         self.map(d, _arrow_block, arrow_schema=arrow_schema).write_parquet(path, filesystem=fs)
+        if not fs.get_file_info(pafs.FileSelector(path, allow_not_found=True)):  # no rows, no file:
+            fs.create_dir(path, recursive=True)  # keep an empty table readable, with its schema
+            pq.write_table(arrow_schema.empty_table(), f"{path}/part-00000.parquet", filesystem=fs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -28,7 +28,7 @@ from typing import Sequence
 
 import yaml
 
-from ray_jobs.common import add_console_options, console_session, init_ray, run_main
+from ray_jobs.common import add_console_options, add_local_cluster_options, console_session, init_ray, run_main
 from ray_jobs.console import CONSOLE
 
 log = logging.getLogger("interest.serve")
@@ -48,7 +48,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else local)")
-    p.add_argument("--num-cpus", type=int, default=None)
+    add_local_cluster_options(p)
     p.add_argument("--timeout", type=float, default=300, help="seconds to wait for the app to run")
     p.add_argument("--detach", action="store_true", help="return once the app runs (leave it deployed)")
     p.add_argument("--demo", metavar="PREPARED", default=None,
@@ -238,7 +238,7 @@ def _serve(args, config: dict) -> int:
             # cluster: no draining (Serve's minimum is 30 s, for clients a real shutdown may have).
             for key in ("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "RAY_SERVE_PROXY_MIN_DRAINING_PERIOD_S"):
                 os.environ.setdefault(key, "1")
-    init_ray(args.address, args.num_cpus)
+    init_ray(args.address, args.num_cpus, args.object_store_memory)
     from ray import serve
 
     names = [a["name"] for a in config["applications"]]

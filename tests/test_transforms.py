@@ -34,9 +34,9 @@ def test_dedupe_keeps_the_first_and_counts_the_rest():
     frame = pd.DataFrame({
         "user_id": ["a", "a", "a", "b"], "item_id": ["x", "x", "x", "x"], "scenario": "s",
         "event_type": ["rate", "rate", "rate", "rate"], "timestamp": [1, 1, 2, 1],
-        "value": [5.0, 5.0, 5.0, np.nan], "path": "p", "line_no": [3, 1, 2, 4]})
+        "value": [5.0, 5.0, 5.0, np.nan], "order": [3, 1, 2, 4]})
     out = transforms.dedupe(frame)
-    assert len(out) == 3 and sorted(out["line_no"]) == [1, 2, 4]
+    assert len(out) == 3 and sorted(out["order"]) == [1, 2, 4]
 
 
 def test_leave_one_out_and_segments(tmp_path):

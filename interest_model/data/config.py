@@ -145,7 +145,9 @@ class PrepareConfig(JobConfig):
     splits: SplitConfig = SplitConfig()
     segments: SegmentConfig = SegmentConfig()
     keep_raw_rejects: bool = False  # raw lines may hold raw user ids: off by default
-    lines_per_block: int = Field(50_000, ge=100)
+    # Rows per block (one task's work). Large enough that the per-task and per-object costs of
+    # the steps after it (a shuffle's objects grow with the square of the blocks) stay small.
+    lines_per_block: int = Field(200_000, ge=100)
     output_dir: str = "outputs/prepared"
 
     @model_validator(mode="after")

@@ -25,8 +25,9 @@ class Engine(Protocol):
 
     def read_files(self, fs, paths: list[str]) -> Any: ...  # rows: path, bytes
     def map(self, d, fn: Callable[..., Any], **kwargs) -> Any: ...  # fn(DataFrame) -> DataFrame or iterator
-    def group_map(self, d, key: str, fn: Callable[[pd.DataFrame], pd.DataFrame]) -> Any:
-        """fn gets frames that each hold complete groups of ``key`` (one or many groups)."""
+    def group_map(self, d, key: str, fn: Callable[[pd.DataFrame], pd.DataFrame], rows: int | None = None) -> Any:
+        """fn gets frames that each hold complete groups of ``key`` (one or many groups); ``rows``,
+        about how many rows ``d`` has, lets an engine size the frames."""
     def count_by(self, d, keys: list[str]) -> pd.DataFrame: ...  # keys + "count"
     def sum_by(self, d, keys: list[str], column: str) -> pd.DataFrame: ...  # keys + column
     def count(self, d) -> int: ...
@@ -84,8 +85,14 @@ def add_column(batch: pd.DataFrame, *, name: str, value: Any) -> pd.DataFrame:
     return batch
 
 
-def validated_kept(batch: pd.DataFrame, *, keep_raw: bool) -> pd.DataFrame:
-    return split_rejects(batch, keep_raw)[0]
+def source_reasons(batch: pd.DataFrame) -> pd.DataFrame:
+    """Validated rows -> (source, reason), reason "" for a kept row: what the counts need."""
+    return pd.DataFrame({"source": batch["source"].astype(object),
+                         "reason": batch["reason"].astype(object).where(batch["reason"].notna(), "")})
+
+
+def validated_kept(batch: pd.DataFrame) -> pd.DataFrame:
+    return split_rejects(batch, keep_raw=False)[0]
 
 
 def validated_rejects(batch: pd.DataFrame, *, keep_raw: bool) -> pa.Table:
@@ -110,8 +117,10 @@ def to_arrow(frame: pd.DataFrame, arrow_schema: pa.Schema) -> pa.Table:
     for f in arrow_schema:
         if f.name in frame.columns:
             values = frame[f.name]
-            cols[f.name] = pa.array(values.astype(object).where(values.notna(), None).tolist()
-                                    if values.dtype == object else values, type=f.type, from_pandas=True)
+            if values.dtype == object:  # None, NaN and pd.NA are all null
+                cols[f.name] = pa.array(values.to_numpy(), type=f.type, mask=values.isna().to_numpy(), from_pandas=True)
+            else:
+                cols[f.name] = pa.array(values, type=f.type, from_pandas=True)
         else:
             cols[f.name] = pa.nulls(len(frame), type=f.type)
     return pa.table(cols, schema=arrow_schema)
@@ -141,7 +150,7 @@ class PandasEngine:
         frames = list(out)
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
-    def group_map(self, d, key, fn):
+    def group_map(self, d, key, fn, rows=None):
         return fn(d)
 
     def count_by(self, d, keys):

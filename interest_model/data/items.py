@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass, field
 
 import pandas as pd
+import pyarrow as pa
 
 from interest_model.data import schema
 from interest_model.data.config import PrepareConfig
@@ -77,11 +78,19 @@ def normalize_frame(frame: pd.DataFrame) -> pd.DataFrame:
         s = frame[col]
         if pd.api.types.is_numeric_dtype(s.dtype) and not s.isna().any():
             out[col] = s.to_numpy()
+        elif _is_text(s.dtype):  # pandas' or Arrow's strings: converted in C, not value by value
+            out[col] = pd.Series(s.to_numpy(dtype=object, na_value=None), dtype=object, index=frame.index)
         else:
             # dtype=object: pandas 3 would otherwise infer its string dtype and turn None into NaN
             values = pd.Series(s.tolist(), dtype=object, index=frame.index)
             out[col] = values.where(values.notna(), None)
     return pd.DataFrame(out, index=frame.index)
+
+
+def _is_text(dtype) -> bool:
+    if isinstance(dtype, pd.ArrowDtype):
+        return pa.types.is_string(dtype.pyarrow_dtype) or pa.types.is_large_string(dtype.pyarrow_dtype)
+    return isinstance(dtype, pd.StringDtype)
 
 
 def _first_non_null(series: pd.Series):

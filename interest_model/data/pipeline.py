@@ -22,8 +22,8 @@ from interest_model.data.config import PrepareConfig, to_epoch
 from interest_model.data.items import build_items
 from interest_model.data.prepared import MANIFEST, TABLES
 from interest_model.data.readers import Reader, ReaderError, make_reader
-from interest_model.data.engine import (Engine, add_column, chunk_files, parse_block, to_arrow, user_split_flags,
-                                       validated_kept, validated_rejects)
+from interest_model.data.engine import (Engine, add_column, chunk_files, parse_block, source_reasons, to_arrow,
+                                       user_split_flags, validated_kept, validated_rejects)
 from interest_model.data.manifest import build_manifest, check_manifest
 from interest_model.data.validate import Pseudonymizer, SourceRules, validate_block
 
@@ -121,27 +121,35 @@ def run_prepare(cfg: PrepareConfig, engine: Engine, progress: Callable[[str], No
     items = build_items(raw_items, cfg)
     t = tick("items", t0)
 
-    # 2. Interactions: parse and validate block by block; every row is kept or rejected.
-    parts = []
+    # 2. Interactions: parse and validate block by block; every row is kept or rejected. The
+    # validated rows are held once: the rejects (few) are taken out of them, the kept rows are
+    # read off them by the dedupe's shuffle, and they go as soon as that is done.
+    read = []
     for src in cfg.input.sources:
         d, paths = _read_source(engine, cfg, src, "interactions")
         input_files[f"{src.name}.interactions"] = paths
+        read.append((src, d))
+    files = {p: i for i, p in enumerate(sorted({p for paths in input_files.values() for p in paths}))}
+    parts = []
+    for src, d in read:
         rules = SourceRules(src.name, src.event_type, dict(src.event_type_map), src.timestamp_unit)
-        parts.append(engine.map(d, validate_block, source=rules, lookup=items.lookup,
-                                pseudonymize=pseudonymizer, ts_min=ts_min, ts_max=ts_max))
+        parts.append(engine.map(d, validate_block, source=rules, lookup=items.lookup, pseudonymize=pseudonymizer,
+                                ts_min=ts_min, ts_max=ts_max, files=files))
     validated = engine.materialize(engine.union(parts))
-    per_source = engine.count_by(validated, ["source"])
-    input_rows_by_source = {s: int(c) for s, c in zip(per_source["source"], per_source["count"])}
+    tally = engine.count_by(engine.map(validated, source_reasons), ["source", "reason"])  # one pass for both
+    input_rows_by_source = {s: int(c) for s, c in tally.groupby("source")["count"].sum().items()}
     input_rows = sum(input_rows_by_source.values())
-    kept = engine.materialize(engine.map(validated, validated_kept, keep_raw=cfg.keep_raw_rejects))
-    rejects = engine.materialize(engine.map(validated, validated_rejects, keep_raw=cfg.keep_raw_rejects))
-    valid_rows = engine.count(kept)
-    by_reason = engine.count_by(rejects, ["reason"])
-    rejected_by_reason = {r: int(c) for r, c in zip(by_reason["reason"], by_reason["count"])}
+    bad = tally[tally["reason"] != ""]
+    rejected_by_reason = {r: int(c) for r, c in bad.groupby("reason")["count"].sum().items()}
+    valid_rows = input_rows - sum(rejected_by_reason.values())
+    rejects = (engine.materialize(engine.map(validated, validated_rejects, keep_raw=cfg.keep_raw_rejects))
+               if rejected_by_reason else engine.from_arrow(schema.REJECTS.empty_table()))
     t = tick("validate", t)
 
     # 3. Exact duplicates.
-    kept = engine.materialize(engine.group_map(kept, "user_id", transforms.dedupe))
+    kept = engine.map(validated, validated_kept)
+    kept = engine.materialize(engine.group_map(kept, "user_id", transforms.dedupe, rows=valid_rows))
+    del validated
     deduped_rows = engine.count(kept)
     t = tick("dedupe", t)
 
@@ -167,11 +175,14 @@ def run_prepare(cfg: PrepareConfig, engine: Engine, progress: Callable[[str], No
     rules = _split_rules(cfg, engine, kept)
 
     # 6. Sequences, splits, interactions with split labels, item segments.
-    seqs = engine.group_map(kept, "user_id", transforms.build_sequences)
+    # The interactions with their split labels are read off the sequences twice (item counts,
+    # the table written) rather than held: the sequences hold the same rows.
+    seqs = engine.group_map(kept, "user_id", transforms.build_sequences, rows=kept_rows)
     seqs = engine.materialize(engine.map(seqs, transforms.add_split_bounds, schemes=schemes, rules=rules))
+    del kept
     splits = engine.materialize(engine.map(seqs, transforms.split_rows, schemes=schemes, rules=rules,
                                            cold_user_max_train=cfg.segments.cold_user_max_train))
-    inter = engine.materialize(engine.map(seqs, transforms.explode_interactions, schemes=schemes, rules=rules))
+    inter = engine.map(seqs, transforms.explode_interactions, schemes=schemes, rules=rules)
     counts = engine.sum_by(engine.map(inter, transforms.split_item_counts, schemes=schemes),
                            ["scheme", "scenario", "split", "item_id"], "count")
     segments = transforms.item_segments(items.items, counts, schemes)

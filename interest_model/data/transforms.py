@@ -12,7 +12,7 @@ import pandas as pd
 from interest_model.data.schema import SPLITS
 
 DEDUP_KEY = ["user_id", "item_id", "scenario", "event_type", "timestamp", "value"]
-ORDER = ["timestamp", "path", "line_no"]  # chronological, ties in input order
+ORDER = ["timestamp", "order"]  # chronological, ties in input order (validate.py: file, line)
 DAY = 86_400
 
 SEQUENCE_COLUMNS = ["scenario", "user_id", "item_ids", "timestamps", "event_types", "values",
@@ -22,7 +22,7 @@ SEQUENCE_COLUMNS = ["scenario", "user_id", "item_ids", "timestamps", "event_type
 # -- dedupe ------------------------------------------------------------------------------------
 def dedupe(frame: pd.DataFrame) -> pd.DataFrame:
     """Exact duplicates (same user, item, scenario, event, second and value) -> first in input order."""
-    frame = frame.sort_values(["path", "line_no"], kind="stable")
+    frame = frame.sort_values("order", kind="stable")
     return frame.drop_duplicates(DEDUP_KEY, keep="first").reset_index(drop=True)
 
 
@@ -78,12 +78,21 @@ def build_sequences(frame: pd.DataFrame) -> pd.DataFrame:
     """Kept interactions holding complete users (all their scenarios) -> one chronological
     sequence row per (scenario, user)."""
     frame = frame.sort_values(["user_id", "scenario", *ORDER], kind="stable")
-    grouped = frame.groupby(["user_id", "scenario"], sort=False)
-    out = grouped.agg(item_ids=("item_id", list), timestamps=("timestamp", list),
-                      event_types=("event_type", list), values=("value", list),
-                      length=("item_id", "size")).reset_index()
+    users, scenarios = frame["user_id"].to_numpy(dtype=object), frame["scenario"].to_numpy(dtype=object)
+    new = np.ones(len(frame), dtype=bool)
+    new[1:] = (users[1:] != users[:-1]) | (scenarios[1:] != scenarios[:-1])
+    starts = np.flatnonzero(new)
+
+    def lists(column: str, dtype=object) -> list[list]:
+        return [part.tolist() for part in np.split(frame[column].to_numpy(dtype=dtype), starts[1:])] if len(frame) else []
+
+    out = pd.DataFrame({
+        "scenario": scenarios[starts], "user_id": users[starts],
+        "item_ids": lists("item_id"), "timestamps": lists("timestamp", "int64"),
+        "event_types": lists("event_type"), "values": lists("value", "float64"),
+        "length": np.diff(np.append(starts, len(frame))).astype("int64"),
+    })
     out["n_scenarios"] = out.groupby("user_id")["scenario"].transform("size").astype("int64")
-    out["length"] = out["length"].astype("int64")
     return out[SEQUENCE_COLUMNS]
 
 
@@ -130,28 +139,32 @@ def explode_interactions(sequences: pd.DataFrame, schemes: list[str], rules: Spl
     """Sequences back to one row per interaction, with its position and, per scheme, its split."""
     columns = ["user_id", "item_id", "scenario", "event_type", "timestamp", "value", "position",
                *[f"split_{s}" for s in schemes]]
-    cols: dict[str, list] = {c: [] for c in columns}
-    for rec in sequences.itertuples(index=False):
-        n = rec.length
-        cols["user_id"].extend([rec.user_id] * n)
-        cols["item_id"].extend(rec.item_ids)
-        cols["scenario"].extend([rec.scenario] * n)
-        cols["event_type"].extend(rec.event_types)
-        cols["timestamp"].extend(rec.timestamps)
-        cols["value"].extend(rec.values)
-        cols["position"].extend(range(n))
-        for scheme in schemes:
-            train_end, valid_end = split_bounds(rec.timestamps, scheme, rules, rec.scenario)
-            cols[f"split_{scheme}"].extend(_label(i, train_end, valid_end) for i in range(n))
-    out = pd.DataFrame(cols, columns=columns)
-    out["timestamp"] = out["timestamp"].astype("int64")
-    out["value"] = out["value"].astype("float64")
-    out["position"] = out["position"].astype("int64")
-    return out
+    if sequences.empty:
+        return pd.DataFrame({c: pd.Series(dtype="int64" if c in ("timestamp", "position") else
+                                          "float64" if c == "value" else object) for c in columns})
+    lengths = sequences["length"].to_numpy(dtype="int64")
+    starts = np.cumsum(lengths) - lengths
+    position = np.arange(int(lengths.sum()), dtype="int64") - np.repeat(starts, lengths)
 
+    def flat(column: str, dtype=object) -> np.ndarray:
+        return np.concatenate([np.asarray(v, dtype=dtype) for v in sequences[column]])
 
-def _label(i: int, train_end: int, valid_end: int) -> str:
-    return SPLITS[0] if i < train_end else SPLITS[1] if i < valid_end else SPLITS[2]
+    out = pd.DataFrame({
+        "user_id": np.repeat(sequences["user_id"].to_numpy(dtype=object), lengths),
+        "item_id": flat("item_ids"),
+        "scenario": np.repeat(sequences["scenario"].to_numpy(dtype=object), lengths),
+        "event_type": flat("event_types"),
+        "timestamp": flat("timestamps", "int64"),
+        "value": flat("values", "float64"),
+        "position": position,
+    })
+    labels = np.asarray(SPLITS, dtype=object)
+    for scheme in schemes:
+        bounds = np.array([split_bounds(ts, scheme, rules, scen) for ts, scen in
+                           zip(sequences["timestamps"], sequences["scenario"])], dtype="int64").reshape(-1, 2)
+        train_end, valid_end = np.repeat(bounds[:, 0], lengths), np.repeat(bounds[:, 1], lengths)
+        out[f"split_{scheme}"] = labels[(position >= train_end).astype(int) + (position >= valid_end).astype(int)]
+    return out[columns]
 
 
 def split_item_counts(interactions: pd.DataFrame, schemes: list[str]) -> pd.DataFrame:

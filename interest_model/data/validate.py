@@ -42,9 +42,17 @@ class SourceRules:
     timestamp_unit: str
 
 
+LINE_BITS = 40  # order = file rank << LINE_BITS | line number
+
+
 def validate_block(raw: pd.DataFrame, source: SourceRules, lookup: ItemLookup,
-                   pseudonymize: Pseudonymizer, ts_min: int, ts_max: int) -> pd.DataFrame:
-    """Reader output -> validated rows (``reason`` is null for rows that are kept)."""
+                   pseudonymize: Pseudonymizer, ts_min: int, ts_max: int,
+                   files: dict[str, int] | None = None) -> pd.DataFrame:
+    """Reader output -> validated rows (``reason`` is null for rows that are kept). A kept row
+    carries its place in the input as one integer, ``order`` (the file's rank in ``files``, all
+    of the job's interaction files in path order, then the line): what dedupe and ties in time
+    are decided by. The fields only a reject needs (its file, the raw values) are null on kept
+    rows, so the rows that travel on are narrow."""
     # Plain columns whatever the engine handed over (numpy, pandas extension or Arrow-backed
     # dtypes): the checks then see the same values on every engine, and a missing value never
     # meets a typed column (an Arrow-backed int64 column cannot hold the NaN a check fills in).
@@ -68,7 +76,8 @@ def validate_block(raw: pd.DataFrame, source: SourceRules, lookup: ItemLookup,
     ts_int = np.floor(ts.where(in_range, 0.0)).astype("int64")
 
     ev_raw = raw["event_type"].where(raw["event_type"].notna(), source.event_type)
-    ev = ev_raw.map(lambda v: source.event_type_map.get(v, source.event_type_map.get(str(v).lower(), str(v).lower())))
+    names = source.event_type_map
+    ev = ev_raw.map({v: names.get(v, names.get(str(v).lower(), str(v).lower())) for v in ev_raw.unique()})
     mark(~ev.isin(schema.EVENT_TYPES), schema.UNKNOWN_EVENT_TYPE)
 
     val = _numbers(raw["value"])
@@ -84,12 +93,19 @@ def validate_block(raw: pd.DataFrame, source: SourceRules, lookup: ItemLookup,
     value_rules = lookup.value_rules.get(source.name)
     if value_rules is not None:
         scen = raw["scenario_hint"].map(value_rules)
-        mark(scen.isna() | ~(text + "\x1f" + scen.astype(str)).isin(items.pairs), schema.NO_SCENARIO)
+        pair = (text + "\x1f" + scen.astype(str)).astype(object)  # object: a hash lookup, not Arrow's isin
+        mark(scen.isna() | ~pair.isin(items.pairs), schema.NO_SCENARIO)
     else:
         scen = text.map(items.first_scenario)
     kept = pd.isna(reason)
     item_ids = np.where(kept, canonical.to_numpy(dtype=object), None)
     scenarios = np.where(kept, scen.to_numpy(dtype=object), None)
+
+    line_no = raw["line_no"].to_numpy(dtype="int64")
+    rank = raw["path"].map(files).to_numpy(dtype="int64") if files else np.zeros(len(raw), dtype="int64")
+
+    def rejected_only(values: pd.Series) -> np.ndarray:
+        return np.where(kept, None, values.to_numpy(dtype=object))
 
     out = pd.DataFrame({
         "user_id": pseudonymize.many(user),
@@ -99,12 +115,13 @@ def validate_block(raw: pd.DataFrame, source: SourceRules, lookup: ItemLookup,
         "timestamp": ts_int,
         "value": val.astype("float64"),
         "source": source.name,
-        "path": raw["path"].astype(str),
-        "line_no": raw["line_no"].astype("int64"),
+        "order": (rank << LINE_BITS) | line_no,
+        "path": rejected_only(raw["path"]),
+        "line_no": line_no,
         "reason": reason,
-        "raw_timestamp": ts_raw.astype(object),
-        "raw_item_id": item.astype(object),
-        "raw": raw["raw"].astype(object),
+        "raw_timestamp": rejected_only(ts_raw),
+        "raw_item_id": rejected_only(item),
+        "raw": rejected_only(raw["raw"]),
     })
     return out
 
@@ -131,8 +148,7 @@ def _parse_timestamps(values: pd.Series, unit: str) -> pd.Series:
 def split_rejects(validated: pd.DataFrame, keep_raw: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(kept rows in the canonical schema + ordering keys, rejects in schema.REJECTS)."""
     bad = validated["reason"].notna()
-    kept = validated.loc[~bad, ["user_id", "item_id", "scenario", "event_type", "timestamp", "value",
-                                "path", "line_no"]]
+    kept = validated.loc[~bad, ["user_id", "item_id", "scenario", "event_type", "timestamp", "value", "order"]]
     rej = validated.loc[bad]
     rejects = pd.DataFrame({
         "kind": "interaction",

@@ -4,7 +4,7 @@ scenario."""
 from __future__ import annotations
 
 from interest_model.data.readers.base import Columns, Options, Reader
-from interest_model.data.readers.fields import json_interaction, json_item
+from interest_model.data.readers.fields import json_interaction, json_interaction_frame, json_item
 
 FORMAT = "amazon"
 INTERACTIONS = Columns(user_id="user_id", item_id="parent_asin", timestamp="timestamp", value="rating")
@@ -15,4 +15,5 @@ ITEMS = Columns(item_id="parent_asin", title="title", description="description",
 def build(o: Options) -> Reader:
     return Reader(FORMAT, o.encoding or "utf-8", None, interaction_columns=o.interactions(INTERACTIONS),
                   item_columns=o.items(ITEMS), category_separator=o.category_separator, keep_raw=o.keep_raw,
-                  interaction_fn=json_interaction, item_fn=json_item)
+                  interaction_fn=json_interaction, item_fn=json_item,
+                  interaction_frame_fn=json_interaction_frame)

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import pandas as pd
 
 from interest_model.data import schema
@@ -79,6 +80,27 @@ def _clean(value: Any) -> str | None:
     return text or None
 
 
+def clean_column(values: pd.Series) -> np.ndarray:
+    """``_clean`` over a whole column (object array of text or None), typed columns at numpy's
+    speed: what ``_clean`` gives each value, whatever the column's dtype."""
+    dtype = values.dtype
+    if pd.api.types.is_integer_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype) and not values.hasnans:
+        return values.to_numpy(dtype="int64").astype(str).astype(object)
+    if pd.api.types.is_float_dtype(dtype):
+        num = values.to_numpy(dtype="float64", na_value=np.nan)
+        out = np.full(len(num), None, dtype=object)
+        whole = np.isfinite(num) & (num == np.floor(num)) & (np.abs(num) < 2.0**63)
+        out[whole] = num[whole].astype("int64").astype(str)
+        other = ~np.isnan(num) & ~whole
+        out[other] = [str(v) for v in num[other].tolist()]
+        return out
+    if isinstance(dtype, pd.StringDtype) or (isinstance(dtype, pd.ArrowDtype) and dtype.kind in "OU"
+                                              and pd.api.types.is_string_dtype(dtype)):
+        texts = values.to_numpy(dtype=object, na_value=None)  # in C; then Python's own strip
+        return np.array([None if v is None else (v.strip() or None) for v in texts], dtype=object)
+    return np.array([_clean(v) for v in values.tolist()], dtype=object)
+
+
 Names = str | tuple[str, ...] | None
 
 
@@ -129,6 +151,8 @@ class Reader:
     # Format-specific field extraction from one decoded record (list of cells or dict).
     interaction_fn: Callable[["Reader", Any, dict], dict] | None = None
     item_fn: Callable[["Reader", Any, dict], dict] | None = None
+    # The same as interaction_fn for a whole frame of records at once (Parquet): column -> values.
+    interaction_frame_fn: Callable[["Reader", pd.DataFrame], dict] | None = None
 
     # -- header ---------------------------------------------------------------------------
     def header_index(self, header_line: bytes | None, kind: str = "interactions",
@@ -261,6 +285,15 @@ class Reader:
 
     # -- non-line input (Parquet) ---------------------------------------------------------
     def parse_interaction_frame(self, frame: pd.DataFrame, path: str, first_row: int) -> pd.DataFrame:
+        if self.interaction_frame_fn is not None and not self.keep_raw:
+            n = len(frame)
+            # Object columns as they are (pandas would otherwise convert text to its string dtype,
+            # which validation converts straight back).
+            text = {k: pd.Series(v, dtype=object, copy=False) for k, v in self.interaction_frame_fn(self, frame).items()}
+            none = pd.Series(np.full(n, None, dtype=object), dtype=object, copy=False)
+            return pd.DataFrame({**text, "path": pd.Series(np.full(n, path, dtype=object), dtype=object, copy=False),
+                                 "line_no": np.arange(first_row + 1, first_row + n + 1, dtype="int64"),
+                                 "reason": none, "raw": none.copy()})
         return self._parse_frame(frame, path, first_row, self.interaction_fn, RAW_INTERACTION_FIELDS)
 
     def parse_item_frame(self, frame: pd.DataFrame, path: str, first_row: int) -> pd.DataFrame:

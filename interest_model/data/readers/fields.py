@@ -8,7 +8,10 @@ import json
 import re
 from typing import Any, Sequence
 
-from interest_model.data.readers.base import Names, Reader, _blank, _clean, _names
+import numpy as np
+import pandas as pd
+
+from interest_model.data.readers.base import Names, Reader, _blank, _clean, _names, clean_column
 
 
 def cell(cells: Sequence[str], header: dict[str, int], names: Names) -> str | None:
@@ -98,6 +101,22 @@ def json_interaction(reader: Reader, obj: dict, header: dict) -> dict:
 
     return {"user_id": text(c.user_id), "item_id": text(c.item_id), "timestamp": text(c.timestamp),
             "value": text(c.value), "event_type": text(c.event_type), "scenario_hint": text(c.scenario)}
+
+
+def json_interaction_frame(reader: Reader, frame: pd.DataFrame) -> dict:
+    """``json_interaction`` over every record of a frame at once: the first candidate column the
+    frame has (every record of a frame has every column), cleaned column by column."""
+    c = reader.interaction_columns
+    n = len(frame)
+
+    def column(names: Names) -> np.ndarray:
+        for name in _names(names):
+            if name in frame.columns:
+                return clean_column(frame[name])
+        return np.full(n, None, dtype=object)
+
+    return {"user_id": column(c.user_id), "item_id": column(c.item_id), "timestamp": column(c.timestamp),
+            "value": column(c.value), "event_type": column(c.event_type), "scenario_hint": column(c.scenario)}
 
 
 def json_item(reader: Reader, obj: dict, header: dict) -> dict:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from interest_model.data.readers.base import Columns, Options, Reader, ReaderError
-from interest_model.data.readers.fields import header_interaction, header_item, json_interaction, json_item
+from interest_model.data.readers.fields import (header_interaction, header_item, json_interaction,
+                                                json_interaction_frame, json_item)
 
 FORMAT = "generic"
 FILE_TYPES = ("csv", "tsv", "jsonl", "parquet")
@@ -18,4 +19,5 @@ def build(o: Options) -> Reader:
                   interaction_columns=o.interactions(Columns(title=None)), item_columns=o.items(Columns()),
                   category_separator=o.category_separator or "|", keep_raw=o.keep_raw,
                   interaction_fn=header_interaction if line_based else json_interaction,
-                  item_fn=header_item if line_based else json_item)
+                  item_fn=header_item if line_based else json_item,
+                  interaction_frame_fn=None if line_based else json_interaction_frame)
