@@ -9,17 +9,21 @@ PNG.
 
 Stages: ``generate`` (the data itself; generated once per size under --data-dir and reused),
 ``prepare`` (`interest prepare` on Ray Data), ``prepare-pandas`` (the same pipeline in one
-process: the reference engine, where it fits; --pandas-max-events). Where both engines run, their
-outputs must match (the manifest's counts and every table's rows).
+process: the reference engine, where it fits; --pandas-max-events), ``prepare-fault`` (the Ray
+job again, with one Ray worker SIGKILLed while it validates a block: a fault drill). Where two of
+them run, their outputs must match (the manifest's counts and every table's rows).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -41,6 +45,28 @@ def run(cmd: list[str], log: Path, timeout: float) -> dict:
             rc = 124
         wall = time.perf_counter() - t0
     return {"wall_s": round(wall, 1), "peak_mib": round(mem.peak), "rc": rc}
+
+
+def kill_a_validating_worker(stop: threading.Event, killed: list[int], after_s: float = 1.0) -> None:
+    """Watch the machine's processes; SIGKILL the first Ray worker seen running the validate
+    task ``after_s`` seconds after it is seen (mid-task), once."""
+    while not stop.is_set():
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                cmd = (proc / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if cmd.startswith(b"ray::") and b"validate_block" in cmd:
+                time.sleep(after_s)
+                try:
+                    os.kill(int(proc.name), signal.SIGKILL)
+                except ProcessLookupError:
+                    break  # its task ended first: look again
+                killed.append(int(proc.name))
+                return
+        stop.wait(0.2)
 
 
 def dataset(data_dir: Path, events: int, timeout: float) -> tuple[Path, dict | None]:
@@ -120,7 +146,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 5_000_000, 20_000_000])
     p.add_argument("--stages", nargs="+", default=["generate", "prepare", "prepare-pandas"],
-                   choices=["generate", "prepare", "prepare-pandas"])
+                   choices=["generate", "prepare", "prepare-pandas", "prepare-fault"])
     p.add_argument("--data-dir", default="data/scale")
     p.add_argument("--out", default="outputs/bench/scale")
     p.add_argument("--pandas-max-events", type=int, default=5_000_000, help="the one-process engine up to this size")
@@ -155,16 +181,25 @@ def main() -> int:
             target = out / f"prepared-{stage}-{events}"
             shutil.rmtree(target, ignore_errors=True)
             store = ["--object-store-memory", args.object_store_memory] if args.object_store_memory else []
-            cmd = ([sys.executable, "-m", "ray_jobs.cli", "prepare", "--config", str(folder / "prepare.yaml"),
-                    "--set", f"output_dir={target}", *store] if stage == "prepare" else
-                   [sys.executable, "-c", PANDAS, str(folder / "prepare.yaml"), str(target)])
+            cmd = ([sys.executable, "-c", PANDAS, str(folder / "prepare.yaml"), str(target)] if stage == "prepare-pandas"
+                   else [sys.executable, "-m", "ray_jobs.cli", "prepare", "--config", str(folder / "prepare.yaml"),
+                         "--set", f"output_dir={target}", *store])
+            stop, killed = threading.Event(), []
+            watcher = threading.Thread(target=kill_a_validating_worker, args=(stop, killed), daemon=True)
+            if stage == "prepare-fault":
+                watcher.start()
             row = run(cmd, out / f"{stage}-{events}.log", args.timeout)
+            stop.set()
+            if stage == "prepare-fault":
+                watcher.join()
+                row["killed_worker"] = killed[0] if killed else None
+                print(f"  worker killed mid-validation: {bool(killed)}", flush=True)
             if row["rc"] == 0:
                 prepared[stage] = target
             record(stage, events, row)
-        if len(prepared) == 2:
-            rows[-1]["same_output"] = same_output(*prepared.values())
-            print(f"  engines give the same output: {rows[-1]['same_output']}", flush=True)
+            if stage != "prepare" and "prepare" in prepared and stage in prepared:
+                rows[-1]["same_output"] = same_output(prepared["prepare"], target)
+                print(f"  the same output as the undisturbed Ray job: {rows[-1]['same_output']}", flush=True)
         if not args.keep:
             for target in prepared.values():
                 shutil.rmtree(target, ignore_errors=True)
@@ -175,7 +210,9 @@ def main() -> int:
     (out / "scale.json").write_text(json.dumps({"rows": rows}, indent=1))
     plot(rows, out / "scale.png")
     print(f"\n{out / 'scale.json'}, {out / 'scale.md'}, {out / 'scale.png'}")
-    return 0 if all(r["rc"] == 0 and r.get("same_output", True) for r in rows) else 1
+    faults = [r for r in rows if r["stage"] == "prepare-fault"]
+    return 0 if all(r["rc"] == 0 and r.get("same_output", True) for r in rows) and \
+        all(r.get("killed_worker") for r in faults) else 1
 
 
 if __name__ == "__main__":

@@ -55,3 +55,40 @@ def test_caps_end_a_run_and_a_resumed_run_continues_its_curve(rows):
     capped, _ = _run(rows, epochs=50, patience=None, max_steps=5)
     assert capped.stopped == "max_steps" and capped.step == 5 and capped.epoch == 2  # 2 steps an epoch
     assert FitState.from_dict(capped.to_dict()).finished(TrainConfig(epochs=50, patience=None, max_steps=5))
+
+
+def test_a_sampled_id_model_updates_only_the_rows_a_step_reads():
+    """Under the sampled loss the id table has sparse gradients: MixedAdam moves the rows a step
+    read (its histories, targets and sampled negatives) and leaves the rest of a large catalog as
+    it was; clipping and the optimizer state work on them, and the loss falls."""
+    from interest_model.models.model import InterestModel
+    from interest_model.training.optim import MixedAdam, clip_grad_norm, make_optimizer
+
+    torch.manual_seed(0)
+    n = 5_000
+    model = InterestModel(ModelConfig(use_item_ids=True, use_text=False, loss="sampled", num_negatives=64), n + 1, 1, 8)
+    assert model.item_ids.sparse
+    opt = make_optimizer(model, 1e-2, 0.01)
+    assert isinstance(opt, MixedAdam)
+    items, targets = torch.randint(1, 50, (16, 6)), torch.randint(1, 50, (16, 6))
+    events, scenario = torch.ones(16, 6, dtype=torch.long), torch.zeros(16, dtype=torch.long)
+    before = model.item_ids.weight.detach().clone()
+    losses = []
+    for _ in range(8):
+        loss = model(items, events, scenario, targets)
+        opt.zero_grad()
+        loss.backward()
+        assert model.item_ids.weight.grad.is_sparse
+        assert float(clip_grad_norm(model.parameters(), 1.0)) > 0
+        opt.step()
+        losses.append(float(loss.detach()))
+    moved = (model.item_ids.weight.detach() != before).any(1)
+    assert moved[1:50].all() and moved.sum() < n // 2  # the rows read, plus 8 x 64 sampled ones at most
+    assert losses[-1] < losses[0]
+    state = opt.state_dict()
+    fresh = make_optimizer(model, 1e-2, 0.01)
+    fresh.load_state_dict(state)
+    assert fresh.sparse.state[model.item_ids.weight]["step"] == 8
+    # A small catalog under the full softmax keeps dense ids and plain AdamW.
+    dense = InterestModel(ModelConfig(use_item_ids=True, use_text=False), 101, 1, 8)
+    assert not dense.item_ids.sparse and isinstance(make_optimizer(dense, 1e-2, 0.01), torch.optim.AdamW)

@@ -104,7 +104,10 @@ class InterestModel(nn.Module):
             self.dynamics = None
         self.adaptor = MoEAdaptor(text_dim, d, cfg.adaptor_experts) if cfg.adaptor_experts else None
         self.text_proj = nn.Sequential(nn.Linear(text_dim, d), nn.LayerNorm(d)) if cfg.use_text else None
-        self.item_ids = nn.Embedding(num_items, d, padding_idx=0) if cfg.use_item_ids else None
+        # Under the sampled loss a step reads a few thousand rows of the id table: sparse gradients,
+        # so that the optimizer's work follows those rows, not the catalog (optim.MixedAdam).
+        self.item_ids = nn.Embedding(num_items, d, padding_idx=0, sparse=self.loss_kind() == "sampled") \
+            if cfg.use_item_ids else None
         if self.item_ids is not None:
             # ID-only: small random directions (they are normalized). Text + ID: zeros, so the text
             # places every item at the start and the ids learn each item's correction from there

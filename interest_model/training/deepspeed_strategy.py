@@ -15,7 +15,7 @@ import torch
 
 from interest_model.training.config import DeepSpeedConfig
 from interest_model.training.loop import batch_loss
-from interest_model.training.optim import Schedule, make_optimizer, make_scheduler
+from interest_model.training.optim import Schedule, clip_grad_norm, make_optimizer, make_scheduler, sparse_parameters
 
 
 def import_deepspeed():
@@ -44,6 +44,7 @@ class DeepSpeedStrategy:
         self.micro_batch_size = micro_batch_size
         self.use_gpu = use_gpu
         self.engine = None
+        self.own_clipping = False
 
     @property
     def bf16(self) -> bool:
@@ -86,10 +87,20 @@ class DeepSpeedStrategy:
         world = dist.get_world_size() if dist.is_initialized() else 1
         if not dist.is_initialized():
             deepspeed.init_distributed(dist_backend="nccl" if self.use_gpu else "gloo")
+        if self.cfg.zero_stage > 0 or self.bf16:
+            # ZeRO and the bf16 optimizer flatten every gradient: sparse ones cannot take part.
+            for module in model.modules():
+                if isinstance(module, torch.nn.Embedding):
+                    module.sparse = False
         optimizer = make_optimizer(model, lr, weight_decay, encoder_lr, fused=self.use_gpu and torch.cuda.is_available())
         scheduler = make_scheduler(optimizer, total_steps, warmup_steps, schedule)
+        # DeepSpeed averages sparse gradients across ranks but cannot clip them: clipped here.
+        self.own_clipping = bool(sparse_parameters(model)) and self.cfg.gradient_clipping > 0
+        config = self.ds_config(world)
+        if self.own_clipping:
+            config["gradient_clipping"] = 0.0
         self.engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
-                                                    config=self.ds_config(world))
+                                                    config=config)
         return self.engine
 
     @property
@@ -111,7 +122,9 @@ class DeepSpeedStrategy:
         """Backward plus (at accumulation boundaries) clip, step and schedule. True when the
         optimizer stepped."""
         boundary = self.engine.is_gradient_accumulation_boundary()
-        self.engine.backward(loss)
+        self.engine.backward(loss)  # at a boundary: the gradients averaged across ranks
+        if boundary and self.own_clipping:
+            clip_grad_norm(self.engine.module.parameters(), self.cfg.gradient_clipping)
         self.engine.step()
         return boundary
 

@@ -21,7 +21,7 @@ from interest_model.models.model import InterestModel
 from interest_model.metrics import METRIC
 from interest_model.training.batches import inputs, to_device
 from interest_model.training.config import TrainConfig
-from interest_model.training.optim import make_optimizer, make_scheduler
+from interest_model.training.optim import clip_grad_norm, make_optimizer, make_scheduler
 
 log = logging.getLogger("interest.train")
 
@@ -92,7 +92,7 @@ class TorchStepper:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.clip:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
+            clip_grad_norm(self.model.parameters(), self.clip)
         self.optimizer.step()
         self.scheduler.step()
         return float(loss.detach())

@@ -26,12 +26,13 @@ def warmup_constant(step: int, total: int, warmup: int) -> float:
 
 
 def param_groups(model: torch.nn.Module, lr: float, weight_decay: float,
-                 encoder_lr: float | None = None) -> list[dict]:
+                 encoder_lr: float | None = None, exclude: set[int] = frozenset()) -> list[dict]:
     """Trainable parameters in groups: ``item_encoder.*`` at ``encoder_lr`` (default ``lr``);
-    weight decay only on matrices."""
+    weight decay only on matrices; parameters whose id is in ``exclude`` left out."""
     groups = []
     for is_encoder in (False, True):
-        params = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith("item_encoder.") == is_encoder]
+        params = [p for n, p in model.named_parameters()
+                  if p.requires_grad and n.startswith("item_encoder.") == is_encoder and id(p) not in exclude]
         group_lr = (encoder_lr or lr) if is_encoder else lr
         for decay in (True, False):
             chosen = [p for p in params if (p.ndim >= 2) == decay]
@@ -40,9 +41,78 @@ def param_groups(model: torch.nn.Module, lr: float, weight_decay: float,
     return groups
 
 
+BETAS = (0.9, 0.98)
+
+
+class MixedAdam(torch.optim.Optimizer):
+    """AdamW for the dense parameters and torch's SparseAdam for the ones with sparse gradients
+    (the item-id table of a large catalog: a step updates the rows it used, not all of them),
+    as one optimizer: one set of param groups for the schedule, one state dict."""
+
+    def __init__(self, dense_groups: list[dict], sparse_params: list[torch.nn.Parameter], lr: float,
+                 fused: bool = False):
+        self.dense = torch.optim.AdamW(dense_groups, lr=lr, betas=BETAS, fused=fused)
+        self.sparse = torch.optim.SparseAdam(sparse_params, lr=lr, betas=BETAS)
+        super().__init__(self.dense.param_groups + self.sparse.param_groups, {"lr": lr})
+        # The groups are the inner optimizers' own dicts: a scheduler's lr reaches both.
+        self.param_groups = self.dense.param_groups + self.sparse.param_groups
+
+    @property
+    def state(self):  # read by tools that inspect an optimizer (e.g. DeepSpeed's checkpoint)
+        return {**self.dense.state, **self.sparse.state}
+
+    @state.setter
+    def state(self, value) -> None:  # torch.optim.Optimizer.__init__ assigns it
+        pass
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = self.dense.step(closure)
+        self.sparse.step()
+        return loss
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.dense.zero_grad(set_to_none)
+        self.sparse.zero_grad(set_to_none)
+
+    def state_dict(self) -> dict:
+        return {"dense": self.dense.state_dict(), "sparse": self.sparse.state_dict()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.dense.load_state_dict(state_dict["dense"])
+        self.sparse.load_state_dict(state_dict["sparse"])
+
+
+def sparse_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """Trainable weights of the model's embeddings that produce sparse gradients."""
+    return [m.weight for m in model.modules() if isinstance(m, torch.nn.Embedding) and m.sparse and m.weight.requires_grad]
+
+
+def clip_grad_norm(parameters, max_norm: float) -> torch.Tensor:
+    """torch's ``clip_grad_norm_``, for sparse gradients too (the norm of a sparse gradient is that
+    of its coalesced values); the total norm before clipping."""
+    params = [p for p in parameters if p.grad is not None]
+    if not any(p.grad.is_sparse for p in params):
+        return torch.nn.utils.clip_grad_norm_(params, max_norm)
+    for p in params:
+        if p.grad.is_sparse:
+            p.grad = p.grad.coalesce()
+    norms = [torch.linalg.vector_norm(p.grad._values() if p.grad.is_sparse else p.grad) for p in params]
+    total = torch.linalg.vector_norm(torch.stack(norms))
+    coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
+    for p in params:
+        p.grad.mul_(coef)
+    return total
+
+
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, encoder_lr: float | None = None,
                    fused: bool = False) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(param_groups(model, lr, weight_decay, encoder_lr), lr=lr, betas=(0.9, 0.98), fused=fused)
+    """AdamW; with sparse embeddings (a large catalog's ids), :class:`MixedAdam`."""
+    sparse = sparse_parameters(model)
+    groups = param_groups(model, lr, weight_decay, encoder_lr, exclude={id(p) for p in sparse})
+    if not sparse:
+        return torch.optim.AdamW(groups, lr=lr, betas=BETAS, fused=fused)
+    return MixedAdam(groups, sparse, lr, fused=fused)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int,
