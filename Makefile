@@ -13,7 +13,7 @@ export DS_ACCELERATOR := cpu
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test mlflow-ui docs benchmark-quality benchmark-speed serve-config clean
+.PHONY: install demo test mlflow-ui docs benchmark-quality benchmark-speed benchmark-scale serve-config clean
 
 install: $(STAMP)
 
@@ -96,6 +96,14 @@ benchmark-speed: $(STAMP)
 	$(PY) benchmarks/bench_faults.py --prepared $(OUT_DIR)/demo/prepared --out $(OUT_DIR)/bench/faults.json
 	$(PY) benchmarks/bench_faults.py --prepared $(OUT_DIR)/demo/prepared --max-replicas 1 \
 		--out $(OUT_DIR)/bench/faults_one_replica.json
+
+# The tables of docs/scale.md: prepare from 1M to 20M synthetic events on both engines with a
+# fault drill at 5M, then training steps against catalog size (about 20 minutes on 2 cores).
+SCALE_SIZES ?= 1000000 5000000 20000000
+benchmark-scale: $(STAMP)
+	$(PY) benchmarks/bench_scale.py --sizes $(SCALE_SIZES) --object-store-memory 3G \
+		--stages generate prepare prepare-pandas prepare-fault --out $(OUT_DIR)/bench/scale
+	$(PY) benchmarks/bench_catalog.py --out $(OUT_DIR)/bench/catalog
 
 # Regenerate serving/serve_config.yaml from the app's defaults (serving/config.py).
 serve-config: $(STAMP)
