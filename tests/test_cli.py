@@ -156,3 +156,18 @@ def test_serve_environment_sets_haproxy_only_where_there_is_one(monkeypatch):
     monkeypatch.setattr(serve, "haproxy_available", lambda: False)
     serve.serve_environment()
     assert not any(key in os.environ for key in serve.SERVE_ENV)
+
+
+def test_object_store_memory_takes_sizes_and_refuses_nonsense(capsys):
+    """--object-store-memory on every job: sizes with units; a bad one is one line before any work."""
+    from ray_jobs.common import job_parser, parse_bytes
+
+    assert parse_bytes("3G") == 3 * 2**30 and parse_bytes("512MiB") == 512 * 2**20 and parse_bytes("100000000") == 10**8
+    args = job_parser("interest prepare", "").parse_args(["--config", "x.yaml", "--object-store-memory", "1.5g"])
+    assert args.object_store_memory == int(1.5 * 2**30)
+    for bad in ("lots", "10M", ""):
+        with pytest.raises(SystemExit) as exc:
+            job_parser("interest prepare", "").parse_args(["--config", "x.yaml", "--object-store-memory", bad])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert "--object-store-memory" in err and (bad == "" or bad in err)
