@@ -29,6 +29,7 @@ from typing import Sequence
 # Subcommand -> job module (each has main(argv) and runs as `python -m ray_jobs.<job>`).
 JOBS = {
     "prepare": "ray_jobs.prepare",
+    "embed": "ray_jobs.embed",
     "pretrain": "ray_jobs.pretrain",
     "transfer": "ray_jobs.transfer",
     "evaluate": "ray_jobs.evaluate",

@@ -116,14 +116,14 @@ class Console:
         finally:
             self._depth -= 1
 
-    def bar(self, total: int | None, desc: str, unit: str = "it"):
+    def bar(self, total: int | None, desc: str, unit: str = "it", initial: int = 0):
         """A progress bar on the console in a quiet session on a terminal (cleared when done),
         else one that draws nothing (a pipe or a CI log gets the stage lines only). Used as a
         context manager; ``update(n)``, ``set_postfix_str(s)``."""
         from tqdm import tqdm
 
         return tqdm(total=total, desc=desc, unit=unit, file=self.stream, leave=False, dynamic_ncols=True,
-                    disable=not self.bars, mininterval=0.5)
+                    disable=not self.bars, mininterval=0.5, initial=initial)
 
     @property
     def bars(self) -> bool:

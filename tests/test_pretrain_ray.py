@@ -99,7 +99,9 @@ def test_item_features_by_batch_inference_are_cached(ray_cluster, tmp_path):
 
     path = tiny_model_dir(tmp_path, "bert")
     cfg = ItemEncoderConfig(model=str(path), max_length=16)
-    embed = EmbedConfig(cache_dir=str(tmp_path / "cache"), batch_size=3, actors=2, cpus_per_actor=0.5, local_below=0)
+    # Chunks of 4 items (Ray Data blocks) over 2 actors, batches of 3: vectors arrive in any order.
+    embed = EmbedConfig(cache_dir=str(tmp_path / "cache"), batch_size=3, actors=2, cpus_per_actor=0.5, local_below=0,
+                        chunk_items=4)
     texts = [f"Title: item {i}; Genres: g{i % 3}" for i in range(10)]
     assert encode_locally(len(texts), cfg, embed.model_copy(update={"local_below": 11}))
     assert not encode_locally(len(texts), cfg, embed)
@@ -107,11 +109,58 @@ def test_item_features_by_batch_inference_are_cached(ray_cluster, tmp_path):
     assert feats.shape == (11, 32) and not feats[0].any()
     direct = ItemEncoder.from_config(cfg).encode(texts, load_tokenizer(str(path)), max_length=16)
     assert np.allclose(feats[1:], direct.numpy(), atol=1e-5)  # in catalog order despite 2 actors
-    cached = list((tmp_path / "cache").glob("*.npy"))
-    assert len(cached) == 1
+    cached = list((tmp_path / "cache").iterdir())
+    assert len(cached) == 1 and cached[0].suffix == ".npy"  # the parts joined and removed
     assert np.array_equal(item_features(texts, cfg, embed), feats)  # from the cache
     # A small catalog of a small encoder: in this process, the same features.
     local = item_features(texts, cfg, embed.model_copy(update={"local_below": 11, "cache_dir": str(tmp_path / "l")}))
     assert np.allclose(local, feats, atol=1e-5)
     assert cache_key(texts[:-1] + ["changed"], cfg) != cache_key(texts, cfg)
     assert cache_key(texts, cfg.model_copy(update={"pooling": "cls"})) != cache_key(texts, cfg)
+
+
+def test_item_features_resume_from_the_chunks_a_stopped_run_saved(tmp_path):
+    import numpy as np
+
+    from interest_model.models.features import EmbedConfig, Parts, cache_path
+    from interest_model.models.item_encoder import ItemEncoderConfig
+    from ray_jobs.embed import item_features
+    from tests.models import tiny_model_dir
+
+    cfg = ItemEncoderConfig(model=str(tiny_model_dir(tmp_path, "bert")), max_length=16)
+    embed = EmbedConfig(cache_dir=str(tmp_path / "cache"), batch_size=4, local_below=100, chunk_items=3)
+    texts = [f"Title: item {i}; Genres: g{i % 3}" for i in range(10)]
+    fresh = item_features(texts, cfg, embed.model_copy(update={"cache_dir": str(tmp_path / "fresh")}))
+    # A run stopped after chunks 0 and 2 (items 1-3 and 7-9): marked vectors, so a rerun that
+    # encoded them again would show.
+    parts = Parts(cache_path(texts, cfg, embed), len(texts), 3)
+    parts.save(0, np.full((3, 32), 7.0, dtype=np.float32))
+    parts.save(2, fresh[7:10])
+    assert parts.done() == [0, 2] and list(parts.rows(3)) == [10]
+    feats = item_features(texts, cfg, embed)
+    assert (feats[1:4] == 7.0).all()  # kept, not encoded again
+    assert np.allclose(feats[4:], fresh[4:], atol=1e-5) and not feats[0].any()
+    assert not parts.folder.exists()
+    with pytest.raises(ValueError, match="3 items"):
+        parts.save(1, np.zeros((2, 32), dtype=np.float32))
+
+
+def test_embed_job_fills_the_cache_the_training_jobs_read(ray_cluster, tiny_prepared, tmp_path, capsys):
+    from interest_model.data.prepared import PreparedData, item_texts
+    from interest_model.models.features import EmbedConfig, cache_path
+    from interest_model.models.item_encoder import ItemEncoderConfig
+    from ray_jobs import cli
+    from tests.models import tiny_model_dir
+
+    model = tiny_model_dir(tmp_path, "bert")
+    args = ["--set", f"items={tiny_prepared}", "--set", "scenarios=[shop-a]", "--set", f"text_encoder.model={model}",
+            "--set", "text_encoder.max_length=16", "--set", f"embed.cache_dir={tmp_path / 'cache'}"]
+    assert cli.main(["embed", "--config", "ray_jobs/configs/embed_demo.yaml", *args]) == 0
+    texts = PreparedData(str(tiny_prepared)).catalog(["shop-a"]).texts
+    assert item_texts(str(tiny_prepared), ["shop-a"]) == texts
+    cache = cache_path(texts, ItemEncoderConfig(model=str(model), max_length=16, pooling="mean"),
+                       EmbedConfig(cache_dir=str(tmp_path / "cache")))
+    assert cache.is_file() and f"{len(texts):,} items x 32 features" in capsys.readouterr().out
+    assert cli.main(["embed", "--config", "ray_jobs/configs/embed_demo.yaml", *args[:2],
+                     "--set", "scenarios=[nowhere]"]) == 2
+    assert "nowhere" in capsys.readouterr().err

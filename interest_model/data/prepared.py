@@ -134,3 +134,29 @@ class PreparedData:
         """Histories (all scenarios, or one) as pandas; jobs at scale read ``dataset_path("sequences")``."""
         seqs = self.table("sequences", columns=None if columns is None else sorted({*columns, "scenario"}))
         return seqs if scenario is None else seqs[seqs["scenario"] == scenario]
+
+
+def item_texts(items: str, scenarios: list[str] | None = None) -> list[str]:
+    """The item texts of a catalog, in the order of its feature rows: a prepared dataset's (the
+    catalog of ``scenarios``, default all of them) or a Parquet file or folder's ``text`` column."""
+    import pyarrow.dataset as pads
+
+    if io.exists(io.join(items, MANIFEST)):
+        prepared = PreparedData(items)
+        known = list(prepared.manifest["scenarios"])
+        unknown = [s for s in scenarios or [] if s not in known]
+        if unknown:
+            raise ValueError(f"scenarios {unknown} are not in the prepared data (have {known})")
+        return prepared.catalog(scenarios or known).texts
+    if scenarios:
+        raise ValueError(f"{items}: scenarios are chosen only from a prepared dataset (a folder with {MANIFEST})")
+    if not io.exists(items):
+        raise FileNotFoundError(f"no items at {items}")
+    fs, path = io.filesystem(items)
+    data = pads.dataset(path, filesystem=fs, format="parquet")
+    if "text" not in data.schema.names:
+        raise ValueError(f"{items}: no `text` column (have {data.schema.names})")
+    texts = data.to_table(columns=["text"]).column("text")
+    if texts.null_count:
+        raise ValueError(f"{items}: {texts.null_count} items have no text")
+    return texts.to_pylist()
