@@ -7,20 +7,33 @@ node and its old one is skipped, and the graph is rebuilt once a quarter of its 
 Every search takes a per-query mask of allowed rows (scenario, seen items, attribute filters);
 the approximate search fetches more candidates until k allowed ones are found and falls back to
 exact search over the allowed rows when the mask is too selective.
+
+A graph takes minutes to build over a million items; with ``cache_dir`` the first graph of a
+catalog is written there under a key of its vectors and settings, and a later start (another
+replica, a restart, the same model on the same node) reads it back in seconds.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import os
+from pathlib import Path
+
 import numpy as np
 import torch
+
+log = logging.getLogger("interest.retrieval")
 
 
 class ItemIndex:
     def __init__(self, vectors: np.ndarray, exact_max_items: int = 50_000, hnsw_m: int = 32,
-                 ef_construction: int = 200, ef_search: int = 128):
+                 ef_construction: int = 200, ef_search: int = 128, cache_dir: str | Path | None = None):
         self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         self.exact_max_items = exact_max_items
         self.hnsw_m, self.ef_construction, self.ef_search = hnsw_m, ef_construction, ef_search
+        self.cache_dir = None if cache_dir is None else Path(os.path.expanduser(str(cache_dir)))
+        self.build_source: str | None = None  # how the graph came: "built" or "cache"
         self._hnsw = None
         self._slot_row = np.zeros(0, dtype=np.int64)  # graph node -> row (-1: stale)
         self._stale = 0
@@ -45,12 +58,46 @@ class ItemIndex:
     def _build(self) -> None:
         import faiss
 
-        index = faiss.IndexHNSWFlat(self.vectors.shape[1], self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = self.ef_construction
-        index.add(self.vectors[1:])
+        cached = self._cache_file()
+        index = None
+        if cached is not None and cached.is_file():
+            try:
+                index = faiss.read_index(str(cached))
+            except RuntimeError as exc:  # a damaged file: build anew
+                log.warning("item index: cannot read %s (%s); building the graph", cached, exc)
+            if index is not None and index.ntotal != self.size - 1:
+                index = None
+        self.build_source = "cache" if index is not None else "built"
+        if index is None:
+            index = faiss.IndexHNSWFlat(self.vectors.shape[1], self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = self.ef_construction
+            index.add(self.vectors[1:])
+            if cached is not None:
+                self._write(index, cached)
         self._hnsw = index
         self._slot_row = np.arange(1, self.size, dtype=np.int64)
         self._stale = 0
+
+    def _cache_file(self) -> Path | None:
+        """Where the graph of the current vectors is cached: only the first graph of a catalog
+        (one rebuilt after live updates is this replica's own)."""
+        if self.cache_dir is None or self._hnsw is not None:
+            return None
+        h = hashlib.sha256(f"hnsw-flat-ip {self.hnsw_m} {self.ef_construction} {self.vectors.shape}".encode())
+        h.update(memoryview(self.vectors[1:]).cast("B"))
+        return self.cache_dir / f"hnsw-{h.hexdigest()[:24]}.faiss"
+
+    @staticmethod
+    def _write(index, path: Path) -> None:
+        import faiss
+
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+            faiss.write_index(index, str(tmp))
+            tmp.replace(path)
+        except (OSError, RuntimeError) as exc:  # a read-only or full disk: serve without the cache
+            log.warning("item index: cannot cache the graph at %s (%s)", path, exc)
 
     def set(self, rows: np.ndarray, vectors: np.ndarray) -> None:
         """Put ``vectors`` at ``rows`` (existing rows are replaced, rows past the end appended)."""

@@ -247,7 +247,9 @@ class InterestApi:
             log.warning("no item_store for a remote registry: items added by text live only in this replica")
         self.online = OnlineModel(model_dir, item_store=store, label=label, exact_max_items=cfg.exact_search_max_items,
                                   hnsw_m=cfg.hnsw_m, ef_search=cfg.hnsw_ef_search, max_history=cfg.max_history,
-                                  compile_encoder=cfg.compile_encoder)
+                                  compile_encoder=cfg.compile_encoder, index_cache_dir=cfg.index_cache_dir)
+        if self.online.index.build_source is not None:
+            log.info("item index: %s items, HNSW graph %s", f"{self.online.num_items:,}", self.online.index.build_source)
         self.store = store
         batch_size = metrics.Histogram("interest_batch_size", description="requests per user-encoding batch",
                                        boundaries=BATCH_BOUNDARIES)

@@ -62,6 +62,9 @@ class ServeConfig(JobConfig):
     exact_search_max_items: int = Field(50_000, ge=0)
     hnsw_m: int = Field(32, ge=4, le=128)
     hnsw_ef_search: int = Field(128, ge=16)
+    # where a replica keeps the graph of a catalog above exact_search_max_items between starts
+    # (minutes to build at a million items, seconds to read); per node; None: built at every start
+    index_cache_dir: str | None = "~/.cache/interest/item_index"
     # API limits and security
     max_body_bytes: int = Field(1 << 20, ge=1024)
     max_history: int = Field(1000, ge=1)

@@ -48,3 +48,26 @@ def test_hnsw_matches_exact_and_takes_updates():
     ann.set(np.array([42, 2001]), np.stack([queries[0], queries[0]]))
     rows = ann.search(queries[:1], 3, [np.ones(2002, dtype=bool)])[0][0].tolist()
     assert set(rows[:2]) == {42, 2001} and len(set(rows)) == 3
+
+
+def test_the_graph_is_cached_between_starts(tmp_path, caplog):
+    vecs = _vectors(600, seed=3)
+    queries = _vectors(5, seed=4)[1:]
+    masks = [np.ones(601, dtype=bool)] * 5
+    first = ItemIndex(vecs, exact_max_items=100, cache_dir=tmp_path)
+    (cached,) = tmp_path.glob("hnsw-*.faiss")
+    assert first.build_source == "built"
+    again = ItemIndex(vecs, exact_max_items=100, cache_dir=tmp_path)  # a restart: read, not built
+    assert again.build_source == "cache"
+    assert [r.tolist() for r, _ in again.search(queries, 10, masks)] == [r.tolist() for r, _ in first.search(queries, 10, masks)]
+    # Other vectors or other graph settings: another file.
+    ItemIndex(_vectors(600, seed=5), exact_max_items=100, cache_dir=tmp_path)
+    ItemIndex(vecs, exact_max_items=100, hnsw_m=16, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("hnsw-*.faiss"))) == 3
+    # A damaged file is built anew (and replaced); live updates keep working on a read graph.
+    cached.write_bytes(b"not a graph")
+    repaired = ItemIndex(vecs, exact_max_items=100, cache_dir=tmp_path)
+    assert repaired.build_source == "built" and "cannot read" in caplog.text
+    assert ItemIndex(vecs, exact_max_items=100, cache_dir=tmp_path).build_source == "cache"
+    again.set(np.array([7]), queries[:1])
+    assert again.search(queries[:1], 1, [np.ones(601, dtype=bool)])[0][0].tolist() == [7]

@@ -13,7 +13,7 @@ class LiveCatalog:
     """Rows as in the model (0 = padding, 1..N the exported catalog), new items appended."""
 
     def __init__(self, catalog: Catalog, vectors: np.ndarray, exact_max_items: int = 50_000, hnsw_m: int = 32,
-                 ef_search: int = 128):
+                 ef_search: int = 128, index_cache_dir: str | None = None):
         self.base_size = catalog.size
         self.item_ids: list[str | None] = [None, *catalog.item_ids]
         self.titles: list[str | None] = [None, *catalog.titles]
@@ -28,7 +28,8 @@ class LiveCatalog:
         # (what `exclude_seen` leaves out); the last item wins where two share a text.
         self.text_rows = {text: row for row, text in enumerate(self.texts) if text}
         self.added = 0
-        self.index = ItemIndex(vectors, exact_max_items=exact_max_items, hnsw_m=hnsw_m, ef_search=ef_search)
+        self.index = ItemIndex(vectors, exact_max_items=exact_max_items, hnsw_m=hnsw_m, ef_search=ef_search,
+                               cache_dir=index_cache_dir)
         self._category_masks: dict[str, np.ndarray] = {}
 
     @property

@@ -35,10 +35,11 @@ from interest_model.retrieval import top_k_masked
 class OnlineModel:
     def __init__(self, model_dir: str, item_store: str | None = None, label: str | None = None,
                  exact_max_items: int = 50_000, hnsw_m: int = 32, ef_search: int = 128, max_history: int = 1000,
-                 compile_encoder: bool = False):
+                 compile_encoder: bool = False, index_cache_dir: str | None = None):
         """``compile_encoder``: encode and score with a copy of the model's user encoder and
         scoring compiled ahead of time (``online/ranker.py``; seconds to build, falls back to
-        eager)."""
+        eager). ``index_cache_dir``: where the search graph of a large catalog is kept between
+        starts (``retrieval.py``)."""
         self.rec = load_model(model_dir)
         self.model = self.rec.model
         self.text_tower = self.model.text_proj is not None  # items can be added, and named, by text
@@ -49,7 +50,7 @@ class OnlineModel:
         self.fingerprint = hashlib.sha256((Path(model_dir) / "config.json").read_bytes()).hexdigest()[:16]
         with torch.no_grad():
             vectors = self.model.item_vectors().float().numpy()
-        self.catalog = LiveCatalog(self.rec.catalog, vectors, exact_max_items, hnsw_m, ef_search)
+        self.catalog = LiveCatalog(self.rec.catalog, vectors, exact_max_items, hnsw_m, ef_search, index_cache_dir)
         # What the model adds to every score, as of now (exact search then): its popularity
         # dynamics at the newest counts and the zero-shot + target counts prior. Column 0 is what
         # an item without interactions gets: the items added by text.
