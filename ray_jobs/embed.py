@@ -4,9 +4,9 @@ encoding in progress), and ``interest embed``, the job that fills the cache ahea
 
     python -m ray_jobs.embed --config ray_jobs/configs/embed_demo.yaml
 
-The items go through in chunks (``embed.chunk_items``, one Ray Data block each); every finished
-chunk is saved at once, so a run that stops resumes with the chunks it has, and the driver holds
-only the chunks in flight until the parts are joined into the cache file.
+The items go through in chunks (``embed.chunk_items``); every finished chunk is saved at once,
+so a run that stops resumes with the chunks it has, and the driver holds only the chunks in
+flight until the parts are joined into the cache file.
 """
 
 from __future__ import annotations
@@ -54,14 +54,19 @@ def _local_batches(texts: Sequence[str], chunks: list[range], cfg: ItemEncoderCo
 
 def _pool_batches(texts: Sequence[str], chunks: list[range], cfg: ItemEncoderConfig,
                   embed: EmbedConfig) -> Iterator[dict]:
-    """The chunks as Ray Data blocks through a pool of encoder actors; batches in any order."""
+    """The chunks through a pool of encoder actors, in Ray Data blocks of a few batches (a chunk's
+    worth of blocks would leave actors idle at the end: 3 blocks on 2 actors, one runs alone);
+    batches come back in any order."""
     import pyarrow as pa
     import ray.data
 
     from ray_jobs.common import data_context
 
     data_context()
-    blocks = [pa.table({"index": np.arange(r.start, r.stop), "text": [texts[i - 1] for i in r]}) for r in chunks]
+    rows = 4 * embed.batch_size
+    blocks = [pa.table({"index": np.arange(start, min(start + rows, r.stop)),
+                        "text": [texts[i - 1] for i in range(start, min(start + rows, r.stop))]})
+              for r in chunks for start in range(r.start, r.stop, rows)]
     ds = ray.data.from_arrow(blocks).map_batches(
         _EncodeActor, fn_constructor_kwargs={"encoder_config": cfg.model_dump(mode="json")},
         batch_size=embed.batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=embed.actors),

@@ -11,8 +11,10 @@ def test_every_shipped_config_loads():
     from interest_model.online.predict import PredictConfig
     from interest_model.training.config import PretrainConfig, TransferConfig
 
+    from interest_model.models.features import EmbedJobConfig
+
     jobs = {"pretrain": PretrainConfig, "transfer": TransferConfig, "evaluate": EvaluateConfig,
-            "benchmark": BenchmarkConfig, "tune": TuneConfig, "predict": PredictConfig}
+            "benchmark": BenchmarkConfig, "tune": TuneConfig, "predict": PredictConfig, "embed": EmbedJobConfig}
     for path in sorted(CONFIGS.glob("*.yaml")):
         cls = jobs.get(path.name.split("_")[0], PrepareConfig)
         cfg = cls.load(path)  # raises on any unknown key or wrong type
@@ -95,6 +97,7 @@ def test_settings_added_later_enter_the_hash_only_when_set():
     del public["data"]["history"], public["data"]["context"]
     for key in ("overlap_comm", "contiguous_gradients", "reduce_bucket_size"):  # DeepSpeed's, added later too
         del public["deepspeed"][key]
+    del public["embed"]["chunk_items"]  # the item features' parts, added later too
     assert cfg.config_hash() == hashlib.sha256(json.dumps(public, sort_keys=True, default=str).encode()).hexdigest()
     merged = TransferConfig.load(CONFIGS / "transfer_demo.yaml", [*base, "data.history=merged"])
     assert merged.config_hash() != cfg.config_hash()

@@ -99,7 +99,7 @@ def test_item_features_by_batch_inference_are_cached(ray_cluster, tmp_path):
 
     path = tiny_model_dir(tmp_path, "bert")
     cfg = ItemEncoderConfig(model=str(path), max_length=16)
-    # Chunks of 4 items (Ray Data blocks) over 2 actors, batches of 3: vectors arrive in any order.
+    # Chunks of 4 items over 2 actors, batches of 3: vectors arrive in any order.
     embed = EmbedConfig(cache_dir=str(tmp_path / "cache"), batch_size=3, actors=2, cpus_per_actor=0.5, local_below=0,
                         chunk_items=4)
     texts = [f"Title: item {i}; Genres: g{i % 3}" for i in range(10)]

@@ -34,7 +34,7 @@ class EmbedConfig(Frozen):
     # the encoder's weights are small (LOCAL_MAX_WEIGHT_BYTES): starting a pool of actors that
     # each load the encoder costs more than encoding it (docs/training.md). 0: always the pool.
     local_below: int = 2000
-    # Items per part of an encoding in progress (a Ray Data block; what a resumed run keeps).
+    # Items per saved part of an encoding in progress (what a stopped run keeps).
     chunk_items: int = 4096
 
     HASH_WHEN_SET: ClassVar[tuple[str, ...]] = ("chunk_items",)
