@@ -54,16 +54,17 @@ def _local_batches(texts: Sequence[str], chunks: list[range], cfg: ItemEncoderCo
 
 def _pool_batches(texts: Sequence[str], chunks: list[range], cfg: ItemEncoderConfig,
                   embed: EmbedConfig) -> Iterator[dict]:
-    """The chunks through a pool of encoder actors, in Ray Data blocks of a few batches (a chunk's
-    worth of blocks would leave actors idle at the end: 3 blocks on 2 actors, one runs alone);
-    batches come back in any order."""
+    """The chunks through a pool of encoder actors, in Ray Data blocks of at most a chunk and at
+    least 8 per actor (fewer, larger blocks leave actors idle at the end: 3 blocks on 2 actors,
+    one runs alone; smaller ones cost a task each); batches come back in any order."""
     import pyarrow as pa
     import ray.data
 
     from ray_jobs.common import data_context
 
     data_context()
-    rows = 4 * embed.batch_size
+    todo = sum(len(r) for r in chunks)
+    rows = min(embed.chunk_items, max(embed.batch_size, -(-todo // (8 * embed.actors))))
     blocks = [pa.table({"index": np.arange(start, min(start + rows, r.stop)),
                         "text": [texts[i - 1] for i in range(start, min(start + rows, r.stop))]})
               for r in chunks for start in range(r.start, r.stop, rows)]
