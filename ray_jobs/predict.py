@@ -92,7 +92,15 @@ def run_predict(cfg: PredictConfig) -> dict:
         raise ValueError(f"split scheme {cfg.data.scheme!r} was not prepared (have {list(prepared.manifest['splits'])})")
     columns = COLUMNS + ([] if cfg.until == "end" else [f"{cfg.data.scheme}_train_end", f"{cfg.data.scheme}_valid_end"])
     data_context()
-    rows = ray.data.read_parquet(path, filesystem=fs, columns=columns).filter(expr=col("scenario") == scenario)
+    # Blocks of a few batches, whatever the files' row groups (an actor takes a block at a time, so
+    # one large block would keep the other actors idle), cut by the read tasks themselves: a
+    # repartition after the read is an operator of its own, and on a 2-CPU cluster Ray Data's
+    # budget left it one task at a time, the actors starved (540 users/s at 1M users, the CPUs
+    # a third busy).
+    in_scenario = prepared.manifest["scenarios"][scenario]["users"]
+    blocks = max(4 * cfg.actors, -(-in_scenario // (4 * cfg.batch_size)))
+    rows = ray.data.read_parquet(path, filesystem=fs, columns=columns, override_num_blocks=blocks).filter(
+        expr=col("scenario") == scenario)
     users = wanted_users(cfg)
     unknown: list[str] = []
     if users is not None:
@@ -104,10 +112,7 @@ def run_predict(cfg: PredictConfig) -> dict:
         rows = rows.filter(expr=col("user_id").is_in(sorted(set(users) & present)))
         total = len(set(users) & present)
     else:
-        total = prepared.manifest["scenarios"][scenario]["users"]
-    # Blocks of a few batches, whatever the files' row groups: an actor takes a block at a time,
-    # so one large block would keep the other actors idle.
-    rows = rows.repartition(target_num_rows_per_block=4 * cfg.batch_size)
+        total = in_scenario
     predicted = rows.map_batches(
         Predictor, batch_size=cfg.batch_size, batch_format="pandas",
         fn_constructor_kwargs={"model_dir": model_dir, "label": label, "k": cfg.k, "top_categories": cfg.top_categories,

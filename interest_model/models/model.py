@@ -33,6 +33,7 @@ from interest_model.models.user_encoder import UserEncoder, UserEncoderConfig
 # leads at every epoch (0.132 vs 0.112 after one, docs/evaluation.md, "In-domain"). Against the LayerNorm's
 # output (norm sqrt(dim)) the ids would need thousands of steps to matter at all.
 ID_RATE = 4.0
+VECTOR_BLOCK = 65_536  # items whose vectors are computed at once from cached features
 
 
 def logits(users: torch.Tensor, items: torch.Tensor, temperature: float, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -182,13 +183,15 @@ class InterestModel(nn.Module):
             vec = F.normalize(self.item_ids(flat), dim=-1)
             return vec if ids is None else vec.reshape(*ids.shape, -1)
         if self.item_encoder is None:
-            feats = self.item_text[flat]
+            # Cached features, a block of rows at a time: the adaptor's whitening holds [rows,
+            # experts, text_dim] floats (6 GB for a million items at once).
+            blocks = flat.split(VECTOR_BLOCK) if len(flat) else [flat]
+            vec = torch.cat([self.vectors_from_features(self.item_text[b], b) for b in blocks])
         else:
             uniq, inverse = torch.unique(flat, return_inverse=True)
             parts = [self.item_encoder(self.item_tokens[uniq[s:s + chunk]], self.item_token_mask[uniq[s:s + chunk]])
                      for s in range(0, len(uniq), chunk)]
-            feats = torch.cat(parts)[inverse]
-        vec = self.vectors_from_features(feats, flat)
+            vec = self.vectors_from_features(torch.cat(parts)[inverse], flat)
         return vec if ids is None else vec.reshape(*ids.shape, -1)
 
     def vectors_from_features(self, feats: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
