@@ -324,26 +324,27 @@ def plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))
-    for stage in dict.fromkeys(r["stage"] for r in rows):
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 5))
+    stages = list(dict.fromkeys(r["stage"] for r in rows))
+    for n, stage in enumerate(stages):
         mine = [r for r in rows if r["stage"] == stage and r["rc"] == 0]
         if not mine:
             continue
         x = [r["size"] for r in mine]
-        label = f"{stage} ({mine[0]['unit']})"
-        ax1.plot(x, [r["wall_s"] for r in mine], "o-", label=label)
-        ax2.plot(x, [max(r["peak_mib"], 1) / 1024 for r in mine], "o-", label=label)
+        style = {"color": plt.cm.tab20(n % 20), "marker": "osD^v<>"[n % 7], "label": f"{stage} ({mine[0]['unit']})"}
+        ax1.plot(x, [r["wall_s"] for r in mine], "-", **style)
+        ax2.plot(x, [max(r["peak_mib"], 1) / 1024 for r in mine], "-", **style)
     ok = [r for r in rows if r["rc"] == 0]
     if ok:
         lo, hi = min(r["size"] for r in ok), max(r["size"] for r in ok)
         ax1.plot([lo, hi], [1, hi / lo], ":", color="grey", label="linear (slope 1)")
-    for ax, title in ((ax1, "wall time (s)"), (ax2, "peak used memory (GiB)")):
+    for ax, title in ((ax1, "wall time (s); dotted: slope 1 (linear)"), (ax2, "peak used memory (GiB)")):
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("size (events, items or users)")
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
-    ax1.legend(fontsize=7)
+    ax2.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
