@@ -119,7 +119,9 @@ def encode_to_cache(texts: Sequence[str], cfg: ItemEncoderConfig, embed: EmbedCo
     kept = sum(len(parts.rows(k)) for k in done)
     if done:
         log.info("item features: resuming, %d of %d items already encoded in %s", kept, len(texts), parts.folder)
-    if encode_locally(len(texts), cfg, embed):
+    if not chunks:  # stopped after its last chunk, before the join
+        batches: Iterator[dict] = iter(())
+    elif encode_locally(len(texts), cfg, embed):
         log.info("item features: encoding %d items with %s in this process", len(texts) - kept, cfg.model)
         batches = _local_batches(texts, chunks, cfg, embed.batch_size)
     else:

@@ -141,6 +141,12 @@ def test_item_features_resume_from_the_chunks_a_stopped_run_saved(tmp_path):
     assert (feats[1:4] == 7.0).all()  # kept, not encoded again
     assert np.allclose(feats[4:], fresh[4:], atol=1e-5) and not feats[0].any()
     assert not parts.folder.exists()
+    # Stopped after its last chunk, before the join: nothing left to encode, the parts joined.
+    full = Parts(cache_path(texts, cfg, embed), len(texts), 3)
+    cache_path(texts, cfg, embed).unlink()
+    for k in range(full.count):
+        full.save(k, feats[list(full.rows(k))])
+    assert np.array_equal(item_features(texts, cfg, embed), feats)
     with pytest.raises(ValueError, match="3 items"):
         parts.save(1, np.zeros((2, 32), dtype=np.float32))
 
