@@ -1,25 +1,28 @@
-"""How each stage's cost grows with the data: wall time and the machine's peak used memory of
-every stage at every size of a synthetic platform (`interest data generate`), each stage a fresh
-process (the Ray jobs with a local cluster of their own), the cost per event and the ratio to
-linear growth from the smallest size. Prints the table and writes JSON, Markdown and a log-log
-PNG.
+"""How each stage's cost grows with the work: wall time and the machine's peak used memory of
+every stage at every size, each stage a fresh process (the Ray jobs with a local cluster of
+their own), the cost per unit (event, item, user) and the ratio to linear growth from the
+stage's smallest size. Prints one table and writes JSON, Markdown and a log-log PNG
+(docs/scale.md; `make benchmark-scale` runs every stage).
 
     python benchmarks/bench_scale.py --sizes 1000000 5000000 20000000 \\
         --stages generate prepare prepare-pandas --out outputs/bench/scale
 
-Stages over events (--sizes): ``generate`` (the data itself; generated once per size under
---data-dir and reused), ``prepare`` (`interest prepare` on Ray Data), ``prepare-pandas`` (the same
-pipeline in one process: the reference engine, where it fits; --pandas-max-events),
-``prepare-fault`` (the Ray job again, with one Ray worker SIGKILLed while it validates a block: a
-fault drill). Where two of them run, their outputs must match (the manifest's counts and every
-table's rows).
+Stages over events (--sizes; a synthetic platform, `interest data generate`): ``generate`` (the
+data itself; generated once per size under --data-dir and reused), ``prepare`` (`interest
+prepare` on Ray Data), ``prepare-pandas`` (the same pipeline in one process: the reference
+engine, where it fits; --pandas-max-events), ``prepare-fault`` (the Ray job again, with one Ray
+worker SIGKILLed while it validates a block: a fault drill). Where two of them run, their
+outputs must match (the manifest's counts and every table's rows).
 
 Stages over item texts (--embed-items; the generator's items, rendered by prepare's default
 template; --embed-model): ``embed-loop`` (the encoder in a plain loop in one process, batches of
 64, vectors into a memory-mapped file), ``embed`` (`interest embed`: Ray Data over a pool of
-encoder actors, half a Ray CPU and one thread each, into the feature cache), ``embed-resume`` (the same job SIGKILLed,
-process group and all, once half of its chunks are saved, then run again: it must resume and give
-the same vectors).
+encoder actors, half a Ray CPU and one thread each, into the feature cache), ``embed-resume``
+(the same job SIGKILLed, process group and all, once half of its chunks are saved, then run
+again: it must resume and give the same vectors).
+
+``train`` (--train-items): 20 training steps of the text + ID model with the sampled loss at
+each catalog size (benchmarks/bench_catalog.py in a fresh process).
 
 Stages over a model's catalog and users (the demo's model from the registry, --model; real
 users' histories from --prepared): ``serve`` (--serve-items: the export grown to N items, 0 for
