@@ -95,8 +95,7 @@ def run_predict(cfg: PredictConfig) -> dict:
     # Blocks of a few batches, whatever the files' row groups (an actor takes a block at a time, so
     # one large block would keep the other actors idle), cut by the read tasks themselves: a
     # repartition after the read is an operator of its own, and on a 2-CPU cluster Ray Data's
-    # budget left it one task at a time, the actors starved (540 users/s at 1M users, the CPUs
-    # a third busy).
+    # budget left it one task at a time while the actors starved (docs/scale.md, "Batch prediction").
     in_scenario = prepared.manifest["scenarios"][scenario]["users"]
     blocks = max(4 * cfg.actors, -(-in_scenario // (4 * cfg.batch_size)))
     rows = ray.data.read_parquet(path, filesystem=fs, columns=columns, override_num_blocks=blocks).filter(
