@@ -150,10 +150,18 @@ def run_embed(cfg: EmbedJobConfig) -> dict:
     return {"cache": str(cache), "items": len(texts), "dim": shape[1], "seconds": round(seconds, 2)}
 
 
+def check(cfg: EmbedJobConfig) -> None:
+    """The items' errors a user can fix, before a cluster starts."""
+    from interest_model import io
+
+    if not io.exists(cfg.items):
+        raise FileNotFoundError(f"no items at {cfg.items} (a prepared dataset's folder, or Parquet with a `text` column)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from ray_jobs.common import job_session
 
-    with job_session(argv, "interest embed", __doc__.splitlines()[0], EmbedJobConfig) as cfg:
+    with job_session(argv, "interest embed", __doc__.splitlines()[0], EmbedJobConfig, check=check) as cfg:
         with CONSOLE.stage("embed"):
             r = run_embed(cfg)
         CONSOLE.out(f"{r['items']:,} items x {r['dim']} features in {r['seconds']:.1f} s: {r['cache']}")

@@ -475,3 +475,26 @@ def test_first_prepare_interrupted_leaves_no_output(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         run_prepare(generic_config(tmp_path), FailingEngine())
     assert not (tmp_path / "out").exists()
+
+
+def test_item_texts_from_a_parquet_file_and_its_errors(tmp_path):
+    """`interest embed`'s input: a Parquet `text` column in file order; a clear error for a
+    missing file, a missing column, an item without text, or scenarios asked of a plain file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from interest_model.data.prepared import item_texts
+
+    path = tmp_path / "items.parquet"
+    pq.write_table(pa.table({"item_id": ["b", "a"], "text": ["Title: B", "Title: A"]}), path)
+    assert item_texts(str(path)) == ["Title: B", "Title: A"]
+    with pytest.raises(FileNotFoundError, match="no items at"):
+        item_texts(str(tmp_path / "missing.parquet"))
+    with pytest.raises(ValueError, match="only from a prepared dataset"):
+        item_texts(str(path), ["shop-a"])
+    pq.write_table(pa.table({"item_id": ["a"], "title": ["A"]}), tmp_path / "no_text.parquet")
+    with pytest.raises(ValueError, match="no `text` column"):
+        item_texts(str(tmp_path / "no_text.parquet"))
+    pq.write_table(pa.table({"text": ["Title: A", None]}), tmp_path / "null.parquet")
+    with pytest.raises(ValueError, match="1 items have no text"):
+        item_texts(str(tmp_path / "null.parquet"))

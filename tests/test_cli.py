@@ -171,3 +171,9 @@ def test_object_store_memory_takes_sizes_and_refuses_nonsense(capsys):
         assert exc.value.code == 2
         err = capsys.readouterr().err.strip().splitlines()[-1]
         assert "--object-store-memory" in err and (bad == "" or bad in err)
+
+
+def test_embed_without_its_items_is_one_line_before_any_cluster(capsys):
+    assert cli.main(["embed", "--config", str(CONFIGS / "embed_demo.yaml"), "--set", "items=/no/such/items"]) == 2
+    err = capsys.readouterr().err
+    assert "no items at /no/such/items" in err and "Traceback" not in err
