@@ -45,7 +45,7 @@ def logits(users: torch.Tensor, items: torch.Tensor, temperature: float, bias: t
     return scores if bias is None else scores + bias
 
 class ModelConfig(Frozen):
-    HASH_WHEN_SET: ClassVar[tuple[str, ...]] = ("item_dynamics",)
+    HASH_WHEN_SET: ClassVar[tuple[str, ...]] = ("item_dynamics", "id_gradients")
 
     item_encoder: ItemEncoderConfig = ItemEncoderConfig()
     user_encoder: UserEncoderConfig = UserEncoderConfig()
@@ -56,6 +56,10 @@ class ModelConfig(Frozen):
     loss: Literal["auto", "full", "sampled"] = "auto"
     num_negatives: int = 512
     full_softmax_max_items: int = 200_000
+    # Gradients of the item-id table: "sparse" (the optimizer's work follows the rows a step reads,
+    # optim.MixedAdam: lazy Adam moments, no weight decay), "dense" (AdamW over the whole table
+    # every step), "auto": sparse under the sampled loss, dense under the full one.
+    id_gradients: Literal["auto", "sparse", "dense"] = "auto"
     # Popularity dynamics (interest_model/models/dynamics.py): a score learned from each item's
     # recent share of its scenario's interactions at the time of the prediction, added to every
     # logit. Scale-free, so it carries to a target scenario with its own counts.
@@ -105,10 +109,11 @@ class InterestModel(nn.Module):
             self.dynamics = None
         self.adaptor = MoEAdaptor(text_dim, d, cfg.adaptor_experts) if cfg.adaptor_experts else None
         self.text_proj = nn.Sequential(nn.Linear(text_dim, d), nn.LayerNorm(d)) if cfg.use_text else None
-        # Under the sampled loss a step reads a few thousand rows of the id table: sparse gradients,
-        # so that the optimizer's work follows those rows, not the catalog (optim.MixedAdam).
-        self.item_ids = nn.Embedding(num_items, d, padding_idx=0, sparse=self.loss_kind() == "sampled") \
-            if cfg.use_item_ids else None
+        # Under the sampled loss a step reads a few thousand rows of the id table: sparse gradients
+        # (unless the config says otherwise), so that the optimizer's work follows those rows, not
+        # the catalog (optim.MixedAdam).
+        sparse = cfg.id_gradients == "sparse" or (cfg.id_gradients == "auto" and self.loss_kind() == "sampled")
+        self.item_ids = nn.Embedding(num_items, d, padding_idx=0, sparse=sparse) if cfg.use_item_ids else None
         if self.item_ids is not None:
             # ID-only: small random directions (they are normalized). Text + ID: zeros, so the text
             # places every item at the start and the ids learn each item's correction from there
