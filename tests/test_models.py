@@ -135,6 +135,27 @@ def test_sampled_candidates_hold_every_target_with_finite_log_q():
     assert set(target.tolist()) <= set(ids.tolist()) and torch.isfinite(log_q).all()
     assert (ids[1:] > ids[:-1]).all()  # sorted unique
     assert log_q[ids.tolist().index(3)] > log_q[ids.tolist().index(7)]  # 3 is twice in the batch
+    # With the targets' frequencies: log P(in the candidates). An item half the targets are is in
+    # every batch of 3 targets but 1/8 of them; one only drawn uniformly, 1 - (48/49)^10.
+    freq = torch.zeros(50, dtype=torch.float64)
+    freq[3], freq[7] = 0.5, 0.01
+    ids, log_q = losses.candidates(target, 50, 10, freq, generator=torch.Generator().manual_seed(0))
+    q = dict(zip(ids.tolist(), log_q.exp().tolist()))
+    uniform = 1 - (48 / 49) ** 10
+    assert q[3] == pytest.approx(1 - 0.5 ** 3 * (1 - uniform), rel=1e-5)
+    assert q[7] == pytest.approx(1 - 0.99 ** 3 * (1 - uniform), rel=1e-5)
+    assert all(q[i] == pytest.approx(uniform, rel=1e-5) for i in ids.tolist() if i not in (3, 7))
+
+
+def test_target_frequency_estimate_converges_to_the_shares():
+    est, rng = losses.TargetFrequency(decay=0.9), torch.Generator().manual_seed(0)
+    shares = torch.tensor([0.0, 0.6, 0.3, 0.1])
+    first = est.update(torch.multinomial(shares, 200, replacement=True, generator=rng), 4)
+    assert first.sum() == pytest.approx(1.0) and first[0] == 0  # bias-corrected from the first batch
+    for _ in range(100):
+        freq = est.update(torch.multinomial(shares, 200, replacement=True, generator=rng), 4)
+    assert torch.allclose(freq.float(), shares, atol=0.03)
+    assert est.update(torch.tensor([1, 5]), 6).tolist() == [0, 0.5, 0, 0, 0, 0.5]  # a bigger catalog starts anew
 
 
 def test_ranking_metrics_on_hand_computed_cases():

@@ -114,6 +114,7 @@ class InterestModel(nn.Module):
         # the catalog (optim.MixedAdam).
         sparse = cfg.id_gradients == "sparse" or (cfg.id_gradients == "auto" and self.loss_kind() == "sampled")
         self.item_ids = nn.Embedding(num_items, d, padding_idx=0, sparse=sparse) if cfg.use_item_ids else None
+        self.target_freq = losses.TargetFrequency()  # what the sampled loss's correction reads
         if self.item_ids is not None:
             # ID-only: small random directions (they are normalized). Text + ID: zeros, so the text
             # places every item at the start and the ids learn each item's correction from there
@@ -264,7 +265,8 @@ class InterestModel(nn.Module):
             mask = None if self.scenario_items[:, 1:].all() else self.scenario_items[scen]
             return losses.full_softmax_loss(user, catalog, target, self.cfg.temperature, allowed=mask,
                                             bias=self.item_bias(scen, when))
-        ids, log_q = losses.candidates(target, self.num_items, self.cfg.num_negatives)
+        freq = self.target_freq.update(target, self.num_items) if self.training else None  # None: the batch's shares
+        ids, log_q = losses.candidates(target, self.num_items, self.cfg.num_negatives, freq)
         return losses.sampled_softmax_loss(user, self.item_vectors(ids), ids, target, log_q, self.cfg.temperature,
                                            bias=self.item_bias(scen, when, ids))
 
