@@ -167,6 +167,14 @@ async def authorized(request: Request) -> None:  # async: FastAPI runs a sync de
         raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
 
+def _report_compiled(compiled: bool, status: str) -> None:
+    """The ranker's compilation ended (Serve's log: the reason reaches the replica's file)."""
+    if compiled:
+        log.info("user encoder %s: the replica now runs it compiled", status)
+    else:
+        log.warning("compile_encoder is on but the model runs %s", status)
+
+
 def request_id(request: Request) -> str:
     return request.headers.get("x-request-id", "")
 
@@ -247,7 +255,8 @@ class InterestApi:
             log.warning("no item_store for a remote registry: items added by text live only in this replica")
         self.online = OnlineModel(model_dir, item_store=store, label=label, exact_max_items=cfg.exact_search_max_items,
                                   hnsw_m=cfg.hnsw_m, ef_search=cfg.hnsw_ef_search, max_history=cfg.max_history,
-                                  compile_encoder=cfg.compile_encoder, index_cache_dir=cfg.index_cache_dir)
+                                  compile_encoder=cfg.compile_encoder, index_cache_dir=cfg.index_cache_dir,
+                                  compile_in_background=cfg.compile_in_background, on_compiled=_report_compiled)
         if self.online.index.build_source is not None:
             log.info("item index: %s items, HNSW graph %s", f"{self.online.num_items:,}", self.online.index.build_source)
         self.store = store
@@ -269,8 +278,6 @@ class InterestApi:
         log.info("serving %s from %s: %d items, %s search, model %s; auth %s, body limit %d bytes, GC threshold %d",
                  label, model_dir, self.online.num_items, self.online.index.kind, self.online.encoder_status,
                  "on" if settings.token else "off", cfg.max_body_bytes, cfg.gc_threshold)
-        if cfg.compile_encoder and self.online.compiled is None:  # Serve's log: the reason reaches the replica's file
-            log.warning("compile_encoder is on but the model runs %s", self.online.encoder_status)
 
     def _log(self, request: Request, route: str, body: dict, extra: str = "") -> None:
         if not self.log_requests:

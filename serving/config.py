@@ -52,6 +52,10 @@ class ServeConfig(JobConfig):
     # encode and score users with the model compiled ahead of time when the replica starts (needs
     # a C++ compiler; seconds; eager, with a warning, where it cannot): interest_model/online/ranker.py
     compile_encoder: bool = True
+    # compile in the background: the replica is ready as soon as its catalog is, answers eagerly
+    # meanwhile (slower per request, same answers) and switches to the compiled ranker when it is
+    # built; False: the replica reports ready only once compiled
+    compile_in_background: bool = True
     # run a recommend batch on the replica's event loop when it is one compiled call (no history
     # event given by text, exact ranking): that call keeps the GIL, so a worker thread would block
     # the loop as long and only add hand-overs of the GIL, which cost CPU per request under load

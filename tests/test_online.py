@@ -59,8 +59,16 @@ def test_compiled_ranker_answers_as_the_eager_one(tmp_path):
     # The endpoint's encoding and scoring compiled ahead of time (online/ranker.py): the same
     # vectors and answers for any batch size and history length, events given by text included,
     # the model's item bias (here a popularity prior) in the scores, as the model API has it.
+    # Compiled in the background (as a replica does): it answers eagerly until the ranker is built.
     export = tiny_export(tmp_path, prior_weight=3.0)[0]
-    eager, compiled = OnlineModel(str(export)), OnlineModel(str(export), compile_encoder=True)
+    done = []
+    eager = OnlineModel(str(export))
+    compiled = OnlineModel(str(export), compile_encoder=True, compile_in_background=True,
+                           on_compiled=lambda *result: done.append(result))
+    first, reference = (m.recommend_batch([_q("i1", "i2")])[0]["items"] for m in (compiled, eager))
+    assert compiled.info()["user_encoder"] in ("compiling", "compiled")
+    assert [it["item_id"] for it in first] == [it["item_id"] for it in reference]
+    assert compiled.wait_compiled(timeout=300) and done == [(True, compiled.encoder_status)]
     assert compiled.compiled is not None and eager.compiled is None and eager.item_bias is not None
     assert compiled.encoder_status.startswith("compiled in") and compiled.info()["user_encoder"] == "compiled"
     queries = [_q("i1"), _q("i1", "i2", "i3", "i4", "i5", "i6"), _q("i2", "i1", k=5),

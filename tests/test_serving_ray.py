@@ -79,7 +79,14 @@ def test_routes_answer(endpoint):
     assert requests.get(ep["url"] + "/healthz", timeout=10).json() == {"status": "ok"}
     info = requests.get(ep["url"] + "/v1/model", headers=AUTH, timeout=10).json()
     assert info["model"] == "tiny:1" and info["scenarios"] == ep["catalog"]["scenarios"] and info["index"] == "exact"
-    assert info["user_encoder"] == "compiled"  # compile_encoder (default): this machine has a C++ compiler
+    # compile_encoder (default; this machine has a C++ compiler), in the background: the replica
+    # answers before the ranker is built and switches to it when it is
+    for _ in range(120):
+        if info["user_encoder"] != "compiling":
+            break
+        time.sleep(1)
+        info = requests.get(ep["url"] + "/v1/model", headers=AUTH, timeout=10).json()
+    assert info["user_encoder"] == "compiled"
     spec = requests.get(ep["url"] + "/openapi.json", timeout=10).json()
     assert {"/v1/recommend", "/v1/interests", "/v1/items", "/v1/model", "/healthz"} <= set(spec["paths"])
     for path, model in [("/v1/recommend", "RecommendRequest"), ("/v1/interests", "InterestsRequest"),

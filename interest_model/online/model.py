@@ -11,10 +11,12 @@ the request's slot, so the rest of the batch is answered).
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import hashlib
 import threading
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -35,13 +37,21 @@ from interest_model.retrieval import top_k_masked
 class OnlineModel:
     def __init__(self, model_dir: str, item_store: str | None = None, label: str | None = None,
                  exact_max_items: int = 50_000, hnsw_m: int = 32, ef_search: int = 128, max_history: int = 1000,
-                 compile_encoder: bool = False, index_cache_dir: str | None = None):
+                 compile_encoder: bool = False, index_cache_dir: str | None = None,
+                 compile_in_background: bool = False, on_compiled: Callable[[bool, str], None] | None = None):
         """``compile_encoder``: encode and score with a copy of the model's user encoder and
         scoring compiled ahead of time (``online/ranker.py``; seconds to build, falls back to
-        eager). ``index_cache_dir``: where the search graph of a large catalog is kept between
-        starts (``retrieval.py``)."""
+        eager). ``compile_in_background``: compile in a thread while the model answers eagerly
+        (the catalog's vectors and index load meanwhile); the compiled ranker takes over when it is
+        built, and ``on_compiled(compiled, status)`` is called then. ``index_cache_dir``: where the
+        search graph of a large catalog is kept between starts (``retrieval.py``)."""
         self.rec = load_model(model_dir)
         self.model = self.rec.model
+        self.ranker = Ranker(self.model).eval()
+        self.compiled, self.encoder_status = None, "eager"
+        self._compiler: threading.Thread | None = None
+        if compile_encoder:
+            self._compile(compile_in_background, on_compiled)
         self.text_tower = self.model.text_proj is not None  # items can be added, and named, by text
         self.label = label or str(model_dir)
         self.max_history = max_history
@@ -63,9 +73,28 @@ class OnlineModel:
         self.lock = threading.RLock()
         self.store = ItemStore(item_store) if item_store else None
         self.category_interests = LiveInterests(self)
-        self.ranker = Ranker(self.model).eval()
-        self.compiled, self.encoder_status = compile_ranker(self.ranker) if compile_encoder else (None, "eager")
         self.refresh()
+
+    def _compile(self, background: bool, on_compiled: Callable[[bool, str], None] | None) -> None:
+        def run():
+            # A copy: exporting swaps the module's weights for placeholders while it traces.
+            compiled, status = compile_ranker(copy.deepcopy(self.ranker))
+            self.compiled, self.encoder_status = compiled, status  # None -> compiled: readers need no lock
+            if on_compiled is not None:
+                on_compiled(compiled is not None, status)
+
+        if not background:
+            return run()
+        self.encoder_status = "eager while compiling"
+        self._compiler = threading.Thread(target=run, name="compile-ranker", daemon=True)
+        self._compiler.start()
+
+    def wait_compiled(self, timeout: float | None = None) -> bool:
+        """Wait for a compilation in the background (up to ``timeout`` s); whether the model now
+        runs compiled."""
+        if self._compiler is not None:
+            self._compiler.join(timeout)
+        return self.compiled is not None
 
     @property
     def num_items(self) -> int:
@@ -341,7 +370,8 @@ class OnlineModel:
         cfg = self.rec.config
         return {"model": self.label, "scenarios": self.catalog.scenarios, "catalog_items": self.catalog.base_size - 1,
                 "added_items": self.catalog.added, "index": self.catalog.index.kind, "text_tower": self.text_tower,
-                "user_encoder": "compiled" if self.compiled is not None else "eager",
+                "user_encoder": "compiled" if self.compiled is not None else (
+                    "compiling" if self._compiler is not None and self._compiler.is_alive() else "eager"),
                 "history_length": self.model.cfg.user_encoder.max_len, "created_at": cfg.get("created_at"),
                 "training": {k: v for k, v in cfg.get("training", {}).items() if k in (
                     "scenarios", "transfer", "user_fraction", "histories", "context", "config_hash", "best",
