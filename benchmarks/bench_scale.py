@@ -21,6 +21,10 @@ encoder actors, half a Ray CPU and one thread each, into the feature cache), ``e
 (the same job SIGKILLed, process group and all, once half of its chunks are saved, then run
 again: it must resume and give the same vectors).
 
+``two-nodes``: the prepare and one training epoch (two workers) on a local cluster of two worker
+nodes of one CPU each, then of one node of two CPUs; the same prepared output and validation
+metric on both (benchmarks/scale_cluster.py).
+
 ``train`` (--train-items): 20 training steps of the text + ID model with the sampled loss at
 each catalog size (benchmarks/bench_catalog.py in a fresh process).
 
@@ -47,7 +51,7 @@ from pathlib import Path
 
 from harness import PREPARE_COUNTS as COUNTS, REPO, PeakMemory
 
-EVENT_STAGES = ("generate", "prepare", "prepare-pandas", "prepare-fault")
+EVENT_STAGES = ("generate", "prepare", "prepare-pandas", "prepare-fault", "two-nodes")
 EMBED_STAGES = ("embed-loop", "embed", "embed-resume")
 MODEL_STAGES = ("serve", "predict")
 TRAIN_STAGES = ("train",)
@@ -365,13 +369,22 @@ def note(r: dict) -> str:
     if "max_abs_diff_vs_loop" in r:
         diff = r["max_abs_diff_vs_loop"]
         parts.append("vectors equal to the loop's" if diff == 0 else f"vectors within {diff:.0e} of the loop's")
+    if "train_workers" in r:
+        tasks, workers = r.get("prepare_tasks") or {}, r.get("train_workers") or {}
+        parts.append(f"prepare {r['prepare_s']:.0f} s, tasks by node {', '.join(f'{k} {v}' for k, v in sorted(tasks.items()))}; "
+                     f"one epoch {r['train_s']:.0f} s, workers by node {', '.join(f'{k} {v}' for k, v in sorted(workers.items()))}")
+        if r.get("val_ndcg@10") is not None:
+            parts.append(f"validation NDCG@10 {r['val_ndcg@10']:.4f}")
+    if "same_model_metric" in r:
+        parts.append("same validation metric as one node" if r["same_model_metric"] else "validation metric differs from one node's")
     if "steps_per_s" in r:
         parts.append(f"{r['steps_per_s']:.2f} steps/s ({r['steps']} timed, text + ID, sampled)")
     if "source" in r:
         parts.append(f"{r.get('index')} index, {r['seconds']:.0f} s in the replica's code")
     if "startup_s" in r:
         c1, c32 = r.get("c1", {}), r.get("c32", {})
-        parts.append(f"start-up {r['startup_s']:.0f} s, replica {r.get('replica_rss_mib', 0) / 1024:.1f} GiB; "
+        compiled = f" ({r['encoder']} at {r['compiled_s']:.0f} s)" if "compiled_s" in r else ""
+        parts.append(f"start-up {r['startup_s']:.0f} s{compiled}, replica {r.get('replica_rss_mib', 0) / 1024:.1f} GiB; "
                      f"p50/p99 {c1.get('p50_ms', 0):.1f}/{c1.get('p99_ms', 0):.1f} ms at 1 client, "
                      f"{c32.get('p50_ms', 0):.1f}/{c32.get('p99_ms', 0):.1f} ms at 32; "
                      f"{c1.get('errors', 0) + c32.get('errors', 0)} failed of {c1.get('requests', 0) + c32.get('requests', 0)}")
@@ -471,6 +484,10 @@ def main() -> int:
         if not args.keep:
             for target in prepared.values():
                 shutil.rmtree(target, ignore_errors=True)
+        if "two-nodes" in args.stages:
+            from scale_cluster import two_node_stage
+
+            two_node_stage(events, folder, args, out, record, same_output)
 
     embed = [s for s in EMBED_STAGES if s in args.stages]
     for spec in args.embed_items if embed else []:
