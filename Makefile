@@ -98,15 +98,16 @@ benchmark-speed: $(STAMP)
 		--out $(OUT_DIR)/bench/faults_one_replica.json
 
 # The tables of docs/scale.md: every stage's wall time and memory against its size in one table
-# and plot (prepare 1M-20M events on both engines with a fault drill at 5M; item encoding of 10K
+# and plot (prepare 1M-20M events on both engines with a fault drill at 5M, and at 5M the prepare
+# and a training epoch on a local cluster of two worker nodes against one; item encoding of 10K
 # texts by MiniLM and 100K-1M by a tiny encoder, with a resume drill; training steps at 4K-1M
 # items; serving the demo's model grown to 1M items; predict for 1M users), then the training
-# steps of every model and loss. About 2 hours on 2 cores; the serve and predict stages need
+# steps of every model and loss. About 2.5 hours on 2 cores; the serve and predict stages need
 # `make demo` first (its registered model and prepared data).
 SCALE_SIZES ?= 1000000 5000000 20000000
 benchmark-scale: $(STAMP)
 	$(PY) benchmarks/bench_scale.py --sizes $(SCALE_SIZES) --object-store-memory 3G \
-		--stages generate prepare prepare-pandas prepare-fault embed-loop embed embed-resume train serve predict \
+		--stages generate prepare prepare-pandas prepare-fault two-nodes embed-loop embed embed-resume train serve predict \
 		--embed-items 10000 100000:tiny 1000000:tiny --prepared $(OUT_DIR)/demo/prepared --out $(OUT_DIR)/bench/scale
 	$(PY) benchmarks/bench_catalog.py --out $(OUT_DIR)/bench/catalog
 

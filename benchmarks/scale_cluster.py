@@ -7,8 +7,8 @@ worker nodes of one CPU each, then one worker node of two CPUs, with the same ob
 all. On each, `interest prepare` over the generated events (the driver connected with
 ``--address``), then `interest pretrain` for one epoch with two training workers on the
 prepared sources. Recorded: wall times, the nodes the prepare tasks and the training workers
-ran on (Ray's state API), and whether the two layouts give the same output (every prepared
-table; the trained model's validation metrics).
+ran on (Ray's state API), whether the two layouts prepare the same output (every table), and
+the trained models' validation NDCG@10 side by side.
 """
 
 from __future__ import annotations
@@ -32,9 +32,10 @@ import json, sys
 from collections import Counter
 from ray.util.state import list_actors, list_nodes, list_tasks
 address = sys.argv[1]
-nodes = {n.node_id: ("head" if n.is_head_node else f"worker {i}")
-         for i, n in enumerate(sorted(list_nodes(address=address), key=lambda n: n.node_id))}
-tasks = Counter(nodes.get(t.node_id, "?") for t in list_tasks(address=address, limit=100_000, raise_on_missing_output=False)
+workers = sorted((n for n in list_nodes(address=address) if not n.is_head_node), key=lambda n: n.node_id)
+nodes = {**{n.node_id: f"node {i}" for i, n in enumerate(workers, start=1)},
+         **{n.node_id: "head" for n in list_nodes(address=address) if n.is_head_node}}
+tasks = Counter(nodes.get(t.node_id, "?") for t in list_tasks(address=address, limit=10_000, raise_on_missing_output=False)
                 if t.type == "NORMAL_TASK" and t.state == "FINISHED")
 workers = Counter(nodes.get(a.node_id, "?") for a in list_actors(address=address, limit=10_000, raise_on_missing_output=False)
                   if a.class_name == "RayTrainWorker")
@@ -137,7 +138,9 @@ def two_node_stage(events: int, folder: Path, args, out: Path, record, same_outp
     one, two = record.find("one-node", events), record.find("two-nodes", events)
     if one["rc"] == 0 and two["rc"] == 0:
         two["same_output"] = same_output(results["one-node"] / "prepared", results["two-nodes"] / "prepared")
-        two["same_model_metric"] = one["val_ndcg@10"] == two["val_ndcg@10"]
+        # Not bit-equal: which blocks each training worker reads is Ray Data's split, made as
+        # the blocks come, on one node as on two
+        two["val_ndcg@10_one_node"] = one["val_ndcg@10"]
         print(f"  the same prepared output on two nodes as on one: {two['same_output']}; validation NDCG@10 "
               f"{two['val_ndcg@10']:.4f} against {one['val_ndcg@10']:.4f}", flush=True)
         record.save()
