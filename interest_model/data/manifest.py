@@ -95,18 +95,18 @@ def summary(m: dict) -> str:
         f"rejected          {m['rejected_rows']:>12,}  {m['rejected_by_reason'] or ''}",
         f"k-core removed    {m['kcore_removed_rows']:>12,}  ({m['kcore_iterations']} rounds)",
         "",
-        f"{'scenario':<20}{'role':<8}{'users':>9}{'items':>9}{'inter.':>11}{'catalog':>9}",
+        f"{'scenario':<20}{'role':<8}{'users':>12}{'items':>12}{'inter.':>14}{'catalog':>12}",
     ]
     for name, s in m["scenarios"].items():
-        lines.append(f"{name:<20}{s['role']:<8}{s['users']:>9,}{s['items']:>9,}{s['interactions']:>11,}"
-                     f"{s['catalog_items']:>9,}")
+        lines.append(f"{name:<20}{s['role']:<8}{s['users']:>12,}{s['items']:>12,}{s['interactions']:>14,}"
+                     f"{s['catalog_items']:>12,}")
     for scheme, per in m["splits"].items():
         lines.append("")
-        lines.append(f"split {scheme}: {'scenario':<16}{'train':>10}{'valid':>9}{'test':>9}"
+        lines.append(f"split {scheme}: {'scenario':<16}{'train':>14}{'valid':>12}{'test':>12}"
                      f"{'cold users':>12}{'cold test items':>17}")
         for name, e in per.items():
-            lines.append(f"{'':<7}{name:<16}{e['train']['interactions']:>10,}{e['valid']['interactions']:>9,}"
-                         f"{e['test']['interactions']:>9,}{e['segments']['cold_users']:>12,}"
+            lines.append(f"{'':<7}{name:<16}{e['train']['interactions']:>14,}{e['valid']['interactions']:>12,}"
+                         f"{e['test']['interactions']:>12,}{e['segments']['cold_users']:>12,}"
                          f"{e['segments']['cold_test_items']:>17,}")
     return "\n".join(lines)
 

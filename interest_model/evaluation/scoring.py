@@ -15,9 +15,8 @@ from interest_model.models.model import logits
 
 def ranks_for(scores: torch.Tensor, batch: dict, scenario_items: torch.Tensor, exclude_history: bool) -> torch.Tensor:
     """Rank of each row's target among its scenario's catalog, history excluded if asked."""
-    exclude = ~scenario_items[batch["scenario"]]
+    exclude = ~scenario_items[batch["scenario"]]  # a new tensor: marked in place below
     if exclude_history:
-        exclude = exclude.clone()
         exclude.scatter_(1, batch.get("seen", batch["items"]), True)
     return metrics.target_ranks(scores, batch["target"], exclude)
 

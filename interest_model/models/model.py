@@ -41,7 +41,7 @@ def logits(users: torch.Tensor, items: torch.Tensor, temperature: float, bias: t
     vectors over the temperature, plus the model's item bias ([B, N]; ``item_bias``) if it has
     one. Evaluation, the model API and the endpoint score with it (the training losses compute the
     same, arranged for their batches)."""
-    scores = users.to(items.dtype) @ items.T / temperature
+    scores = (users.to(items.dtype) / temperature) @ items.T  # the temperature on [B, D], not [B, N]
     return scores if bias is None else scores + bias
 
 class ModelConfig(Frozen):
