@@ -1,8 +1,10 @@
-"""A real multi-node Ray cluster on this machine (a head without CPUs and a worker node, each its
-own `ray start`), driven by the exact lines of the "Try it on one machine" block of
-docs/cluster.md: jobs go through the Jobs API with `interest submit`, finish SUCCEEDED, stream
-their logs and leave their outputs in the shared storage path (prepare, pretrain, then predict
-with the model it made); a job with a broken config ends FAILED, saying why.
+"""A real multi-node Ray cluster on this machine (a head without CPUs and two worker nodes of one
+CPU each, each its own `ray start`), driven by the exact lines of the "Try it on one machine"
+block of docs/cluster.md: jobs go through the Jobs API with `interest submit`, finish SUCCEEDED,
+stream their logs and leave their outputs in the shared storage path (prepare, pretrain with a
+training worker on each node, then predict with the model it made); the work runs on both nodes
+and the prepared data is the one-process engine's; a job with a broken config ends FAILED,
+saying why.
 
 The block starts with the session and runs while the tests without Ray do; this test waits for
 it, before the session's own local cluster exists (tests/conftest.py orders them), and the block
@@ -22,6 +24,11 @@ from pathlib import Path
 
 import pytest
 
+from interest_model.data.config import PrepareConfig
+from interest_model.data.engine import PandasEngine
+from interest_model.data.pipeline import run_prepare
+from tests.test_prepare_ray import _same_outputs as same_outputs
+
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.multinode]
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,11 +39,16 @@ BIN = Path(sys.executable).parent
 STATE = """
 import json, sys
 from ray.job_submission import JobSubmissionClient
-from ray.util.state import list_nodes
+from ray.util.state import list_actors, list_nodes, list_tasks
 address = sys.argv[1]
 client = JobSubmissionClient(address)
-nodes = [{"head": n.is_head_node, "cpus": n.resources_total.get("CPU", 0)}
-         for n in list_nodes(address=address, detail=True) if n.state == "ALIVE"]
+alive = [n for n in list_nodes(address=address, detail=True) if n.state == "ALIVE"]
+tasks = [t.node_id for t in list_tasks(address=address, limit=10_000, raise_on_missing_output=False)
+         if t.type == "NORMAL_TASK" and t.state == "FINISHED"]
+workers = [a.node_id for a in list_actors(address=address, limit=10_000, raise_on_missing_output=False)
+           if a.class_name == "RayTrainWorker"]
+nodes = [{"head": n.is_head_node, "cpus": n.resources_total.get("CPU", 0), "tasks": tasks.count(n.node_id),
+          "train_workers": workers.count(n.node_id)} for n in alive]
 jobs = [{"module": j.entrypoint.split()[2], "status": str(j.status.value), "logs": client.get_job_logs(j.submission_id)}
         for j in client.list_jobs() if j.entrypoint.startswith("python -m ray_jobs.")]
 print(json.dumps({"nodes": nodes, "jobs": jobs}))
@@ -105,16 +117,25 @@ def test_the_docs_local_cluster_runs_jobs_through_the_jobs_api(multinode_block):
     shell_env["RAY_AUTH_MODE"] = "token"  # as the block exported it: clients send the token
     dashboard = "http://127.0.0.1:" + re.search(r"--dashboard-port=(\d+)", " ".join(commands)).group(1)
     state = json.loads(_run(f"python -c '{STATE}' {dashboard}", shell_env).stdout)
-    assert len(state["nodes"]) == 2 and sum(n["head"] for n in state["nodes"]) == 1
-    assert [n["cpus"] for n in state["nodes"] if n["head"]] == [0]  # the work ran on the worker node
+    assert len(state["nodes"]) == 3 and sum(n["head"] for n in state["nodes"]) == 1
+    assert [n["cpus"] for n in state["nodes"] if n["head"]] == [0]  # the work ran on the worker nodes
+    # on both: Ray Data's tasks (the prepare and predict jobs) and one training worker each
+    workers = [n for n in state["nodes"] if not n["head"]]
+    assert all(n["tasks"] > 0 for n in workers), state["nodes"]
+    assert [n["train_workers"] for n in workers] == [1, 1], state["nodes"]
     assert sorted((j["module"], j["status"]) for j in state["jobs"]) == [
         ("ray_jobs.predict", "SUCCEEDED"), ("ray_jobs.prepare", "SUCCEEDED"), ("ray_jobs.pretrain", "SUCCEEDED")]
 
     shared = Path(shell_env["SHARED"])
     assert (shared / "prepared" / "manifest.json").is_file()
+    # prepared on two nodes, the same tables as the one-process engine makes of the same files
+    reference = block.work / "reference"
+    run_prepare(PrepareConfig.load(REPO / "ray_jobs/configs/tiny.yaml",
+                                   [f"input.root={shared / 'raw'}", f"output_dir={reference}"]), PandasEngine())
+    same_outputs(shared / "prepared", reference)
     assert (shared / "models" / "pretrained" / "config.json").is_file()
     assert list((shared / "runs").glob("*/checkpoint_*")) or list((shared / "runs").rglob("checkpoint_*"))
-    # every user's predictions, written by actors on the worker node into the shared folder
+    # every user's predictions, written by actors on the worker nodes into the shared folder
     predicted = json.loads((shared / "predictions" / "manifest.json").read_text())
     assert predicted["rows"] > 0 and predicted["errors"] == 0
     assert all((shared / "predictions" / f).is_file() for f in predicted["files"])

@@ -43,9 +43,8 @@ def marginals(model: InterestModel, b: dict[str, torch.Tensor], M: torch.Tensor,
     row may get next (its scenario's, less its history if ``exclude_history``)."""
     items, events, scen = inputs(b)
     scores = model.scores(items, events, b["scenario"], catalog=catalog_vecs, event_scenarios=scen, time=b.get("time"))
-    exclude = ~model.scenario_items[b["scenario"]]
+    exclude = ~model.scenario_items[b["scenario"]]  # a new tensor: marked in place below
     if exclude_history:
-        exclude = exclude.clone()
         exclude.scatter_(1, b.get("seen", b["items"]), True)
     return interests.model_marginals(scores.masked_fill(exclude, float("-inf")), M)
 
