@@ -129,6 +129,20 @@ def test_loss_decreases_on_a_synthetic_sequence_task(kind, loss_kind, ids_only):
     assert np.mean(history[-5:]) < 0.75 * np.log(n) < np.mean(history[:5])
 
 
+@pytest.mark.parametrize("loss, id_gradients, sparse", [("sampled", "auto", True), ("full", "auto", False),
+                                                       ("sampled", "dense", False), ("full", "sparse", True)])
+def test_id_gradients_follow_the_config(loss, id_gradients, sparse):
+    from interest_model.training.optim import MixedAdam, make_optimizer
+
+    cfg = ModelConfig(user_encoder=UserEncoderConfig(dim=8, layers=1, max_len=4), use_text=False, use_item_ids=True,
+                      loss=loss, id_gradients=id_gradients)
+    model = InterestModel(cfg, num_items=20, num_scenarios=1, text_dim=4)
+    assert model.item_ids.sparse is sparse
+    assert isinstance(make_optimizer(model, 1e-3, 0.01), MixedAdam) is sparse
+    with pytest.raises(ValueError, match="id_gradients"):
+        ModelConfig(id_gradients="lazy")
+
+
 def test_sampled_candidates_hold_every_target_with_finite_log_q():
     target = torch.tensor([3, 3, 7])
     ids, log_q = losses.candidates(target, num_items=50, num_negatives=10, generator=torch.Generator().manual_seed(0))
