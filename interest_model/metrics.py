@@ -13,6 +13,16 @@ import torch
 NEG_INF = float("-inf")
 # What validation selects checkpoints, stops early and tunes on; the key of every report.
 METRIC = "val_ndcg@10"
+# Rows x items of one block of full-ranking scores (256 MB in float32): a batch over a large
+# catalog is scored in slices of rows within it (at a million items, 512 rows would make 2 GB
+# of scores and as much again for each mask and softmax made from them).
+SCORE_CELLS = 1 << 26
+
+
+def rows_within(num_items: int, rows: int) -> int:
+    """Rows to score at once over ``num_items`` items: at most ``rows``, at least 1, and a
+    [rows, num_items] block within ``SCORE_CELLS``."""
+    return max(1, min(rows, SCORE_CELLS // max(1, num_items)))
 
 
 def target_ranks(scores: torch.Tensor, target: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:

@@ -19,11 +19,11 @@ from interest_model.evaluation.ranking import paired_ratios, per_user_metrics, s
 from interest_model.evaluation.report import reference_for, write_report
 from interest_model.data.prepared import PreparedData
 from interest_model.evaluation.config import EvaluateConfig
-from interest_model.metrics import METRIC
+from interest_model.metrics import METRIC, rows_within
 from ray_jobs.common import job_session, run_main
 from ray_jobs.console import CONSOLE
 from ray_jobs.evaluate_interests import interest_spec, interest_summary, interests_headline
-from interest_model.models.dynamics import RECENT_WINDOW, dynamics_table, training_events
+from interest_model.models.dynamics import WindowCounts, training_events
 from ray_jobs.rows import sequence_rows
 
 log = logging.getLogger("interest.evaluate")
@@ -52,7 +52,7 @@ class _ScoreActor:
             elif spec["kind"] == "popularity":
                 self.scorers[name] = scoring.PopularityScorer(spec["values"])
             elif spec["kind"] == "recent_popularity":
-                self.scorers[name] = scoring.RecentPopularityScorer(*spec["values"])
+                self.scorers[name] = scoring.RecentPopularityScorer(spec["values"])
             else:
                 self.scorers[name] = scoring.TextSimilarityScorer(spec["values"])
         self.score_batch = scoring.score_batch
@@ -140,10 +140,10 @@ def run_evaluate(cfg: EvaluateConfig, preface: Callable[[dict, dict], str] | Non
         seqs = prepared.sequences(columns=["user_id", "item_ids", "timestamps", f"{cfg.data.scheme}_valid_end",
                                            f"{cfg.data.scheme}_train_end"])
         through = "valid" if cfg.part == "test" else "train"  # as the popularity baseline counts
-        dyn = dynamics_table([training_events(seqs[seqs["scenario"] == s], catalog.vocab, cfg.data.scheme,
-                                              through=through) if s in scenarios else None for s in catalog.scenarios],
-                             catalog.scenario_items[:, 1:].sum(1).tolist(), catalog.size)
-        scorers["recent_popularity"] = {"kind": "recent_popularity", "values": (dyn.table[..., RECENT_WINDOW], dyn.origin)}
+        recent = WindowCounts([training_events(seqs[seqs["scenario"] == s], catalog.vocab, cfg.data.scheme,
+                                               through=through) if s in scenarios else None for s in catalog.scenarios],
+                              catalog.size)
+        scorers["recent_popularity"] = {"kind": "recent_popularity", "values": recent}
     if "text_similarity" in cfg.baselines:
         scorers["text_similarity"] = {"kind": "text", "values": item_features(catalog.texts, cfg.text_encoder, cfg.embed)}
 
@@ -186,7 +186,8 @@ def _score(cfg: EvaluateConfig, rows, scorers: dict, catalog, scenarios: list[st
     """Every scorer over the rows in one pass of an actor pool: a DataFrame of ranks and interests."""
     import ray
 
-    scored = rows.map_batches(_ScoreActor, batch_size=cfg.batch_size, batch_format="numpy",
+    # Every scorer makes a few [rows, catalog] float copies a batch: fewer rows over a large catalog.
+    scored = rows.map_batches(_ScoreActor, batch_size=rows_within(catalog.size, cfg.batch_size), batch_format="numpy",
                               fn_constructor_kwargs={"specs": scorers, "catalog": catalog, "targets": scenarios,
                                                      "exclude_history": cfg.exclude_history, "interest": interest},
                               compute=ray.data.ActorPoolStrategy(size=cfg.actors), num_cpus=cfg.cpus_per_actor)

@@ -163,13 +163,40 @@ def test_dynamics_transfer_with_the_targets_own_counts_and_serve_as_of_now(tmp_p
 
 def test_recent_popularity_ranks_by_the_window_before_the_prediction():
     from interest_model.evaluation.scoring import RecentPopularityScorer
-    from interest_model.models.dynamics import RECENT_WINDOW
+    from interest_model.models.dynamics import WindowCounts
 
     # item 1 popular on days 0-1, item 2 on days 100-101
     stamps = np.array([0, 0, 1, 100, 100, 101]) * DAY
-    dyn = dynamics_table([(stamps, np.array([1, 1, 1, 2, 2, 2]))], [3], num_items=4)
-    scorer = RecentPopularityScorer(dyn.table[..., RECENT_WINDOW], dyn.origin)
+    scorer = RecentPopularityScorer(WindowCounts([(stamps, np.array([1, 1, 1, 2, 2, 2]))], num_items=4))
     b = {"scenario": torch.tensor([0, 0]), "time": torch.tensor([5 * DAY, 105 * DAY])}
     scores = scorer.scores(b)
     assert scores.shape == (2, 4)
     assert int(scores[0, 1:].argmax()) + 1 == 1 and int(scores[1, 1:].argmax()) + 1 == 2
+
+
+def test_window_counts_are_the_dynamics_tables_window_without_the_table():
+    """The recent-popularity baseline counts on demand what the dynamics table's 30-day feature
+    holds for every (scenario, day): before the first day, inside, and past the last."""
+    from interest_model.models.dynamics import RECENT_WINDOW, WindowCounts
+
+    rng = np.random.default_rng(0)
+    events = [(rng.integers(10, 200, 400) * DAY + rng.integers(0, DAY, 400), rng.integers(1, 7, 400)), None,
+              (rng.integers(50, 90, 100) * DAY, rng.integers(1, 4, 100))]
+    sizes = [6, 6, 3]
+    dyn = dynamics_table(events, sizes, num_items=7)
+    counts = WindowCounts(events, num_items=7)
+    scen = np.repeat([0, 1, 2], 60)
+    times = rng.integers(0, 260, len(scen)) * DAY + rng.integers(0, DAY, len(scen))
+    got = counts.counts(scen, times).astype(np.float64)
+    want = dyn.table[scen, dyn.rows(scen, times), :, RECENT_WINDOW].astype(np.float64)
+    n = np.array(sizes, dtype=np.float64)[scen][:, None]
+    feature = np.log(n * (got + 1.0) / (got.sum(1, keepdims=True) + n))
+    assert np.allclose(feature, want, atol=1e-2)
+    assert got[scen == 1].sum() == 0 and got[:, 0].sum() == 0
+    assert got[scen == 0].sum(1).max() > 0 and (got[scen == 2].sum(1) == 0).any()
+
+
+def test_a_dynamics_table_too_large_to_hold_is_refused_before_it_is_built():
+    stamps = np.array([0, 900]) * DAY  # 902 rows of 1M items: 8.4 GiB in float16
+    with pytest.raises(ValueError, match=r"1,000,000 items over 902 days would take 8.4 GiB"):
+        dynamics_table([(stamps, np.array([1, 2]))], [1_000_000], num_items=1_000_001)

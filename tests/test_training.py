@@ -92,3 +92,21 @@ def test_a_sampled_id_model_updates_only_the_rows_a_step_reads():
     # A small catalog under the full softmax keeps dense ids and plain AdamW.
     dense = InterestModel(ModelConfig(use_item_ids=True, use_text=False), 101, 1, 8)
     assert not dense.item_ids.sparse and isinstance(make_optimizer(dense, 1e-2, 0.01), torch.optim.AdamW)
+
+
+def test_a_batch_over_a_large_catalog_is_ranked_in_slices_with_the_same_ranks(rows, monkeypatch):
+    """Validation scores a batch in slices of rows when [rows, items] passes metrics.SCORE_CELLS
+    (a large catalog); the sums are the whole batch's."""
+    from interest_model import metrics
+    from interest_model.training.batches import score_slices
+    from interest_model.training.loop import evaluate
+
+    catalog, _, valid_rows = rows
+    torch.manual_seed(0)
+    cfg = ModelConfig(user_encoder=UserEncoderConfig(dim=16, layers=1, max_len=8), use_text=False, use_item_ids=True)
+    model = build_model(cfg, catalog)
+    whole = evaluate(model, array_batches(valid_rows, 64), "cpu", exclude_history=True)
+    monkeypatch.setattr(metrics, "SCORE_CELLS", 5 * catalog.size)  # 5 rows a slice
+    batch = {k: torch.as_tensor(v) for k, v in next(array_batches(valid_rows, 12)).items()}
+    assert [len(b["target"]) for b in score_slices(batch, catalog.size)] == [5, 5, 2]
+    assert evaluate(model, array_batches(valid_rows, 64), "cpu", exclude_history=True) == pytest.approx(whole, rel=1e-12)

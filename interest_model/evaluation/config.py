@@ -32,7 +32,7 @@ class EvaluateConfig(JobConfig):
     ks: list[int] = Field(default_factory=lambda: [5, 10, 20, 50])
     bootstrap: int = 1000
     seed: int = 0
-    batch_size: int = 256
+    batch_size: int = 256  # rows a scoring batch, at most: fewer over a large catalog (ray_jobs/evaluate.py)
     actors: int = 1
     cpus_per_actor: float = 1.0
     embed: EmbedConfig = EmbedConfig()

@@ -63,6 +63,8 @@ class ModelScorer:
         self.merged = merged
         # evaluation index -> the model's (0: the model does not know the item / scenario)
         self.item_map = torch.tensor([0] + [own.vocab.get(i, 0) for i in catalog.item_ids])
+        self._unknown = self.item_map == 0
+        self._same_order = len(self.item_map) == own.size and bool((self.item_map[1:] == torch.arange(1, own.size)).all())
         self.scen_map = torch.tensor([own.scenarios.index(s) if s in own.scenarios else -1 for s in catalog.scenarios])
         self.vectors = recommender.model.item_vectors()
         self.eval_catalog = catalog
@@ -91,8 +93,9 @@ class ModelScorer:
         # popularity dynamics at the row's time, and the zero-shot + target counts prior
         bias = self.rec.model.item_bias(self.scen_map[b["scenario"]], b.get("time"))
         own = logits(self.user(b), self.vectors, self.rec.model.cfg.temperature, bias)
-        out = own[:, self.item_map]
-        return out.masked_fill((self.item_map == 0)[None], float("-inf"))
+        if self._same_order:  # no gathered copy of the [B, N] scores (a gigabyte a batch at 1M items)
+            return own.masked_fill_(self._unknown[None], float("-inf"))
+        return own[:, self.item_map].masked_fill_(self._unknown[None], float("-inf"))
 
     @torch.no_grad()
     def interests(self, b: dict, scores: torch.Tensor, names: list[str], exclude_history: bool) -> np.ndarray | None:
@@ -133,18 +136,13 @@ class PopularityScorer:
 
 class RecentPopularityScorer:
     """Popularity at the row's time: each item's interactions in its scenario in the days before
-    the prediction's (``table`` [S, T, N+1]: a popularity-dynamics feature of one window, monotone
-    in that window's count within a day; ``origin`` [S]: each scenario's first day)."""
+    the prediction's (``counts``: a :class:`~interest_model.models.dynamics.WindowCounts`)."""
 
-    def __init__(self, table: np.ndarray, origin: np.ndarray):
-        from interest_model.models.dynamics import Dynamics
-
-        self.dynamics = Dynamics(np.asarray(table), np.asarray(origin))
+    def __init__(self, counts):
+        self.counts = counts
 
     def scores(self, b: dict) -> torch.Tensor:
-        scen = b["scenario"].numpy()
-        rows = self.dynamics.rows(scen, b["time"].numpy())
-        return torch.from_numpy(self.dynamics.table[scen, rows].astype(np.float32))
+        return torch.from_numpy(self.counts.counts(b["scenario"].numpy(), b["time"].numpy()))
 
 
 class TextSimilarityScorer:

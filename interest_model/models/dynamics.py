@@ -28,6 +28,7 @@ DAY = 86_400
 WINDOWS_DAYS = (1, 7, 30, 365)
 NUM_FEATURES = len(WINDOWS_DAYS) + 1  # the windows, then everything before the day
 RECENT_WINDOW = WINDOWS_DAYS.index(30)  # the feature the recent-popularity baseline ranks by
+MAX_TABLE_BYTES = 4 << 30  # a larger table (items x days) is refused, not built
 
 
 @dataclass
@@ -71,6 +72,12 @@ def dynamics_table(events: list[tuple[np.ndarray, np.ndarray] | None], catalog_s
                    num_items: int) -> Dynamics:
     """The table of every scenario from its training events: ``events[s]`` = (timestamps in
     seconds, item indices 1..N) or None (a scenario without counts: all rows uniform)."""
+    spans = [int(np.ptp(np.asarray(ev[0], dtype=np.int64) // DAY)) + 2 for ev in events if ev is not None and len(ev[0])]
+    need = len(events) * max(spans, default=1) * num_items * NUM_FEATURES * 2
+    if need > MAX_TABLE_BYTES:
+        raise ValueError(f"model.item_dynamics: the popularity-dynamics table of {num_items - 1:,} items over "
+                         f"{max(spans):,} days would take {need / 2**30:.1f} GiB (a row per day and item, held by "
+                         f"the model); at most {MAX_TABLE_BYTES / 2**30:.0f} GiB: turn it off for this catalog")
     parts, origins = [], []
     for ev, size in zip(events, catalog_sizes):
         if ev is None or len(ev[0]) == 0:
@@ -104,3 +111,42 @@ def training_events(sequences, vocab: dict[str, int], scheme: str, users: set[st
     stamps, items = np.concatenate(stamps), np.concatenate(items)
     known = items > 0
     return stamps[known], items[known]
+
+
+class WindowCounts:
+    """Each item's interactions in its scenario in the ``window`` days before a prediction's day,
+    counted when asked from the scenario's training events sorted by day: what the
+    recent-popularity baseline ranks by. The days are :class:`Dynamics`'s (a prediction before a
+    scenario's first event counts nothing; one past its last day counts the newest window), but
+    there is no [days, items] table: over a million items and years of logs that table alone is
+    tens of gigabytes. ``events[s]``: (timestamps in seconds, item indices 1..N) or None."""
+
+    def __init__(self, events: list[tuple[np.ndarray, np.ndarray] | None], num_items: int,
+                 window: int = WINDOWS_DAYS[RECENT_WINDOW]):
+        self.num_items, self.window = num_items, window
+        self.events: list[tuple[np.ndarray, np.ndarray] | None] = []
+        for ev in events:
+            if ev is None or len(ev[0]) == 0:
+                self.events.append(None)
+                continue
+            days = np.asarray(ev[0], dtype=np.int64) // DAY
+            order = np.argsort(days, kind="stable")
+            self.events.append((days[order], np.asarray(ev[1], dtype=np.int64)[order]))
+
+    def counts(self, scenario: np.ndarray, times: np.ndarray) -> np.ndarray:
+        """[B, N+1] float32: the window's counts for each (scenario, time in seconds); rows of the
+        same scenario and day share one count."""
+        scenario = np.asarray(scenario, dtype=np.int64)
+        days = np.asarray(times, dtype=np.int64) // DAY
+        out = np.zeros((len(scenario), self.num_items), dtype=np.float32)
+        for s in np.unique(scenario).tolist():
+            if (ev := self.events[s]) is None:
+                continue
+            rows = np.flatnonzero(scenario == s)
+            day = np.clip(days[rows], ev[0][0], ev[0][-1] + 1)
+            keys, which = np.unique(day, return_inverse=True)
+            lo = np.searchsorted(ev[0], keys - self.window)
+            hi = np.searchsorted(ev[0], keys)
+            for k in range(len(keys)):
+                out[rows[which == k]] = np.bincount(ev[1][lo[k]:hi[k]], minlength=self.num_items)
+        return out

@@ -13,7 +13,7 @@ import torch
 from interest_model import interests
 from interest_model.catalog import Catalog
 from interest_model.models.model import InterestModel
-from interest_model.training.batches import inputs, to_device
+from interest_model.training.batches import inputs, score_slices, to_device
 
 log = logging.getLogger("interest.train")
 
@@ -66,15 +66,15 @@ def fit_model_head(model: InterestModel, catalog: Catalog, scenarios: list[str],
     parts, labels = [], []
     decay = interests.InterestHead([], {}).decay
     for raw in valid_batches:
-        b = to_device(raw, "cpu")
-        if b["target"].numel() == 0:
-            continue
-        scen = b["scenario"].numpy()
-        prior = np.stack([np.asarray(priors[catalog.scenarios[s]]) if catalog.scenarios[s] in priors else fallback[s]
-                          for s in scen])
-        parts.append(interests.Sources.of(b["items"].numpy(), M, prior, decay,
-                                          marginals(model, b, Mt, vecs, exclude_history)))
-        labels.append(M[b["target"].numpy()])
+        for b in score_slices(to_device(raw, "cpu"), vecs.shape[0]):
+            if b["target"].numel() == 0:
+                continue
+            scen = b["scenario"].numpy()
+            prior = np.stack([np.asarray(priors[catalog.scenarios[s]]) if catalog.scenarios[s] in priors
+                              else fallback[s] for s in scen])
+            parts.append(interests.Sources.of(b["items"].numpy(), M, prior, decay,
+                                              marginals(model, b, Mt, vecs, exclude_history)))
+            labels.append(M[b["target"].numpy()])
     model.train(was_training)
     if not parts:
         log.info("no interest head: no validation rows")

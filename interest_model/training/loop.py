@@ -19,7 +19,7 @@ from interest_model import metrics
 from interest_model.evaluation.scoring import ranks_for
 from interest_model.models.model import InterestModel
 from interest_model.metrics import METRIC
-from interest_model.training.batches import inputs, to_device
+from interest_model.training.batches import inputs, score_slices, to_device
 from interest_model.training.config import TrainConfig
 from interest_model.training.optim import clip_grad_norm, make_optimizer, make_scheduler
 
@@ -50,15 +50,15 @@ def evaluate(model: InterestModel, batches: Iterable[dict], device, exclude_hist
     sums: dict[str, float] = {}
     catalog_vecs = model.item_vectors()
     for raw in batches:
-        b = to_device(raw, device)
-        if b["target"].numel() == 0:
-            continue
-        items, events, scen = inputs(b)
-        scores = model.scores(items, events, b["scenario"], catalog=catalog_vecs, event_scenarios=scen,
-                              time=b.get("time"))
-        ranks = ranks_for(scores, b, model.scenario_items, exclude_history)
-        for k, v in metrics.summarize(ranks, ks).items():
-            sums[k] = sums.get(k, 0.0) + v
+        for b in score_slices(to_device(raw, device), catalog_vecs.shape[0]):
+            if b["target"].numel() == 0:
+                continue
+            items, events, scen = inputs(b)
+            scores = model.scores(items, events, b["scenario"], catalog=catalog_vecs, event_scenarios=scen,
+                                  time=b.get("time"))
+            ranks = ranks_for(scores, b, model.scenario_items, exclude_history)
+            for k, v in metrics.summarize(ranks, ks).items():
+                sums[k] = sums.get(k, 0.0) + v
     model.train(was_training)
     return sums
 
