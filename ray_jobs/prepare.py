@@ -41,10 +41,10 @@ def _bucket_fn(fn):
     return apply
 
 
-def _partial_count(batch: pd.DataFrame, *, keys: list[str]) -> pd.DataFrame:
-    if batch.empty:
-        return pd.DataFrame(columns=[*keys, "count"])
-    return batch.groupby(keys).size().reset_index(name="count")
+def _partial_count(batch: pa.Table, *, keys: list[str]) -> pa.Table:
+    # In Arrow: the key columns only, no pandas frame of the block (a null key is a group).
+    counted = batch.select(keys).group_by(keys, use_threads=False).aggregate([([], "count_all")])
+    return pa.table({**{k: counted[k] for k in keys}, "count": counted["count_all"]})
 
 
 def _partial_sum(batch: pd.DataFrame, *, keys: list[str], cols: list[str]) -> pd.DataFrame:
@@ -93,10 +93,11 @@ class RayDataEngine:
     # Aggregates are combined map-side: each block sends its partial counts, the driver adds
     # them up. No shuffle; the result (one row per key) lands on the driver anyway.
     def count_by(self, d, keys):
-        partial = self.to_pandas(self.map(d, _partial_count, keys=keys))
+        partial = self.to_pandas(d.map_batches(_partial_count, batch_format="pyarrow", batch_size=None,
+                                               fn_kwargs={"keys": keys}))
         if partial.empty:
             return pd.DataFrame(columns=[*keys, "count"])
-        return partial.groupby(keys, as_index=False)["count"].sum()
+        return partial.groupby(keys, as_index=False, dropna=False)["count"].sum()
 
     def sum_by(self, d, keys, column):
         cols = [column] if isinstance(column, str) else list(column)

@@ -28,7 +28,7 @@ class Engine(Protocol):
     def group_map(self, d, key: str, fn: Callable[[pd.DataFrame], pd.DataFrame], rows: int | None = None) -> Any:
         """fn gets frames that each hold complete groups of ``key`` (one or many groups); ``rows``,
         about how many rows ``d`` has, lets an engine size the frames."""
-    def count_by(self, d, keys: list[str]) -> pd.DataFrame: ...  # keys + "count"
+    def count_by(self, d, keys: list[str]) -> pd.DataFrame: ...  # keys + "count"; a null key is a group
     def sum_by(self, d, keys: list[str], column: str) -> pd.DataFrame: ...  # keys + column
     def count(self, d) -> int: ...
     def materialize(self, d) -> Any: ...
@@ -83,12 +83,6 @@ def parse_block(batch: pd.DataFrame, *, reader: Reader, headers: dict, kind: str
 def add_column(batch: pd.DataFrame, *, name: str, value: Any) -> pd.DataFrame:
     batch[name] = value
     return batch
-
-
-def source_reasons(batch: pd.DataFrame) -> pd.DataFrame:
-    """Validated rows -> (source, reason), reason "" for a kept row: what the counts need."""
-    return pd.DataFrame({"source": batch["source"].astype(object),
-                         "reason": batch["reason"].astype(object).where(batch["reason"].notna(), "")})
 
 
 def validated_kept(batch: pd.DataFrame) -> pd.DataFrame:
@@ -154,7 +148,7 @@ class PandasEngine:
         return fn(d)
 
     def count_by(self, d, keys):
-        return d.groupby(keys).size().reset_index(name="count")
+        return d.groupby(keys, dropna=False).size().reset_index(name="count")
 
     def sum_by(self, d, keys, column):
         cols = [column] if isinstance(column, str) else list(column)

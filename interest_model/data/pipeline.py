@@ -22,7 +22,7 @@ from interest_model.data.config import PrepareConfig, to_epoch
 from interest_model.data.items import build_items
 from interest_model.data.prepared import MANIFEST, TABLES
 from interest_model.data.readers import Reader, ReaderError, make_reader
-from interest_model.data.engine import (Engine, add_column, chunk_files, parse_block, source_reasons, to_arrow,
+from interest_model.data.engine import (Engine, add_column, chunk_files, parse_block, to_arrow,
                                        user_split_flags, validated_kept, validated_rejects)
 from interest_model.data.manifest import build_manifest, check_manifest
 from interest_model.data.validate import Pseudonymizer, SourceRules, validate_block
@@ -136,7 +136,8 @@ def run_prepare(cfg: PrepareConfig, engine: Engine, progress: Callable[[str], No
         parts.append(engine.map(d, validate_block, source=rules, lookup=items.lookup, pseudonymize=pseudonymizer,
                                 ts_min=ts_min, ts_max=ts_max, files=files))
     validated = engine.materialize(engine.union(parts))
-    tally = engine.count_by(engine.map(validated, source_reasons), ["source", "reason"])  # one pass for both
+    tally = engine.count_by(validated, ["source", "reason"])  # one pass for both; a kept row's reason is null
+    tally["reason"] = tally["reason"].astype(object).where(tally["reason"].notna(), "")
     input_rows_by_source = {s: int(c) for s, c in tally.groupby("source")["count"].sum().items()}
     input_rows = sum(input_rows_by_source.values())
     bad = tally[tally["reason"] != ""]
