@@ -157,8 +157,7 @@ def run_prepare(cfg: PrepareConfig, engine: Engine, progress: Callable[[str], No
     # 4. Iterative k-core per scenario.
     iterations = 0
     for iterations in range(1, cfg.kcore.max_iterations + 1):
-        users = engine.count_by(kept, ["scenario", "user_id"])
-        item_counts = engine.count_by(kept, ["scenario", "item_id"])
+        users, item_counts = engine.count_each(kept, [["scenario", "user_id"], ["scenario", "item_id"]])
         drop_users, drop_items = transforms.kcore_drop_sets(users, item_counts, cfg.kcore.user_k, cfg.kcore.item_k)
         if not drop_users and not drop_items:
             break
