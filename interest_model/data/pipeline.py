@@ -175,14 +175,14 @@ def run_prepare(cfg: PrepareConfig, engine: Engine, progress: Callable[[str], No
     rules = _split_rules(cfg, engine, kept)
 
     # 6. Sequences, splits, interactions with split labels, item segments.
-    # The interactions with their split labels are read off the sequences twice (item counts,
-    # the table written) rather than held: the sequences hold the same rows.
+    # The interactions with their split labels are exploded from the sequences once and held
+    # (spilled past the object store) for the item counts and the table written.
     seqs = engine.group_map(kept, "user_id", transforms.build_sequences, rows=kept_rows)
     seqs = engine.materialize(engine.map(seqs, transforms.add_split_bounds, schemes=schemes, rules=rules))
     del kept
     splits = engine.materialize(engine.map(seqs, transforms.split_rows, schemes=schemes, rules=rules,
                                            cold_user_max_train=cfg.segments.cold_user_max_train))
-    inter = engine.map(seqs, transforms.explode_interactions, schemes=schemes, rules=rules)
+    inter = engine.materialize(engine.map(seqs, transforms.explode_interactions, schemes=schemes, rules=rules))
     counts = engine.sum_by(engine.map(inter, transforms.split_item_counts, schemes=schemes),
                            ["scheme", "scenario", "split", "item_id"], "count")
     segments = transforms.item_segments(items.items, counts, schemes)
