@@ -72,11 +72,12 @@ def dynamics_table(events: list[tuple[np.ndarray, np.ndarray] | None], catalog_s
                    num_items: int) -> Dynamics:
     """The table of every scenario from its training events: ``events[s]`` = (timestamps in
     seconds, item indices 1..N) or None (a scenario without counts: all rows uniform)."""
-    spans = [int(np.ptp(np.asarray(ev[0], dtype=np.int64) // DAY)) + 2 for ev in events if ev is not None and len(ev[0])]
-    need = len(events) * max(spans, default=1) * num_items * NUM_FEATURES * 2
+    days = max((int(np.ptp(np.asarray(ev[0], dtype=np.int64) // DAY)) + 2 for ev in events
+                if ev is not None and len(ev[0])), default=1)
+    need = len(events) * days * num_items * NUM_FEATURES * 2
     if need > MAX_TABLE_BYTES:
         raise ValueError(f"model.item_dynamics: the popularity-dynamics table of {num_items - 1:,} items over "
-                         f"{max(spans):,} days would take {need / 2**30:.1f} GiB (a row per day and item, held by "
+                         f"{days:,} days would take {need / 2**30:.1f} GiB (a row per day and item, held by "
                          f"the model); at most {MAX_TABLE_BYTES / 2**30:.0f} GiB: turn it off for this catalog")
     parts, origins = [], []
     for ev, size in zip(events, catalog_sizes):
