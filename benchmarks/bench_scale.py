@@ -9,7 +9,10 @@ stage's smallest size. Prints one table and writes JSON, Markdown and a log-log 
 
 Stages over events (--sizes; a synthetic platform, `interest data generate`): ``generate`` (the
 data itself; generated once per size under --data-dir and reused), ``prepare`` (`interest
-prepare` on Ray Data), ``prepare-pandas`` (the same pipeline in one process: the reference
+prepare` on Ray Data, starting and stopping a local cluster of its own, as a job run on one
+machine does), ``prepare-cluster`` (the same job connected to a running one-node cluster,
+started before its clock and stopped after it: what a job submitted to a cluster pays),
+``prepare-pandas`` (the same pipeline in one process: the reference
 engine, where it fits; --pandas-max-events), ``prepare-fault`` (the Ray job again, with one Ray
 worker SIGKILLed while it validates a block: a fault drill). Where two of them run, their
 outputs must match (the manifest's counts and every table's rows).
@@ -51,7 +54,7 @@ from pathlib import Path
 
 from harness import PREPARE_COUNTS as COUNTS, REPO, PeakMemory
 
-EVENT_STAGES = ("generate", "prepare", "prepare-pandas", "prepare-fault", "two-nodes")
+EVENT_STAGES = ("generate", "prepare", "prepare-cluster", "prepare-pandas", "prepare-fault", "two-nodes")
 EMBED_STAGES = ("embed-loop", "embed", "embed-resume")
 MODEL_STAGES = ("serve", "predict")
 TRAIN_STAGES = ("train",)
@@ -60,13 +63,14 @@ PANDAS = ("import sys; from interest_model.data.config import PrepareConfig; "
           "run_prepare(PrepareConfig.load(sys.argv[1], ['output_dir=' + sys.argv[2]]), PandasEngine())")
 
 
-def run(cmd: list[str], log: Path, timeout: float) -> dict:
+def run(cmd: list[str], log: Path, timeout: float, env: dict | None = None) -> dict:
     """Run ``cmd`` in a fresh process: its wall time, the machine's peak used memory above its
     level at the start, its exit status (output to ``log``)."""
     with open(log, "w") as out, PeakMemory() as mem:
         t0 = time.perf_counter()
         try:
-            rc = subprocess.run(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, timeout=timeout).returncode
+            rc = subprocess.run(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, timeout=timeout,
+                                env=env).returncode
         except subprocess.TimeoutExpired:
             rc = 124
         wall = time.perf_counter() - t0
@@ -476,7 +480,10 @@ def main() -> int:
                 continue
             target = out / f"prepared-{stage}-{events}"
             shutil.rmtree(target, ignore_errors=True)
+            # prepare-cluster: the job connected to a running one-node cluster (started before the
+            # clock, stopped after it), as a job submitted to a user's cluster runs.
             store = ["--object-store-memory", args.object_store_memory] if args.object_store_memory else []
+            store = ["--address", "CLUSTER"] if stage == "prepare-cluster" else store
             cmd = ([sys.executable, "-c", PANDAS, str(folder / "prepare.yaml"), str(target)] if stage == "prepare-pandas"
                    else [sys.executable, "-m", "ray_jobs.cli", "prepare", "--config", str(folder / "prepare.yaml"),
                          "--set", f"output_dir={target}", *store])
@@ -484,7 +491,17 @@ def main() -> int:
             watcher = threading.Thread(target=kill_a_validating_worker, args=(stop, killed), daemon=True)
             if stage == "prepare-fault":
                 watcher.start()
-            row = run(cmd, out / f"{stage}-{events}.log", args.timeout)
+            if stage == "prepare-cluster":
+                from scale_cluster import LocalCluster
+
+                from ray_jobs.common import parse_bytes
+
+                size = parse_bytes(args.object_store_memory) if args.object_store_memory else None
+                with LocalCluster([], size, head_cpus=os.cpu_count() or 1) as cluster:
+                    row = run([cluster.address if c == "CLUSTER" else c for c in cmd], out / f"{stage}-{events}.log",
+                              args.timeout, cluster.env)
+            else:
+                row = run(cmd, out / f"{stage}-{events}.log", args.timeout)
             stop.set()
             if stage == "prepare-fault":
                 watcher.join()

@@ -45,11 +45,12 @@ print(json.dumps({"tasks": dict(tasks), "train_workers": dict(workers)}))
 
 class LocalCluster:
     """A head without CPUs and one worker node per entry of ``cpus`` on this machine; the object
-    store (bytes) shared evenly among the worker nodes. ``ray stop --force`` on exit: run nothing
-    else on Ray meanwhile (one local Ray per machine)."""
+    store (bytes) shared evenly among the worker nodes. With ``head_cpus``, a one-node cluster:
+    the head with those CPUs and the whole store. ``ray stop --force`` on exit: run nothing else
+    on Ray meanwhile (one local Ray per machine)."""
 
-    def __init__(self, cpus: list[int], object_store_bytes: int | None):
-        self.cpus, self.store = cpus, object_store_bytes
+    def __init__(self, cpus: list[int], object_store_bytes: int | None, head_cpus: int = 0):
+        self.cpus, self.store, self.head_cpus = cpus, object_store_bytes, head_cpus
         self.address = f"127.0.0.1:{HEAD_PORT}"
         self.dashboard = f"http://127.0.0.1:{DASHBOARD_PORT}"
         self.env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
@@ -64,8 +65,10 @@ class LocalCluster:
         subprocess.run([str(BIN / "ray"), "stop", "--force"], env=self.env, capture_output=True, timeout=300)
         self._ray("get-auth-token", "--generate")
         common = ["--disable-usage-stats"]
-        self._ray("start", "--head", "--num-cpus=0", f"--port={HEAD_PORT}", f"--dashboard-port={DASHBOARD_PORT}",
-                  f"--dashboard-agent-listen-port={AGENT_PORT}", "--object-store-memory=200000000", *common)
+        head_store = self.store if self.head_cpus and self.store else None if self.head_cpus else 200_000_000
+        self._ray("start", "--head", f"--num-cpus={self.head_cpus}", f"--port={HEAD_PORT}",
+                  f"--dashboard-port={DASHBOARD_PORT}", f"--dashboard-agent-listen-port={AGENT_PORT}",
+                  *([f"--object-store-memory={head_store}"] if head_store else []), *common)
         for i, n in enumerate(self.cpus, start=1):
             store = [f"--object-store-memory={self.store // len(self.cpus)}"] if self.store else []
             self._ray("start", f"--address={self.address}", f"--num-cpus={n}",

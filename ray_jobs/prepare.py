@@ -41,15 +41,11 @@ def _bucket_fn(fn):
     return apply
 
 
-def _partial_counts(batch: pa.Table, *, key_sets: list[list[str]]) -> pa.Table:
-    """A block's counts for each key set, in Arrow (the key columns only, no pandas frame of the
-    block; a null key is a group): set index, keys as __k0, __k1, ..., count."""
-    parts = []
-    for i, keys in enumerate(key_sets):
-        counted = batch.select(keys).group_by(keys, use_threads=False).aggregate([([], "count_all")])
-        parts.append(pa.table({"__set": pa.array([i] * counted.num_rows, pa.int32()),
-                               **{f"__k{j}": counted[k] for j, k in enumerate(keys)}, "count": counted["count_all"]}))
-    return pa.concat_tables(parts, promote_options="permissive")
+def _partial_counts(batch: pa.Table, *, keys: list[str]) -> pa.Table:
+    """A block's counts by ``keys``, in Arrow (the key columns only, no pandas frame of the
+    block; a null key is a group)."""
+    counted = batch.select(keys).group_by(keys, use_threads=False).aggregate([([], "count_all")])
+    return counted.select([*keys, "count_all"]).rename_columns([*keys, "count"])
 
 
 def _partial_sum(batch: pd.DataFrame, *, keys: list[str], cols: list[str]) -> pd.DataFrame:
@@ -98,21 +94,11 @@ class RayDataEngine:
     # Aggregates are combined map-side: each block sends its partial counts, the driver adds
     # them up. No shuffle; the result (one row per key) lands on the driver anyway.
     def count_by(self, d, keys):
-        return self.count_each(d, [keys])[0]
-
-    def count_each(self, d, key_sets):
         partial = self.to_pandas(d.map_batches(_partial_counts, batch_format="pyarrow", batch_size=None,
-                                               fn_kwargs={"key_sets": key_sets}))
-        out = []
-        for i, keys in enumerate(key_sets):
-            names = [f"__k{j}" for j in range(len(keys))]
-            part = partial[partial["__set"] == i] if "__set" in partial else partial.iloc[0:0]
-            if part.empty:
-                out.append(pd.DataFrame(columns=[*keys, "count"]))
-                continue
-            summed = part.groupby(names, as_index=False, dropna=False)["count"].sum()
-            out.append(summed.rename(columns=dict(zip(names, keys))))
-        return out
+                                               fn_kwargs={"keys": keys}))
+        if partial.empty:
+            return pd.DataFrame(columns=[*keys, "count"])
+        return partial.groupby(keys, as_index=False, dropna=False)["count"].sum()
 
     def sum_by(self, d, keys, column):
         cols = [column] if isinstance(column, str) else list(column)
@@ -120,6 +106,9 @@ class RayDataEngine:
         if partial.empty:
             return pd.DataFrame(columns=[*keys, *cols])
         return partial.groupby(keys, as_index=False)[cols].sum()
+
+    def select(self, d, columns):
+        return d.select_columns(columns)
 
     def count(self, d):
         return d.count()

@@ -25,9 +25,61 @@ def test_kcore_is_iterative(tmp_path):
     src = _recbole(tmp_path, rows, [("i1", "A"), ("i2", "A"), ("i3", "A")])
     m = run(config(tmp_path / "in", tmp_path / "out", [src], kcore={"user_k": 2, "item_k": 2}))
     assert m["kcore_removed_rows"] == 2 and m["kept_rows"] == 4
-    assert m["kcore_iterations"] == 3  # two rounds that removed something, one that confirmed
+    assert m["kcore_iterations"] == 2  # one round took i3 and so u3's last sequence, one confirmed
     inter = table(tmp_path / "out", "interactions")
     assert inter.groupby("user_id").size().min() >= 2 and inter.groupby("item_id").size().min() >= 2
+
+
+def _flat_kcore(frame: pd.DataFrame, user_k: int, item_k: int) -> pd.DataFrame:
+    """The k-core as written in its definition: on the interactions, users and items below k go
+    together, round after round."""
+    while True:
+        users = frame.groupby(["scenario", "user_id"])["item_id"].transform("size")
+        items = frame.groupby(["scenario", "item_id"])["user_id"].transform("size")
+        keep = (users >= user_k) & (items >= item_k)
+        if keep.all():
+            return frame
+        frame = frame[keep]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_kcore_on_sequences_leaves_what_the_flat_kcore_leaves(seed):
+    rng = np.random.default_rng(seed)
+    n = 3000
+    frame = pd.DataFrame({
+        "user_id": rng.integers(0, 150, n).astype(str), "scenario": rng.choice(["a", "b", "c"], n),
+        "item_id": (rng.zipf(1.6, n) % 400).astype(str), "event_type": "rate",
+        "timestamp": rng.integers(0, 10**6, n), "value": 1.0, "order": rng.permutation(n)})
+    seqs = transforms.user_sequences(frame)
+    before = seqs.set_index(["scenario", "user_id"])["n_scenarios"]
+    drop, rounds = {}, 0
+    seqs = transforms.kcore_sequences(seqs, 5, drop)
+    while True:
+        counts = transforms.sequence_item_counts(seqs)
+        drop = transforms.kcore_drop_items(counts, 4)
+        if not drop:
+            break
+        seqs, rounds = transforms.kcore_sequences(seqs, 5, drop), rounds + 1
+    assert rounds >= 1  # the data make it drop items, and so users
+    want = transforms.explode_interactions(transforms.build_sequences(_flat_kcore(transforms.dedupe(frame), 5, 4)),
+                                           [], transforms.SplitRules())
+    got = transforms.explode_interactions(seqs, [], transforms.SplitRules())
+    pd.testing.assert_frame_equal(got, want)
+    assert (seqs["length"] >= 5).all() and counts["count"].min() >= 4
+    assert seqs.set_index(["scenario", "user_id"])["n_scenarios"].equals(before.loc[seqs.set_index(["scenario", "user_id"]).index])
+
+
+def test_a_user_the_kcore_takes_out_of_a_scenario_is_in_one_scenario(tmp_path):
+    x = [("u1", "a", 5, 978300001), ("u1", "b", 5, 978300002), ("u2", "a", 5, 978300003), ("u2", "b", 5, 978300004)]
+    y = [("u1", "c", 5, 978300005), ("u2", "c", 5, 978300006), ("u2", "d", 5, 978300007)]
+    srcs = [_recbole(tmp_path, x, [("a", "A"), ("b", "A")], "x"), _recbole(tmp_path, y, [("c", "A"), ("d", "A")], "y")]
+    m = run(config(tmp_path / "in", tmp_path / "out", srcs, kcore={"user_k": 2, "item_k": 0}))
+    assert m["kcore_removed_rows"] == 1
+    u1, u2 = (Pseudonymizer(b"test-key")(u) for u in ("u1", "u2"))
+    seqs = table(tmp_path / "out", "sequences").set_index(["scenario", "user_id"])["n_scenarios"]
+    assert seqs.to_dict() == {("x", u1): 1, ("x", u2): 2, ("y", u2): 2}
+    splits = table(tmp_path / "out", "splits").set_index(["scenario", "user_id"])["multi_scenario_user"]
+    assert splits.to_dict() == {("x", u1): False, ("x", u2): True, ("y", u2): True}
 
 
 def test_dedupe_keeps_the_first_and_counts_the_rest():

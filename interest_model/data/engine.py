@@ -29,8 +29,7 @@ class Engine(Protocol):
         """fn gets frames that each hold complete groups of ``key`` (one or many groups); ``rows``,
         about how many rows ``d`` has, lets an engine size the frames."""
     def count_by(self, d, keys: list[str]) -> pd.DataFrame: ...  # keys + "count"; a null key is a group
-    def count_each(self, d, key_sets: list[list[str]]) -> list[pd.DataFrame]:
-        """``count_by`` of each key set, in one pass over ``d``."""
+    def select(self, d, columns: list[str]) -> Any: ...  # only these columns (a projection, no copy)
     def sum_by(self, d, keys: list[str], column: str) -> pd.DataFrame: ...  # keys + column
     def count(self, d) -> int: ...
     def materialize(self, d) -> Any: ...
@@ -152,8 +151,8 @@ class PandasEngine:
     def count_by(self, d, keys):
         return d.groupby(keys, dropna=False).size().reset_index(name="count")
 
-    def count_each(self, d, key_sets):
-        return [self.count_by(d, keys) for keys in key_sets]
+    def select(self, d, columns):
+        return d[columns]
 
     def sum_by(self, d, keys, column):
         cols = [column] if isinstance(column, str) else list(column)

@@ -2,8 +2,9 @@
 
 ``ray_jobs.prepare`` runs it on Ray Data (block-parallel, any cluster); ``engine.PandasEngine``
 runs the very same steps in one process on one DataFrame (the benchmark's baseline and the
-tests' reference). Steps: read -> parse -> validate (rejects with reasons) -> dedupe -> k-core
--> per-user sequences -> splits -> segments -> Parquet + manifest.json (``manifest.py``).
+tests' reference). Steps: read -> parse -> validate (rejects with reasons) -> dedupe and per-user
+sequences (one shuffle by user) -> k-core on the sequences -> splits -> segments -> Parquet +
+manifest.json (``manifest.py``).
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def _check_files(reader: Reader, fs, paths: list[str], kind: str, parquet: bool)
     return headers
 
 
-STEPS = ("items", "validate", "dedupe", "kcore", "sequences", "write")  # in order; each ends with a log line
+STEPS = ("items", "validate", "sequences", "kcore", "splits", "write")  # in order; each ends with a log line
 
 
 def run_prepare(cfg: PrepareConfig, engine: Engine, progress: Callable[[str], None] | None = None) -> dict:
@@ -147,46 +148,56 @@ def run_prepare(cfg: PrepareConfig, engine: Engine, progress: Callable[[str], No
                if rejected_by_reason else engine.from_arrow(schema.REJECTS.empty_table()))
     t = tick("validate", t)
 
-    # 3. Exact duplicates.
+    # 3. Exact duplicates out and per-user sequences, in one shuffle by user.
     kept = engine.map(validated, validated_kept)
-    kept = engine.materialize(engine.group_map(kept, "user_id", transforms.dedupe, rows=valid_rows))
-    del validated
-    deduped_rows = engine.count(kept)
-    t = tick("dedupe", t)
+    seqs = engine.materialize(engine.group_map(kept, "user_id", transforms.user_sequences, rows=valid_rows))
+    del validated, kept
+    user_k, item_k = cfg.kcore.user_k, cfg.kcore.item_k
+    stats = engine.sum_by(engine.map(engine.select(seqs, ["scenario", "length"]), transforms.length_stats,
+                                     user_k=user_k), ["scenario"], ["rows", "short"])
+    deduped_rows, short = int(stats["rows"].sum()), int(stats["short"].sum())
+    t = tick("sequences", t)
 
-    # 4. Iterative k-core per scenario.
-    iterations = 0
+    # 4. Iterative k-core per scenario, on the sequences (transforms.kcore_sequences).
+    drop_items: dict[str, set[str]] = {}
     for iterations in range(1, cfg.kcore.max_iterations + 1):
-        users, item_counts = engine.count_each(kept, [["scenario", "user_id"], ["scenario", "item_id"]])
-        drop_users, drop_items = transforms.kcore_drop_sets(users, item_counts, cfg.kcore.user_k, cfg.kcore.item_k)
-        if not drop_users and not drop_items:
+        if short or drop_items:
+            log.info("prepare: k-core round %d drops %d items, %d short sequences", iterations,
+                     sum(map(len, drop_items.values())), short)
+            seqs = engine.materialize(engine.map(seqs, transforms.kcore_sequences, user_k=user_k, drop_items=drop_items))
+        counts = engine.sum_by(engine.map(engine.select(seqs, ["scenario", "length", "item_ids"]),
+                                          transforms.sequence_item_counts), ["scenario", "item_id"], "count")
+        drop_items, short = transforms.kcore_drop_items(counts, item_k), 0
+        if not drop_items:
             break
-        log.info("prepare: k-core round %d drops %d users, %d items", iterations, len(drop_users), len(drop_items))
-        kept = engine.materialize(engine.map(kept, transforms.kcore_filter, drop_users=drop_users,
-                                             drop_items=drop_items))
     else:
         raise RuntimeError(f"k-core did not converge in {cfg.kcore.max_iterations} rounds")
-    kept_rows = engine.count(kept)
+    kept_rows = int(counts["count"].sum())
     if kept_rows == 0:
         raise ValueError("nothing left after validation, dedupe and k-core: check the input and kcore settings")
+    # A user the k-core took out of a scenario is in fewer scenarios now.
+    n_scenarios = {}
+    if kept_rows < deduped_rows and len(cfg.scenarios) > 1:
+        users = engine.count_by(engine.select(seqs, ["user_id", "n_scenarios"]), ["user_id", "n_scenarios"])
+        changed = users[users["count"] != users["n_scenarios"]]
+        n_scenarios = dict(zip(changed["user_id"], changed["count"].astype("int64")))
     t = tick("kcore", t)
 
     # 5. Time cutoffs (a split definition read off the timestamps, on day boundaries).
-    rules = _split_rules(cfg, engine, kept)
+    rules = _split_rules(cfg, engine, seqs)
 
-    # 6. Sequences, splits, interactions with split labels, item segments.
+    # 6. Splits, interactions with split labels, item segments.
     # The interactions with their split labels are exploded from the sequences once and held
     # (spilled past the object store) for the item counts and the table written.
-    seqs = engine.group_map(kept, "user_id", transforms.build_sequences, rows=kept_rows)
-    seqs = engine.materialize(engine.map(seqs, transforms.add_split_bounds, schemes=schemes, rules=rules))
-    del kept
+    seqs = engine.materialize(engine.map(seqs, transforms.add_split_bounds, schemes=schemes, rules=rules,
+                                         n_scenarios=n_scenarios))
     splits = engine.materialize(engine.map(seqs, transforms.split_rows, schemes=schemes, rules=rules,
                                            cold_user_max_train=cfg.segments.cold_user_max_train))
     inter = engine.materialize(engine.map(seqs, transforms.explode_interactions, schemes=schemes, rules=rules))
     counts = engine.sum_by(engine.map(inter, transforms.split_item_counts, schemes=schemes),
                            ["scheme", "scenario", "split", "item_id"], "count")
     segments = transforms.item_segments(items.items, counts, schemes)
-    t = tick("sequences", t)
+    t = tick("splits", t)
 
     # 7. Write into a staging folder, manifest last, then swap it in (io.begin_staged_dir).
     final_out, out = out, io.begin_staged_dir(out)
@@ -216,13 +227,14 @@ def run_prepare(cfg: PrepareConfig, engine: Engine, progress: Callable[[str], No
     return manifest
 
 
-def _split_rules(cfg: PrepareConfig, engine: Engine, kept) -> transforms.SplitRules:
+def _split_rules(cfg: PrepareConfig, engine: Engine, seqs) -> transforms.SplitRules:
     tcfg = cfg.splits.time
     if tcfg is None:
         return transforms.SplitRules()
     days = None
     if tcfg.valid_quantile is not None or tcfg.test_quantile is not None:
-        days = engine.sum_by(engine.map(kept, transforms.day_counts), ["scenario", "day"], "count")
+        days = engine.sum_by(engine.map(engine.select(seqs, ["scenario", "length", "timestamps"]), transforms.day_counts),
+                             ["scenario", "day"], "count")
     cutoffs = {}
     for sc in cfg.scenarios:
         mine = days[days["scenario"] == sc.name] if days is not None else None

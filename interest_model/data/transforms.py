@@ -26,29 +26,72 @@ def dedupe(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.drop_duplicates(DEDUP_KEY, keep="first").reset_index(drop=True)
 
 
-# -- k-core ------------------------------------------------------------------------------------
-def kcore_drop_sets(user_counts: pd.DataFrame, item_counts: pd.DataFrame, user_k: int,
-                    item_k: int) -> tuple[set[str], set[str]]:
-    """Keys (scenario\\x1fid) of users and items below k in this round."""
-    users = user_counts[user_counts["count"] < user_k] if user_k > 0 else user_counts.iloc[0:0]
-    items = item_counts[item_counts["count"] < item_k] if item_k > 0 else item_counts.iloc[0:0]
-    return (set((users["scenario"] + "\x1f" + users["user_id"]).tolist()),
-            set((items["scenario"] + "\x1f" + items["item_id"]).tolist()))
+# -- k-core (on per-user sequences) -----------------------------------------------------------
+# The iterative k-core runs on the sequence rows (one per scenario and user), so the interactions
+# are shuffled by user once, for the dedupe and the sequences together. A round drops the items
+# below item_k from every sequence, then the sequences left below user_k; the rounds end when no
+# item is below item_k. Whatever the order nodes go in, what is left is the same: the largest set
+# of users and items in which each has its k (a node below k in the current set is below k in
+# any subset of it, so it is in none that qualifies).
+def length_stats(sequences: pd.DataFrame, user_k: int) -> pd.DataFrame:
+    """Per scenario: interactions, and sequences below ``user_k``."""
+    frame = pd.DataFrame({"scenario": sequences["scenario"], "rows": sequences["length"].astype("int64"),
+                          "short": (sequences["length"] < user_k).astype("int64")})
+    return frame.groupby("scenario", as_index=False)[["rows", "short"]].sum()
 
 
-def kcore_filter(frame: pd.DataFrame, drop_users: set[str], drop_items: set[str]) -> pd.DataFrame:
-    if not drop_users and not drop_items:
-        return frame
-    ukey = frame["scenario"] + "\x1f" + frame["user_id"]
-    ikey = frame["scenario"] + "\x1f" + frame["item_id"]
-    keep = ~ukey.isin(drop_users) & ~ikey.isin(drop_items)
-    return frame[keep].reset_index(drop=True)
+def _flat(sequences: pd.DataFrame, column: str, dtype=object) -> np.ndarray:
+    if sequences.empty:
+        return np.empty(0, dtype=dtype)
+    return np.concatenate([np.asarray(v, dtype=dtype) for v in sequences[column]])
+
+
+def sequence_item_counts(sequences: pd.DataFrame) -> pd.DataFrame:
+    """(scenario, item_id) -> interactions in these sequences."""
+    frame = pd.DataFrame({"scenario": np.repeat(sequences["scenario"].to_numpy(dtype=object),
+                                                sequences["length"].to_numpy(dtype="int64")),
+                          "item_id": _flat(sequences, "item_ids")})
+    return frame.groupby(["scenario", "item_id"], as_index=False).size().rename(columns={"size": "count"})
+
+
+def kcore_drop_items(item_counts: pd.DataFrame, item_k: int) -> dict[str, set[str]]:
+    """Per scenario, the items below ``item_k``."""
+    low = item_counts[item_counts["count"] < item_k] if item_k > 0 else item_counts.iloc[0:0]
+    return {sc: set(group["item_id"].tolist()) for sc, group in low.groupby("scenario")}
+
+
+LIST_COLUMNS = {"item_ids": object, "timestamps": "int64", "event_types": object, "values": "float64"}
+
+
+def kcore_sequences(sequences: pd.DataFrame, user_k: int, drop_items: dict[str, set[str]]) -> pd.DataFrame:
+    """One k-core round on sequence rows: ``drop_items`` out of every sequence, then the
+    sequences shorter than ``user_k`` (and the emptied ones) out."""
+    if drop_items and not sequences.empty:
+        lengths = sequences["length"].to_numpy(dtype="int64")
+        scenario = np.repeat(sequences["scenario"].to_numpy(dtype=object), lengths)
+        items = _flat(sequences, "item_ids")
+        keep = np.ones(len(items), dtype=bool)
+        for sc, drop in drop_items.items():
+            mine = np.flatnonzero(scenario == sc)
+            keep[mine] = ~pd.Index(items[mine]).isin(drop)
+        row = np.repeat(np.arange(len(sequences)), lengths)
+        new_lengths = np.bincount(row[keep], minlength=len(sequences)).astype("int64")
+        cuts = np.cumsum(new_lengths)[:-1]
+        sequences = sequences.copy()
+        for column, dtype in LIST_COLUMNS.items():
+            flat = items if column == "item_ids" else _flat(sequences, column, dtype)
+            sequences[column] = [part.tolist() for part in np.split(flat[keep], cuts)]
+        sequences["length"] = new_lengths
+    keep_rows = sequences["length"].to_numpy() >= max(user_k, 1)
+    return sequences if keep_rows.all() else sequences[keep_rows].reset_index(drop=True)
 
 
 # -- time cutoffs ------------------------------------------------------------------------------
-def day_counts(frame: pd.DataFrame) -> pd.DataFrame:
-    """(scenario, UTC day) -> interactions."""
-    out = pd.DataFrame({"scenario": frame["scenario"], "day": frame["timestamp"].to_numpy() // DAY})
+def day_counts(sequences: pd.DataFrame) -> pd.DataFrame:
+    """(scenario, UTC day) -> interactions in these sequences."""
+    out = pd.DataFrame({"scenario": np.repeat(sequences["scenario"].to_numpy(dtype=object),
+                                              sequences["length"].to_numpy(dtype="int64")),
+                        "day": _flat(sequences, "timestamps", "int64") // DAY})
     return out.groupby(["scenario", "day"], as_index=False).size().rename(columns={"size": "count"})
 
 
@@ -74,9 +117,15 @@ class SplitRules:
 
 
 # -- sequences ---------------------------------------------------------------------------------
+def user_sequences(frame: pd.DataFrame) -> pd.DataFrame:
+    """Valid interactions holding complete users -> deduplicated, one sequence row per
+    (scenario, user): the group function of prepare's one shuffle by user."""
+    return build_sequences(dedupe(frame))
+
+
 def build_sequences(frame: pd.DataFrame) -> pd.DataFrame:
-    """Kept interactions holding complete users (all their scenarios) -> one chronological
-    sequence row per (scenario, user)."""
+    """Interactions holding complete users (all their scenarios) -> one chronological sequence
+    row per (scenario, user)."""
     frame = frame.sort_values(["user_id", "scenario", *ORDER], kind="stable")
     users, scenarios = frame["user_id"].to_numpy(dtype=object), frame["scenario"].to_numpy(dtype=object)
     new = np.ones(len(frame), dtype=bool)
@@ -111,10 +160,15 @@ def split_bounds(timestamps, scheme: str, rules: SplitRules, scenario: str) -> t
     return int(np.searchsorted(ts, valid_start, "left")), int(np.searchsorted(ts, test_start, "left"))
 
 
-def add_split_bounds(sequences: pd.DataFrame, schemes: list[str], rules: SplitRules) -> pd.DataFrame:
+def add_split_bounds(sequences: pd.DataFrame, schemes: list[str], rules: SplitRules,
+                     n_scenarios: dict[str, int] | None = None) -> pd.DataFrame:
     """Sequence rows carry their split bounds, so trainers need no join: for each scheme,
-    ``{scheme}_train_end`` and ``{scheme}_valid_end``."""
+    ``{scheme}_train_end`` and ``{scheme}_valid_end``. ``n_scenarios``: the users whose count of
+    scenarios the k-core changed, with the new count."""
     sequences = sequences.copy()
+    if n_scenarios:
+        new = sequences["user_id"].map(n_scenarios)
+        sequences["n_scenarios"] = new.fillna(sequences["n_scenarios"]).astype("int64")
     for scheme in schemes:
         bounds = [split_bounds(ts, scheme, rules, scen) for ts, scen in zip(sequences["timestamps"], sequences["scenario"])]
         sequences[f"{scheme}_train_end"] = np.array([b[0] for b in bounds], dtype="int64")
@@ -146,16 +200,13 @@ def explode_interactions(sequences: pd.DataFrame, schemes: list[str], rules: Spl
     starts = np.cumsum(lengths) - lengths
     position = np.arange(int(lengths.sum()), dtype="int64") - np.repeat(starts, lengths)
 
-    def flat(column: str, dtype=object) -> np.ndarray:
-        return np.concatenate([np.asarray(v, dtype=dtype) for v in sequences[column]])
-
     out = pd.DataFrame({
         "user_id": np.repeat(sequences["user_id"].to_numpy(dtype=object), lengths),
-        "item_id": flat("item_ids"),
+        "item_id": _flat(sequences, "item_ids"),
         "scenario": np.repeat(sequences["scenario"].to_numpy(dtype=object), lengths),
-        "event_type": flat("event_types"),
-        "timestamp": flat("timestamps", "int64"),
-        "value": flat("values", "float64"),
+        "event_type": _flat(sequences, "event_types"),
+        "timestamp": _flat(sequences, "timestamps", "int64"),
+        "value": _flat(sequences, "values", "float64"),
         "position": position,
     })
     labels = np.asarray(SPLITS, dtype=object)
