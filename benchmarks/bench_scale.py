@@ -290,6 +290,55 @@ def dataset(data_dir: Path, events: int, timeout: float) -> tuple[Path, dict | N
     return folder, row
 
 
+def prepare_stage(stage: str, events: int, folder: Path, args, out: Path) -> dict:
+    """One run of a prepare stage into out/prepared-{stage}-{events} (replaced)."""
+    target = out / f"prepared-{stage}-{events}"
+    shutil.rmtree(target, ignore_errors=True)
+    # prepare-cluster: the job connected to a running one-node cluster (started before the
+    # clock, stopped after it), as a job submitted to a user's cluster runs.
+    store = ["--object-store-memory", args.object_store_memory] if args.object_store_memory else []
+    store = ["--address", "CLUSTER"] if stage == "prepare-cluster" else store
+    cmd = ([sys.executable, "-c", PANDAS, str(folder / "prepare.yaml"), str(target)] if stage == "prepare-pandas"
+           else [sys.executable, "-m", "ray_jobs.cli", "prepare", "--config", str(folder / "prepare.yaml"),
+                 "--set", f"output_dir={target}", *store])
+    stop, killed = threading.Event(), []
+    watcher = threading.Thread(target=kill_a_validating_worker, args=(stop, killed), daemon=True)
+    if stage == "prepare-fault":
+        watcher.start()
+    if stage == "prepare-cluster":
+        from scale_cluster import LocalCluster
+
+        from ray_jobs.common import parse_bytes
+
+        size = parse_bytes(args.object_store_memory) if args.object_store_memory else None
+        with LocalCluster([], size, head_cpus=os.cpu_count() or 1) as cluster:
+            row = run([cluster.address if c == "CLUSTER" else c for c in cmd], out / f"{stage}-{events}.log",
+                      args.timeout, cluster.env)
+    else:
+        row = run(cmd, out / f"{stage}-{events}.log", args.timeout)
+    stop.set()
+    if stage == "prepare-fault":
+        watcher.join()
+        row["killed_worker"] = killed[0] if killed else None
+        print(f"  worker killed mid-validation: {bool(killed)}", flush=True)
+    if row["rc"] == 0 and (target / "manifest.json").exists():
+        row["steps_s"] = json.loads((target / "manifest.json").read_text())["timings_s"]
+    print(f"  {stage} {events:,}: {row['wall_s']} s (rc {row['rc']})", flush=True)
+    return row
+
+
+def median_run(rows: list[dict]) -> dict:
+    """The run with the median wall time (the upper one of an even count), with every run's
+    wall time beside it when there were several."""
+    ok = [r for r in rows if r["rc"] == 0]
+    if len(ok) < len(rows):
+        return next(r for r in rows if r["rc"] != 0)
+    row = dict(sorted(rows, key=lambda r: r["wall_s"])[len(rows) // 2])
+    if len(rows) > 1:
+        row["runs_wall_s"] = [r["wall_s"] for r in rows]
+    return row
+
+
 def same_output(a: Path, b: Path) -> bool:
     """Both engines' prepared data: the same counts and the same rows in every table."""
     import pyarrow.parquet as pq
@@ -371,6 +420,10 @@ def note(r: dict) -> str:
     parts = []
     if "same_output" in r:
         parts.append("same output" if r["same_output"] else "OUTPUT DIFFERS")
+    if "runs_wall_s" in r:
+        parts.append(f"median of {len(r['runs_wall_s'])} runs in turn ({', '.join(f'{w:.1f}' for w in r['runs_wall_s'])} s)")
+    if "speed_vs_pandas" in r:
+        parts.append(f"{r['speed_vs_pandas']:.2f}x the pandas engine's speed")
     if r.get("killed_worker"):
         parts.append("a worker killed mid-validation")
     if r.get("killed_with_parts") is not None:
@@ -460,6 +513,7 @@ def main() -> int:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--timeout", type=float, default=3600, help="seconds per stage")
     p.add_argument("--keep", action="store_true", help="keep the prepared outputs")
+    p.add_argument("--repeat", type=int, default=1, help="runs of each prepare stage, in turn; the median is recorded")
     p.add_argument("--append", action="store_true", help="add the rows to --out's table instead of starting anew")
     p.add_argument("--object-store-memory", default=None, metavar="SIZE",
                    help="the Ray jobs' local object store, e.g. 3G (default: Ray's, 30%% of memory); beyond it Ray "
@@ -474,45 +528,30 @@ def main() -> int:
         folder, generated = dataset(data_dir, events, args.timeout)
         if generated is not None and "generate" in args.stages:
             record("generate", events, generated)
-        prepared = {}
-        for stage in [s for s in event_stages if s.startswith("prepare")]:
-            if stage == "prepare-pandas" and events > args.pandas_max_events:
-                continue
+        prepared: dict[str, Path] = {}
+        stages = [s for s in event_stages if s.startswith("prepare")
+                  and not (s == "prepare-pandas" and events > args.pandas_max_events)]
+        # --repeat: the stages in turn, round after round (so a drift of the machine's speed
+        # falls on every stage alike), each recorded with its median wall time.
+        runs: dict[str, list[dict]] = {stage: [] for stage in stages}
+        for _ in range(args.repeat):
+            for stage in stages:
+                runs[stage].append(prepare_stage(stage, events, folder, args, out))
+        first = len(record.rows)
+        for stage in stages:
+            row = median_run(runs[stage])
             target = out / f"prepared-{stage}-{events}"
-            shutil.rmtree(target, ignore_errors=True)
-            # prepare-cluster: the job connected to a running one-node cluster (started before the
-            # clock, stopped after it), as a job submitted to a user's cluster runs.
-            store = ["--object-store-memory", args.object_store_memory] if args.object_store_memory else []
-            store = ["--address", "CLUSTER"] if stage == "prepare-cluster" else store
-            cmd = ([sys.executable, "-c", PANDAS, str(folder / "prepare.yaml"), str(target)] if stage == "prepare-pandas"
-                   else [sys.executable, "-m", "ray_jobs.cli", "prepare", "--config", str(folder / "prepare.yaml"),
-                         "--set", f"output_dir={target}", *store])
-            stop, killed = threading.Event(), []
-            watcher = threading.Thread(target=kill_a_validating_worker, args=(stop, killed), daemon=True)
-            if stage == "prepare-fault":
-                watcher.start()
-            if stage == "prepare-cluster":
-                from scale_cluster import LocalCluster
-
-                from ray_jobs.common import parse_bytes
-
-                size = parse_bytes(args.object_store_memory) if args.object_store_memory else None
-                with LocalCluster([], size, head_cpus=os.cpu_count() or 1) as cluster:
-                    row = run([cluster.address if c == "CLUSTER" else c for c in cmd], out / f"{stage}-{events}.log",
-                              args.timeout, cluster.env)
-            else:
-                row = run(cmd, out / f"{stage}-{events}.log", args.timeout)
-            stop.set()
-            if stage == "prepare-fault":
-                watcher.join()
-                row["killed_worker"] = killed[0] if killed else None
-                print(f"  worker killed mid-validation: {bool(killed)}", flush=True)
             if row["rc"] == 0:
                 prepared[stage] = target
             record(stage, events, row)
             if stage != "prepare" and "prepare" in prepared and stage in prepared:
                 record.last["same_output"] = same_output(prepared["prepare"], target)
                 print(f"  the same output as the undisturbed Ray job: {record.last['same_output']}", flush=True)
+        mine = record.rows[first:]
+        pandas = next((r for r in mine if r["stage"] == "prepare-pandas"), None)
+        for r in mine if pandas is not None and pandas["rc"] == 0 else []:
+            if r["stage"] in ("prepare", "prepare-cluster") and r["rc"] == 0:
+                r["speed_vs_pandas"] = round(pandas["wall_s"] / r["wall_s"], 3)
         if not args.keep:
             for target in prepared.values():
                 shutil.rmtree(target, ignore_errors=True)

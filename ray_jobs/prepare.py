@@ -16,7 +16,8 @@ import pyarrow.parquet as pq
 
 from interest_model import io
 from interest_model.data.config import PrepareConfig
-from interest_model.data.engine import read_file_bytes, to_arrow
+from interest_model.data.engine import (arrow_blocks, arrow_counts, batch_format, collect_returned, read_file_bytes,
+                                       to_arrow, write_block_tables)
 from interest_model.data.manifest import summary
 from interest_model.data.pipeline import STEPS, check_inputs, run_prepare
 from ray_jobs.common import data_context, job_session, run_main
@@ -27,25 +28,18 @@ BUCKET = "__bucket"
 ROWS_PER_BUCKET = 250_000  # a group_map task's frame: large enough to amortize, small enough to hold
 
 
-def _add_bucket(batch: pd.DataFrame, *, key: str, buckets: int) -> pd.DataFrame:
-    hashed = pd.util.hash_pandas_object(batch[key], index=False).to_numpy()
-    batch[BUCKET] = (hashed % buckets).astype("int64")
-    return batch
+@arrow_blocks
+def _add_bucket(batch: pa.Table, *, key: str, buckets: int) -> pa.Table:
+    hashed = pd.util.hash_pandas_object(pd.Series(batch[key].to_numpy(), dtype=object), index=False).to_numpy()
+    return batch.append_column(BUCKET, pa.array((hashed % buckets).astype("int64")))
 
 
 def _bucket_fn(fn):
-    def apply(group: pd.DataFrame) -> pd.DataFrame:
-        return fn(group.drop(columns=[BUCKET]))
+    def apply(group):
+        return fn(group.drop_columns([BUCKET]) if isinstance(group, pa.Table) else group.drop(columns=[BUCKET]))
 
     apply.__name__ = getattr(fn, "__name__", "group_fn")
     return apply
-
-
-def _partial_counts(batch: pa.Table, *, keys: list[str]) -> pa.Table:
-    """A block's counts by ``keys``, in Arrow (the key columns only, no pandas frame of the
-    block; a null key is a group)."""
-    counted = batch.select(keys).group_by(keys, use_threads=False).aggregate([([], "count_all")])
-    return counted.select([*keys, "count_all"]).rename_columns([*keys, "count"])
 
 
 def _partial_sum(batch: pd.DataFrame, *, keys: list[str], cols: list[str]) -> pd.DataFrame:
@@ -54,7 +48,8 @@ def _partial_sum(batch: pd.DataFrame, *, keys: list[str], cols: list[str]) -> pd
     return batch.groupby(keys, as_index=False)[cols].sum()
 
 
-def _arrow_block(batch: pd.DataFrame, *, arrow_schema: pa.Schema) -> pa.Table:
+@arrow_blocks
+def _arrow_block(batch: pa.Table, *, arrow_schema: pa.Schema) -> pa.Table:
     return to_arrow(batch, arrow_schema)
 
 
@@ -81,7 +76,7 @@ class RayDataEngine:
         return files.map_batches(read_file_bytes, batch_size=1, batch_format="pandas", fn_kwargs={"fs": fs})
 
     def map(self, d, fn, **kwargs):
-        return d.map_batches(fn, batch_format="pandas", batch_size=None, fn_kwargs=kwargs)
+        return d.map_batches(fn, batch_format=batch_format(fn), batch_size=None, fn_kwargs=kwargs)
 
     def group_map(self, d, key, fn, rows=None):
         buckets = max(self.buckets, -(-(rows or 0) // ROWS_PER_BUCKET))
@@ -89,13 +84,12 @@ class RayDataEngine:
         # The sort behind groupby makes (blocks x blocks) objects: blocks of about a bucket's rows
         # keep that small whatever the upstream block size.
         bucketed = bucketed.repartition(target_num_rows_per_block=ROWS_PER_BUCKET)
-        return bucketed.groupby(BUCKET).map_groups(_bucket_fn(fn), batch_format="pandas")
+        return bucketed.groupby(BUCKET).map_groups(_bucket_fn(fn), batch_format=batch_format(fn))
 
     # Aggregates are combined map-side: each block sends its partial counts, the driver adds
     # them up. No shuffle; the result (one row per key) lands on the driver anyway.
     def count_by(self, d, keys):
-        partial = self.to_pandas(d.map_batches(_partial_counts, batch_format="pyarrow", batch_size=None,
-                                               fn_kwargs={"keys": keys}))
+        partial = self.to_pandas(self.map(d, arrow_counts, keys=keys))
         if partial.empty:
             return pd.DataFrame(columns=[*keys, "count"])
         return partial.groupby(keys, as_index=False, dropna=False)["count"].sum()
@@ -136,6 +130,11 @@ class RayDataEngine:
         if not tables:
             return pd.DataFrame(columns=d.columns() or [])
         return pa.concat_tables(tables, promote_options="permissive").to_pandas()
+
+    def write_parts(self, d, fn, outputs, **kwargs):
+        returned = d.map_batches(write_block_tables, batch_format=batch_format(fn), batch_size=None,
+                                 fn_kwargs={"fn": fn, "outputs": outputs, "kwargs": kwargs})
+        return collect_returned(self._ray.get(returned.to_arrow_refs()), outputs)
 
     def write_parquet(self, d, uri, arrow_schema):
         fs, path = io.filesystem(uri)

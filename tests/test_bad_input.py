@@ -288,7 +288,7 @@ def test_validation_of_any_column_types_keeps_every_row(data):
     # Text fields arrive as strings from the readers; a typed column is what an engine may hand over.
     raw["user_id"] = raw["user_id"].map(lambda v: None if v is None else str(v))
     args = (SourceRules("x", "rate", {}, "s"), _lookup(), Pseudonymizer(b"k"), 0, 2**33)
-    out = validate_block(raw, *args)
+    out = validate_block(raw, *args).to_pandas()
     assert len(out) == n and out["line_no"].tolist() == list(range(1, n + 1))
     kept = out[out["reason"].isna()]
     assert kept["user_id"].notna().all() and kept["item_id"].isin(ITEM_IDS).all()
@@ -302,7 +302,7 @@ def test_validation_of_any_column_types_keeps_every_row(data):
     except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed types: Arrow cannot hold it as one column
         return
     backed = arrow.to_pandas(types_mapper=lambda t: None if pa.types.is_null(t) else pd.ArrowDtype(t))
-    pd.testing.assert_frame_equal(validate_block(backed, *args).astype(str), out.astype(str))
+    pd.testing.assert_frame_equal(validate_block(backed, *args).to_pandas().astype(str), out.astype(str))
 
 
 # -- real MovieLens lines, corrupted --------------------------------------------------------------
@@ -442,16 +442,12 @@ def test_parquet_without_a_required_column(tmp_path):
 
 
 class FailingEngine(PandasEngine):
-    """Dies while writing the third output table (as a crash or a Ctrl+C would)."""
+    """Dies once the per-user tables are written, before the others (as a crash or a Ctrl+C
+    would)."""
 
-    def __init__(self):
-        self.writes = 0
-
-    def write_parquet(self, d, uri, arrow_schema):
-        self.writes += 1
-        if self.writes == 3:
-            raise KeyboardInterrupt("interrupted while writing")
-        super().write_parquet(d, uri, arrow_schema)
+    def write_parts(self, d, fn, outputs, **kwargs):
+        super().write_parts(d, fn, outputs, **kwargs)
+        raise KeyboardInterrupt("interrupted while writing")
 
 
 def test_interrupted_prepare_leaves_the_previous_output_whole(tmp_path):

@@ -6,15 +6,17 @@ the Ray Data engine."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Callable, Iterator, Protocol
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from interest_model import io
-from interest_model.data import schema
 from interest_model.data.readers import Reader
+from interest_model.data.schema import to_arrow
 from interest_model.data.validate import split_rejects
 
 
@@ -40,12 +42,33 @@ class Engine(Protocol):
     def from_arrow(self, table: pa.Table) -> Any: ...
     def to_pandas(self, d) -> pd.DataFrame: ...
     def write_parquet(self, d, uri: str, arrow_schema: pa.Schema) -> None: ...
+    def write_parts(self, d, fn: Callable, outputs: dict[str, tuple[str, pa.Schema]], **kwargs) -> dict[str, pd.DataFrame]:
+        """``fn(block, **kwargs)`` gives named tables per block: those named in ``outputs`` (name ->
+        (folder, schema)) are written there, the others come back, each name's as one frame."""
 
 
 
 
 # ---------------------------------------------------------------------------------------------
-# Block functions
+# Block functions. A block function takes a pandas DataFrame unless it is marked
+# ``@arrow_blocks`` (it then takes a pyarrow Table); it may return either.
+
+
+def arrow_blocks(fn: Callable) -> Callable:
+    """Mark ``fn`` as taking its blocks as Arrow tables: the engines hand them over unconverted."""
+    fn.batch_format = "pyarrow"
+    return fn
+
+
+def batch_format(fn: Callable) -> str:
+    return getattr(fn, "batch_format", "pandas")
+
+
+def as_format(d: pd.DataFrame | pa.Table, fmt: str) -> pd.DataFrame | pa.Table:
+    """A block (or the one-process engine's whole dataset) as ``fmt`` ("pandas" or "pyarrow")."""
+    if fmt == "pyarrow":
+        return d if isinstance(d, pa.Table) else pa.Table.from_pandas(d, preserve_index=False)
+    return d.to_pandas() if isinstance(d, pa.Table) else d
 
 
 def read_file_bytes(batch: pd.DataFrame, *, fs) -> pd.DataFrame:
@@ -86,50 +109,79 @@ def add_column(batch: pd.DataFrame, *, name: str, value: Any) -> pd.DataFrame:
     return batch
 
 
-def validated_kept(batch: pd.DataFrame) -> pd.DataFrame:
+@arrow_blocks
+def arrow_counts(batch: pa.Table, *, keys: list[str]) -> pa.Table:
+    """Rows by ``keys`` (a null key is a group), in Arrow: only the key columns are read."""
+    counted = batch.select(keys).group_by(keys, use_threads=False).aggregate([([], "count_all")])
+    return counted.select([*keys, "count_all"]).rename_columns([*keys, "count"])
+
+
+@arrow_blocks
+def validated_kept(batch: pa.Table) -> pa.Table:
     return split_rejects(batch, keep_raw=False)[0]
 
 
-def validated_rejects(batch: pd.DataFrame, *, keep_raw: bool) -> pa.Table:
-    return to_arrow(split_rejects(batch, keep_raw)[1], schema.REJECTS)
-
-
-def user_split_flags(batch: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame({
-        "scheme": batch["scheme"], "scenario": batch["scenario"],
-        "train": (batch["train_end"] > 0).astype("int64"),
-        "valid": (batch["valid_end"] > batch["train_end"]).astype("int64"),
-        "test": (batch["length"] > batch["valid_end"]).astype("int64"),
-        "cold_user": batch["cold_user"].astype("int64"),
-        "multi_scenario_user": batch["multi_scenario_user"].astype("int64"),
-        "users": 1,
-    })
-
-
-def to_arrow(frame: pd.DataFrame, arrow_schema: pa.Schema) -> pa.Table:
-    """A block in the exact output schema; missing columns become nulls."""
-    cols = {}
-    for f in arrow_schema:
-        if f.name in frame.columns:
-            values = frame[f.name]
-            if values.dtype == object:  # None, NaN and pd.NA are all null
-                cols[f.name] = pa.array(values.to_numpy(), type=f.type, mask=values.isna().to_numpy(), from_pandas=True)
-            else:
-                cols[f.name] = pa.array(values, type=f.type, from_pandas=True)
-        else:
-            cols[f.name] = pa.nulls(len(frame), type=f.type)
-    return pa.table(cols, schema=arrow_schema)
+@arrow_blocks
+def validated_rejects(batch: pa.Table, *, keep_raw: bool) -> pa.Table:
+    return split_rejects(batch, keep_raw)[1]
 
 
 # ---------------------------------------------------------------------------------------------
+# A pass that writes: each block's tables go straight to Parquet, the small ones come back.
 
+
+def write_block_tables(batch, *, fn: Callable, outputs: dict[str, tuple[str, pa.Schema]], kwargs: dict) -> pa.Table:
+    """``fn(batch)`` gives named tables: those named in ``outputs`` are written as one Parquet
+    file each under their folder, named after the block's content (a task run again rewrites
+    the same file); the others come back, each as Arrow IPC bytes in a row (name, data)."""
+    names, data = [], []
+    for name, table in fn(batch, **kwargs).items():
+        if name in outputs:
+            if table.num_rows:
+                uri, arrow_schema = outputs[name]
+                write_part(to_arrow(table, arrow_schema), uri, _part_name(batch))
+            continue
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        names.append(name)
+        data.append(sink.getvalue().to_pybytes())
+    return pa.table({"name": pa.array(names, pa.string()), "data": pa.array(data, pa.binary())})
+
+
+def _part_name(batch) -> str:
+    frame = batch if isinstance(batch, pa.Table) else pa.Table.from_pandas(batch.iloc[[0, -1]], preserve_index=False)
+    key = repr((len(batch), frame.slice(0, 1).to_pylist(), frame.slice(frame.num_rows - 1).to_pylist()))
+    return f"part-{hashlib.sha1(key.encode()).hexdigest()[:20]}.parquet"
+
+
+def collect_returned(parts: list[pa.Table], outputs: dict[str, tuple[str, pa.Schema]]) -> dict[str, pd.DataFrame]:
+    """The tables ``write_block_tables`` returned, each name's blocks as one frame; every
+    written folder without a file gets an empty table (so it reads, with its schema)."""
+    by_name: dict[str, list[pa.Table]] = {}
+    for part in parts:
+        for name, data in zip(part["name"].to_pylist(), part["data"].to_pylist()):
+            by_name.setdefault(name, []).append(pa.ipc.open_stream(data).read_all())
+    for uri, arrow_schema in outputs.values():
+        fs, path = io.filesystem(uri)
+        if not fs.get_file_info(pafs.FileSelector(path, allow_not_found=True)):
+            write_part(arrow_schema.empty_table(), uri, "part-00000.parquet")
+    return {name: pa.concat_tables(tables, promote_options="permissive").to_pandas() for name, tables in by_name.items()}
+
+
+def write_part(table: pa.Table, uri: str, name: str) -> None:
+    fs, path = io.filesystem(uri)
+    fs.create_dir(path, recursive=True)
+    pq.write_table(table, f"{path}/{name}", filesystem=fs)
 
 
 # ---------------------------------------------------------------------------------------------
 
 
 class PandasEngine:
-    """Single-process engine: a dataset is one DataFrame. The reference and the baseline."""
+    """Single-process engine: a dataset is one table, a pandas DataFrame or an Arrow Table,
+    whichever its last step returned (converted only when a step takes the other). The
+    reference and the baseline."""
 
     name = "pandas"
 
@@ -137,26 +189,28 @@ class PandasEngine:
         return read_file_bytes(pd.DataFrame({"path": paths}), fs=fs)
 
     def map(self, d, fn, **kwargs):
-        out = fn(d, **kwargs)
-        if isinstance(out, pa.Table):
-            return out.to_pandas()
-        if isinstance(out, pd.DataFrame):
+        out = fn(as_format(d, batch_format(fn)), **kwargs)
+        if isinstance(out, (pa.Table, pd.DataFrame)):
             return out
-        frames = list(out)
-        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        parts = list(out)
+        if parts and all(isinstance(p, pa.Table) for p in parts):
+            return pa.concat_tables(parts)
+        return pd.concat([as_format(p, "pandas") for p in parts], ignore_index=True) if parts else pd.DataFrame()
 
     def group_map(self, d, key, fn, rows=None):
-        return fn(d)
+        return fn(as_format(d, batch_format(fn)))
 
     def count_by(self, d, keys):
+        if isinstance(d, pa.Table):
+            return arrow_counts(d, keys=keys).to_pandas()
         return d.groupby(keys, dropna=False).size().reset_index(name="count")
 
     def select(self, d, columns):
-        return d[columns]
+        return d.select(columns) if isinstance(d, pa.Table) else d[columns]
 
     def sum_by(self, d, keys, column):
         cols = [column] if isinstance(column, str) else list(column)
-        return d.groupby(keys, as_index=False)[cols].sum()
+        return as_format(d, "pandas").groupby(keys, as_index=False)[cols].sum()
 
     def count(self, d):
         return len(d)
@@ -169,18 +223,22 @@ class PandasEngine:
 
     def union(self, ds):
         ds = [x for x in ds if len(x)] or ds[:1]
-        return pd.concat(ds, ignore_index=True)
+        if all(isinstance(x, pa.Table) for x in ds):
+            return pa.concat_tables(ds, promote_options="permissive")
+        return pd.concat([as_format(x, "pandas") for x in ds], ignore_index=True)
 
     def from_pandas(self, frame):
         return frame
 
     def from_arrow(self, table):
-        return table.to_pandas()
+        return table
 
     def to_pandas(self, d):
-        return d
+        return as_format(d, "pandas")
 
     def write_parquet(self, d, uri, arrow_schema):
-        fs, path = io.filesystem(uri)
-        fs.create_dir(path, recursive=True)
-        pq.write_table(to_arrow(d, arrow_schema), f"{path}/part-00000.parquet", filesystem=fs)
+        write_part(to_arrow(d, arrow_schema), uri, "part-00000.parquet")
+
+    def write_parts(self, d, fn, outputs, **kwargs):
+        returned = write_block_tables(as_format(d, batch_format(fn)), fn=fn, outputs=outputs, kwargs=kwargs)
+        return collect_returned([returned], outputs)

@@ -3,8 +3,8 @@
 ``ray_jobs.prepare`` runs it on Ray Data (block-parallel, any cluster); ``engine.PandasEngine``
 runs the very same steps in one process on one DataFrame (the benchmark's baseline and the
 tests' reference). Steps: read -> parse -> validate (rejects with reasons) -> dedupe and per-user
-sequences (one shuffle by user) -> k-core on the sequences -> splits -> segments -> Parquet +
-manifest.json (``manifest.py``).
+sequences (one shuffle by user) -> k-core on the sequences -> splits, in one pass over the
+sequences that writes the per-user tables -> segments -> Parquet + manifest.json (``manifest.py``).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from interest_model.data.config import PrepareConfig, to_epoch
 from interest_model.data.items import build_items
 from interest_model.data.prepared import MANIFEST, TABLES
 from interest_model.data.readers import Reader, ReaderError, make_reader
-from interest_model.data.engine import (Engine, add_column, chunk_files, parse_block, to_arrow,
-                                       user_split_flags, validated_kept, validated_rejects)
+from interest_model.data.engine import (Engine, add_column, chunk_files, parse_block, to_arrow, validated_kept,
+                                       validated_rejects, write_part)
 from interest_model.data.manifest import build_manifest, check_manifest
 from interest_model.data.validate import Pseudonymizer, SourceRules, validate_block
 
@@ -88,6 +88,8 @@ def _check_files(reader: Reader, fs, paths: list[str], kind: str, parquet: bool)
 
 
 STEPS = ("items", "validate", "sequences", "kcore", "splits", "write")  # in order; each ends with a log line
+PER_USER_TABLES = ("sequences", "splits", "interactions")  # written by the pass over the sequences
+PART = "part-00000.parquet"  # a table written from the driver in one file
 
 
 def run_prepare(cfg: PrepareConfig, engine: Engine, progress: Callable[[str], None] | None = None) -> dict:
@@ -145,29 +147,28 @@ def run_prepare(cfg: PrepareConfig, engine: Engine, progress: Callable[[str], No
     rejected_by_reason = {r: int(c) for r, c in bad.groupby("reason")["count"].sum().items()}
     valid_rows = input_rows - sum(rejected_by_reason.values())
     rejects = (engine.materialize(engine.map(validated, validated_rejects, keep_raw=cfg.keep_raw_rejects))
-               if rejected_by_reason else engine.from_arrow(schema.REJECTS.empty_table()))
+               if rejected_by_reason else None)
     t = tick("validate", t)
 
     # 3. Exact duplicates out and per-user sequences, in one shuffle by user.
     kept = engine.map(validated, validated_kept)
     seqs = engine.materialize(engine.group_map(kept, "user_id", transforms.user_sequences, rows=valid_rows))
     del validated, kept
-    user_k, item_k = cfg.kcore.user_k, cfg.kcore.item_k
-    stats = engine.sum_by(engine.map(engine.select(seqs, ["scenario", "length"]), transforms.length_stats,
-                                     user_k=user_k), ["scenario"], ["rows", "short"])
-    deduped_rows, short = int(stats["rows"].sum()), int(stats["short"].sum())
+    counts = _item_counts(engine, seqs)
+    deduped_rows = int(counts["count"].sum())
     t = tick("sequences", t)
 
-    # 4. Iterative k-core per scenario, on the sequences (transforms.kcore_sequences).
-    drop_items: dict[str, set[str]] = {}
+    # 4. Iterative k-core per scenario, on the sequences (transforms.kcore_sequences). Each round
+    # is a lazy map over the sequences held since the shuffle (a round costs little next to
+    # holding its output), and its item counts are one pass over them.
+    user_k, item_k = cfg.kcore.user_k, cfg.kcore.item_k
+    drop_items = transforms.kcore_drop_items(counts, item_k)
     for iterations in range(1, cfg.kcore.max_iterations + 1):
-        if short or drop_items:
-            log.info("prepare: k-core round %d drops %d items, %d short sequences", iterations,
-                     sum(map(len, drop_items.values())), short)
-            seqs = engine.materialize(engine.map(seqs, transforms.kcore_sequences, user_k=user_k, drop_items=drop_items))
-        counts = engine.sum_by(engine.map(engine.select(seqs, ["scenario", "length", "item_ids"]),
-                                          transforms.sequence_item_counts), ["scenario", "item_id"], "count")
-        drop_items, short = transforms.kcore_drop_items(counts, item_k), 0
+        log.info("prepare: k-core round %d drops %d items and the sequences left below %d", iterations,
+                 sum(map(len, drop_items.values())), user_k)
+        seqs = engine.map(seqs, transforms.kcore_sequences, user_k=user_k, drop_items=drop_items)
+        counts = _item_counts(engine, seqs)
+        drop_items = transforms.kcore_drop_items(counts, item_k)
         if not drop_items:
             break
     else:
@@ -186,34 +187,34 @@ def run_prepare(cfg: PrepareConfig, engine: Engine, progress: Callable[[str], No
     # 5. Time cutoffs (a split definition read off the timestamps, on day boundaries).
     rules = _split_rules(cfg, engine, seqs)
 
-    # 6. Splits, interactions with split labels, item segments.
-    # The interactions with their split labels are exploded from the sequences once and held
-    # (spilled past the object store) for the item counts and the table written.
-    seqs = engine.materialize(engine.map(seqs, transforms.add_split_bounds, schemes=schemes, rules=rules,
-                                         n_scenarios=n_scenarios))
-    splits = engine.materialize(engine.map(seqs, transforms.split_rows, schemes=schemes, rules=rules,
-                                           cold_user_max_train=cfg.segments.cold_user_max_train))
-    inter = engine.materialize(engine.map(seqs, transforms.explode_interactions, schemes=schemes, rules=rules))
-    counts = engine.sum_by(engine.map(inter, transforms.split_item_counts, schemes=schemes),
-                           ["scheme", "scenario", "split", "item_id"], "count")
-    segments = transforms.item_segments(items.items, counts, schemes)
-    t = tick("splits", t)
-
-    # 7. Write into a staging folder, manifest last, then swap it in (io.begin_staged_dir).
+    # 6. One pass over the sequences: split bounds, the splits rows and the interactions with
+    # their split labels, written block by block (into a staging folder, swapped in at the end:
+    # io.begin_staged_dir); the item counts per split and the users' flags come back.
     final_out, out = out, io.begin_staged_dir(out)
     if out == final_out:  # written in place (object stores): the previous run's tables go first
         for name in TABLES:
             io.remove(io.join(out, name))
+    returned = engine.write_parts(seqs, transforms.finish_sequences,
+                                  {name: (io.join(out, name), TABLES[name]) for name in PER_USER_TABLES},
+                                  schemes=schemes, rules=rules, n_scenarios=n_scenarios,
+                                  cold_user_max_train=cfg.segments.cold_user_max_train)
+    counts = _sum_by(returned.get("item_counts", pd.DataFrame()), ["scheme", "scenario", "split", "item_id"], ["count"])
+    user_flags = _sum_by(returned.get("user_flags", pd.DataFrame()), ["scheme", "scenario"],
+                         ["train", "valid", "test", "cold_user", "multi_scenario_user", "users"])
+    segments = transforms.item_segments(items.items, counts, schemes)
+    t = tick("splits", t)
+
+    # 7. The catalog tables (small: written from here) and the rejects, then the manifest.
+    write_part(to_arrow(items.items, TABLES["items"]), io.join(out, "items"), PART)
+    write_part(to_arrow(segments, TABLES["item_segments"]), io.join(out, "item_segments"), PART)
     item_rejects = to_arrow(_item_rejects(items.rejects, cfg.keep_raw_rejects), schema.REJECTS)
-    all_rejects = engine.union([engine.from_arrow(item_rejects), rejects])
-    for name, d in (("interactions", inter), ("items", engine.from_pandas(items.items)), ("sequences", seqs),
-                    ("splits", splits), ("item_segments", engine.from_pandas(segments)),
-                    ("rejects", all_rejects)):
-        engine.write_parquet(d, io.join(out, name), TABLES[name])
+    if rejected_by_reason:
+        engine.write_parquet(engine.union([engine.from_arrow(item_rejects), rejects]), io.join(out, "rejects"),
+                             TABLES["rejects"])
+    else:
+        write_part(item_rejects, io.join(out, "rejects"), PART)
     t = tick("write", t)
 
-    user_flags = engine.sum_by(engine.map(splits, user_split_flags), ["scheme", "scenario"],
-                               ["train", "valid", "test", "cold_user", "multi_scenario_user", "users"])
     manifest = build_manifest(cfg, engine, input_rows=input_rows, valid_rows=valid_rows, deduped_rows=deduped_rows,
                          kept_rows=kept_rows, rejected_by_reason=rejected_by_reason, iterations=iterations,
                          items=items, counts=counts, segments=segments, user_flags=user_flags, rules=rules,
@@ -225,6 +226,17 @@ def run_prepare(cfg: PrepareConfig, engine: Engine, progress: Callable[[str], No
     io.finish_staged_dir(out, final_out)
     log.info("prepare: wrote %s in %.1fs", final_out, time.perf_counter() - t0)
     return manifest
+
+
+def _item_counts(engine: Engine, seqs) -> pd.DataFrame:
+    return engine.sum_by(engine.map(engine.select(seqs, ["scenario", "length", "item_ids"]),
+                                    transforms.sequence_item_counts), ["scenario", "item_id"], "count")
+
+
+def _sum_by(frame: pd.DataFrame, keys: list[str], columns: list[str]) -> pd.DataFrame:
+    if frame.empty:
+        return pd.DataFrame({c: pd.Series(dtype="int64" if c in columns else object) for c in [*keys, *columns]})
+    return frame.groupby(keys, as_index=False)[columns].sum()
 
 
 def _split_rules(cfg: PrepareConfig, engine: Engine, seqs) -> transforms.SplitRules:

@@ -6,6 +6,7 @@ catalog. Users are optional and carry free attributes only.
 
 from __future__ import annotations
 
+import pandas as pd
 import pyarrow as pa
 
 from interest_model.events import EVENT_TYPES  # noqa: E402,F401  (re-exported)
@@ -135,3 +136,22 @@ ITEM_SEGMENTS = pa.schema(
         pa.field("cold_item", pa.bool_()),
     ]
 )
+
+
+def to_arrow(frame: pd.DataFrame | pa.Table, arrow_schema: pa.Schema) -> pa.Table:
+    """A block in the exact output schema; missing columns become nulls."""
+    arrow = isinstance(frame, pa.Table)
+    n, names = (frame.num_rows, frame.column_names) if arrow else (len(frame), frame.columns)
+    cols = {}
+    for f in arrow_schema:
+        if f.name not in names:
+            cols[f.name] = pa.nulls(n, type=f.type)
+        elif arrow:
+            cols[f.name] = frame[f.name].cast(f.type)
+        else:
+            values = frame[f.name]
+            if values.dtype == object:  # None, NaN and pd.NA are all null
+                cols[f.name] = pa.array(values.to_numpy(), type=f.type, mask=values.isna().to_numpy(), from_pandas=True)
+            else:
+                cols[f.name] = pa.array(values, type=f.type, from_pandas=True)
+    return pa.table(cols, schema=arrow_schema)

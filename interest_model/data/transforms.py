@@ -8,8 +8,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
+from interest_model.data import schema
+from interest_model.data.engine import arrow_blocks
 from interest_model.data.schema import SPLITS
+from interest_model.data.validate import KEPT
 
 DEDUP_KEY = ["user_id", "item_id", "scenario", "event_type", "timestamp", "value"]
 ORDER = ["timestamp", "order"]  # chronological, ties in input order (validate.py: file, line)
@@ -17,13 +22,48 @@ DAY = 86_400
 
 SEQUENCE_COLUMNS = ["scenario", "user_id", "item_ids", "timestamps", "event_types", "values",
                     "length", "n_scenarios"]
+SEQUENCES = pa.schema([schema.SEQUENCES.field(c) for c in SEQUENCE_COLUMNS])
+LIST_COLUMNS = {"item_ids": "item_id", "timestamps": "timestamp", "event_types": "event_type", "values": "value"}
+
+
+# -- per-item views of sequence rows ---------------------------------------------------------
+def _lengths(sequences: pa.Table) -> np.ndarray:
+    return sequences["length"].to_numpy().astype("int64")
+
+
+def _flat(sequences: pa.Table, column: str) -> pa.Array:
+    """A list column's values, all sequences one after the other."""
+    return pc.list_flatten(sequences[column]).combine_chunks()
+
+
+def _per_item(sequences: pa.Table, column: str) -> pa.Array:
+    """A sequence column repeated once per item of the sequence (aligned with ``_flat``)."""
+    rows = np.repeat(np.arange(sequences.num_rows), _lengths(sequences))
+    return sequences[column].combine_chunks().take(pa.array(rows))
+
+
+def _lists(offsets: np.ndarray, values: pa.Array) -> pa.ListArray:
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values)
+
+
+def _by_scenario(sequences: pa.Table, values: dict[str, int]) -> np.ndarray:
+    """``values[scenario]`` for every sequence row."""
+    encoded = pc.dictionary_encode(sequences["scenario"].combine_chunks())
+    lookup = np.array([values[s] for s in encoded.dictionary.to_pylist()], dtype="int64")
+    return lookup[encoded.indices.to_numpy(zero_copy_only=False)] if len(lookup) else np.empty(0, dtype="int64")
+
+
+def _counts(table: pa.Table, keys: list[str]) -> pa.Table:
+    counted = table.group_by(keys, use_threads=False).aggregate([([], "count_all")])
+    return counted.select([*keys, "count_all"]).rename_columns([*keys, "count"])
 
 
 # -- dedupe ------------------------------------------------------------------------------------
-def dedupe(frame: pd.DataFrame) -> pd.DataFrame:
-    """Exact duplicates (same user, item, scenario, event, second and value) -> first in input order."""
-    frame = frame.sort_values("order", kind="stable")
-    return frame.drop_duplicates(DEDUP_KEY, keep="first").reset_index(drop=True)
+def dedupe(frame: pa.Table) -> pa.Table:
+    """Exact duplicates (same user, item, scenario, event, second and value) -> first in input
+    order (the smallest ``order``; every other column is part of the key)."""
+    firsts = frame.select(KEPT).group_by(DEDUP_KEY, use_threads=False).aggregate([("order", "min")])
+    return firsts.select([*DEDUP_KEY, "order_min"]).rename_columns(KEPT)
 
 
 # -- k-core (on per-user sequences) -----------------------------------------------------------
@@ -33,25 +73,11 @@ def dedupe(frame: pd.DataFrame) -> pd.DataFrame:
 # item is below item_k. Whatever the order nodes go in, what is left is the same: the largest set
 # of users and items in which each has its k (a node below k in the current set is below k in
 # any subset of it, so it is in none that qualifies).
-def length_stats(sequences: pd.DataFrame, user_k: int) -> pd.DataFrame:
-    """Per scenario: interactions, and sequences below ``user_k``."""
-    frame = pd.DataFrame({"scenario": sequences["scenario"], "rows": sequences["length"].astype("int64"),
-                          "short": (sequences["length"] < user_k).astype("int64")})
-    return frame.groupby("scenario", as_index=False)[["rows", "short"]].sum()
-
-
-def _flat(sequences: pd.DataFrame, column: str, dtype=object) -> np.ndarray:
-    if sequences.empty:
-        return np.empty(0, dtype=dtype)
-    return np.concatenate([np.asarray(v, dtype=dtype) for v in sequences[column]])
-
-
-def sequence_item_counts(sequences: pd.DataFrame) -> pd.DataFrame:
+@arrow_blocks
+def sequence_item_counts(sequences: pa.Table) -> pa.Table:
     """(scenario, item_id) -> interactions in these sequences."""
-    frame = pd.DataFrame({"scenario": np.repeat(sequences["scenario"].to_numpy(dtype=object),
-                                                sequences["length"].to_numpy(dtype="int64")),
-                          "item_id": _flat(sequences, "item_ids")})
-    return frame.groupby(["scenario", "item_id"], as_index=False).size().rename(columns={"size": "count"})
+    return _counts(pa.table({"scenario": _per_item(sequences, "scenario"), "item_id": _flat(sequences, "item_ids")}),
+                   ["scenario", "item_id"])
 
 
 def kcore_drop_items(item_counts: pd.DataFrame, item_k: int) -> dict[str, set[str]]:
@@ -60,39 +86,34 @@ def kcore_drop_items(item_counts: pd.DataFrame, item_k: int) -> dict[str, set[st
     return {sc: set(group["item_id"].tolist()) for sc, group in low.groupby("scenario")}
 
 
-LIST_COLUMNS = {"item_ids": object, "timestamps": "int64", "event_types": object, "values": "float64"}
-
-
-def kcore_sequences(sequences: pd.DataFrame, user_k: int, drop_items: dict[str, set[str]]) -> pd.DataFrame:
+@arrow_blocks
+def kcore_sequences(sequences: pa.Table, user_k: int, drop_items: dict[str, set[str]]) -> pa.Table:
     """One k-core round on sequence rows: ``drop_items`` out of every sequence, then the
     sequences shorter than ``user_k`` (and the emptied ones) out."""
-    if drop_items and not sequences.empty:
-        lengths = sequences["length"].to_numpy(dtype="int64")
-        scenario = np.repeat(sequences["scenario"].to_numpy(dtype=object), lengths)
-        items = _flat(sequences, "item_ids")
-        keep = np.ones(len(items), dtype=bool)
-        for sc, drop in drop_items.items():
-            mine = np.flatnonzero(scenario == sc)
-            keep[mine] = ~pd.Index(items[mine]).isin(drop)
-        row = np.repeat(np.arange(len(sequences)), lengths)
-        new_lengths = np.bincount(row[keep], minlength=len(sequences)).astype("int64")
-        cuts = np.cumsum(new_lengths)[:-1]
-        sequences = sequences.copy()
-        for column, dtype in LIST_COLUMNS.items():
-            flat = items if column == "item_ids" else _flat(sequences, column, dtype)
-            sequences[column] = [part.tolist() for part in np.split(flat[keep], cuts)]
-        sequences["length"] = new_lengths
-    keep_rows = sequences["length"].to_numpy() >= max(user_k, 1)
-    return sequences if keep_rows.all() else sequences[keep_rows].reset_index(drop=True)
+    if drop_items and sequences.num_rows:
+        scenario, items = _per_item(sequences, "scenario"), _flat(sequences, "item_ids")
+        drop = np.zeros(len(items), dtype=bool)
+        for sc, ids in drop_items.items():
+            hit = pc.and_(pc.equal(scenario, sc), pc.is_in(items, value_set=pa.array(sorted(ids), pa.string())))
+            drop |= hit.to_numpy(zero_copy_only=False)
+        keep = pa.array(~drop)
+        rows = np.repeat(np.arange(sequences.num_rows), _lengths(sequences))
+        lengths = np.bincount(rows[~drop], minlength=sequences.num_rows).astype("int64")
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        for column in LIST_COLUMNS:
+            values = items if column == "item_ids" else _flat(sequences, column)
+            sequences = sequences.set_column(sequences.schema.get_field_index(column), column,
+                                             _lists(offsets, values.filter(keep)))
+        sequences = sequences.set_column(sequences.schema.get_field_index("length"), "length", pa.array(lengths))
+    return sequences.filter(pc.greater_equal(sequences["length"], max(user_k, 1)))
 
 
 # -- time cutoffs ------------------------------------------------------------------------------
-def day_counts(sequences: pd.DataFrame) -> pd.DataFrame:
+@arrow_blocks
+def day_counts(sequences: pa.Table) -> pa.Table:
     """(scenario, UTC day) -> interactions in these sequences."""
-    out = pd.DataFrame({"scenario": np.repeat(sequences["scenario"].to_numpy(dtype=object),
-                                              sequences["length"].to_numpy(dtype="int64")),
-                        "day": _flat(sequences, "timestamps", "int64") // DAY})
-    return out.groupby(["scenario", "day"], as_index=False).size().rename(columns={"size": "count"})
+    days = _flat(sequences, "timestamps").to_numpy() // DAY
+    return _counts(pa.table({"scenario": _per_item(sequences, "scenario"), "day": pa.array(days)}), ["scenario", "day"])
 
 
 def cutoff_from_day_counts(counts: pd.DataFrame, q: float) -> int:
@@ -117,118 +138,161 @@ class SplitRules:
 
 
 # -- sequences ---------------------------------------------------------------------------------
-def user_sequences(frame: pd.DataFrame) -> pd.DataFrame:
+@arrow_blocks
+def user_sequences(frame: pa.Table) -> pa.Table:
     """Valid interactions holding complete users -> deduplicated, one sequence row per
     (scenario, user): the group function of prepare's one shuffle by user."""
     return build_sequences(dedupe(frame))
 
 
-def build_sequences(frame: pd.DataFrame) -> pd.DataFrame:
+def build_sequences(frame: pa.Table) -> pa.Table:
     """Interactions holding complete users (all their scenarios) -> one chronological sequence
     row per (scenario, user)."""
-    frame = frame.sort_values(["user_id", "scenario", *ORDER], kind="stable")
-    users, scenarios = frame["user_id"].to_numpy(dtype=object), frame["scenario"].to_numpy(dtype=object)
-    new = np.ones(len(frame), dtype=bool)
-    new[1:] = (users[1:] != users[:-1]) | (scenarios[1:] != scenarios[:-1])
+    frame = frame.sort_by([(c, "ascending") for c in ("user_id", "scenario", *ORDER)])
+    n = frame.num_rows
+    users, scenarios = frame["user_id"].combine_chunks(), frame["scenario"].combine_chunks()
+    new = np.ones(n, dtype=bool)
+    if n > 1:
+        changed = pc.or_(pc.not_equal(users[1:], users[:-1]), pc.not_equal(scenarios[1:], scenarios[:-1]))
+        new[1:] = changed.to_numpy(zero_copy_only=False)
     starts = np.flatnonzero(new)
-
-    def lists(column: str, dtype=object) -> list[list]:
-        return [part.tolist() for part in np.split(frame[column].to_numpy(dtype=dtype), starts[1:])] if len(frame) else []
-
-    out = pd.DataFrame({
-        "scenario": scenarios[starts], "user_id": users[starts],
-        "item_ids": lists("item_id"), "timestamps": lists("timestamp", "int64"),
-        "event_types": lists("event_type"), "values": lists("value", "float64"),
-        "length": np.diff(np.append(starts, len(frame))).astype("int64"),
-    })
-    out["n_scenarios"] = out.groupby("user_id")["scenario"].transform("size").astype("int64")
-    return out[SEQUENCE_COLUMNS]
-
-
-def split_bounds(timestamps, scheme: str, rules: SplitRules, scenario: str) -> tuple[int, int]:
-    """(train_end, valid_end): positions [0, train_end) train, [train_end, valid_end) valid,
-    [valid_end, length) test."""
-    n = len(timestamps)
-    if scheme == "loo":
-        if n >= 3:
-            return n - 2, n - 1
-        if n == 2:
-            return 1, 1
-        return n, n
-    valid_start, test_start = rules.cutoffs[scenario]
-    ts = np.asarray(timestamps)
-    return int(np.searchsorted(ts, valid_start, "left")), int(np.searchsorted(ts, test_start, "left"))
+    offsets = np.append(starts, n)
+    first_users = users.take(pa.array(starts))
+    # Sequences of one user are adjacent: the count of a user's run is its number of scenarios.
+    new_user = np.ones(len(starts), dtype=bool)
+    if len(starts) > 1:
+        new_user[1:] = pc.not_equal(first_users[1:], first_users[:-1]).to_numpy(zero_copy_only=False)
+    user_no = np.cumsum(new_user) - 1
+    columns = {"scenario": scenarios.take(pa.array(starts)), "user_id": first_users}
+    for column, source in LIST_COLUMNS.items():
+        columns[column] = _lists(offsets, frame[source].combine_chunks())
+    columns["length"] = pa.array(np.diff(offsets).astype("int64"))
+    columns["n_scenarios"] = pa.array(np.bincount(user_no)[user_no].astype("int64") if len(starts) else
+                                      np.empty(0, dtype="int64"))
+    return pa.table(columns).cast(SEQUENCES)
 
 
-def add_split_bounds(sequences: pd.DataFrame, schemes: list[str], rules: SplitRules,
-                     n_scenarios: dict[str, int] | None = None) -> pd.DataFrame:
+def _bounds(sequences: pa.Table, scheme: str, rules: SplitRules) -> tuple[np.ndarray, np.ndarray]:
+    """(train_end, valid_end) of every sequence: positions [0, train_end) train,
+    [train_end, valid_end) valid, [valid_end, length) test."""
+    n = _lengths(sequences)
+    if scheme == "loo":  # the last item is the test target, the one before it validation
+        return np.where(n >= 3, n - 2, np.minimum(n, 1)), np.where(n >= 3, n - 1, np.minimum(n, 1))
+    # time: the items before each cutoff (a sequence's timestamps are in order)
+    rows = np.repeat(np.arange(len(n)), n)
+    ts = _flat(sequences, "timestamps").to_numpy()
+
+    def before(which: int) -> np.ndarray:
+        cut = _by_scenario(sequences, {s: c[which] for s, c in rules.cutoffs.items()})
+        return np.bincount(rows, weights=ts < np.repeat(cut, n), minlength=len(n)).astype("int64")
+
+    return before(0), before(1)
+
+
+@arrow_blocks
+def add_split_bounds(sequences: pa.Table, schemes: list[str], rules: SplitRules,
+                     n_scenarios: dict[str, int] | None = None) -> pa.Table:
     """Sequence rows carry their split bounds, so trainers need no join: for each scheme,
     ``{scheme}_train_end`` and ``{scheme}_valid_end``. ``n_scenarios``: the users whose count of
     scenarios the k-core changed, with the new count."""
-    sequences = sequences.copy()
     if n_scenarios:
-        new = sequences["user_id"].map(n_scenarios)
-        sequences["n_scenarios"] = new.fillna(sequences["n_scenarios"]).astype("int64")
+        where = pc.fill_null(pc.index_in(sequences["user_id"], value_set=pa.array(list(n_scenarios), pa.string())), -1)
+        where = where.to_numpy()
+        counts = np.array(list(n_scenarios.values()), dtype="int64")
+        current = sequences["n_scenarios"].to_numpy()
+        sequences = sequences.set_column(sequences.schema.get_field_index("n_scenarios"), "n_scenarios",
+                                         pa.array(np.where(where >= 0, counts[np.maximum(where, 0)], current)))
     for scheme in schemes:
-        bounds = [split_bounds(ts, scheme, rules, scen) for ts, scen in zip(sequences["timestamps"], sequences["scenario"])]
-        sequences[f"{scheme}_train_end"] = np.array([b[0] for b in bounds], dtype="int64")
-        sequences[f"{scheme}_valid_end"] = np.array([b[1] for b in bounds], dtype="int64")
+        train_end, valid_end = _bounds(sequences, scheme, rules)
+        sequences = sequences.append_column(f"{scheme}_train_end", pa.array(train_end))
+        sequences = sequences.append_column(f"{scheme}_valid_end", pa.array(valid_end))
     return sequences
 
 
-def split_rows(sequences: pd.DataFrame, schemes: list[str], rules: SplitRules,
-               cold_user_max_train: int) -> pd.DataFrame:
-    """One row per (scheme, scenario, user) with the split bounds and user segments."""
-    rows = []
-    for rec in sequences[["scenario", "user_id", "timestamps", "length", "n_scenarios"]].itertuples(index=False):
-        for scheme in schemes:
-            train_end, valid_end = split_bounds(rec.timestamps, scheme, rules, rec.scenario)
-            rows.append((scheme, rec.scenario, rec.user_id, train_end, valid_end, rec.length,
-                         train_end <= cold_user_max_train, rec.n_scenarios > 1))
-    return pd.DataFrame(rows, columns=["scheme", "scenario", "user_id", "train_end", "valid_end",
-                                       "length", "cold_user", "multi_scenario_user"])
+@arrow_blocks
+def split_rows(sequences: pa.Table, schemes: list[str], cold_user_max_train: int) -> pa.Table:
+    """One row per (scheme, scenario, user) with the split bounds (``add_split_bounds``) and
+    user segments; a user's schemes are adjacent."""
+    k, s = sequences.num_rows, len(schemes)
+    rows = pa.array(np.repeat(np.arange(k), s))
+
+    def bound(which: str) -> np.ndarray:  # (k, s) row-major: the rows' order
+        return np.stack([sequences[f"{sc}_{which}"].to_numpy() for sc in schemes], axis=1).reshape(-1) \
+            if s else np.empty(0, dtype="int64")
+
+    train_end = bound("train_end")
+    return pa.table({
+        "scheme": pa.array(np.tile(np.asarray(schemes, dtype=object), k), pa.string()),
+        "scenario": sequences["scenario"].combine_chunks().take(rows),
+        "user_id": sequences["user_id"].combine_chunks().take(rows),
+        "train_end": pa.array(train_end, pa.int64()), "valid_end": pa.array(bound("valid_end"), pa.int64()),
+        "length": pa.array(np.repeat(_lengths(sequences), s)),
+        "cold_user": pa.array(train_end <= cold_user_max_train, pa.bool_()),
+        "multi_scenario_user": pa.array(np.repeat(sequences["n_scenarios"].to_numpy() > 1, s), pa.bool_()),
+    }, schema=schema.SPLIT_ROWS)
 
 
-def explode_interactions(sequences: pd.DataFrame, schemes: list[str], rules: SplitRules) -> pd.DataFrame:
-    """Sequences back to one row per interaction, with its position and, per scheme, its split."""
-    columns = ["user_id", "item_id", "scenario", "event_type", "timestamp", "value", "position",
-               *[f"split_{s}" for s in schemes]]
-    if sequences.empty:
-        return pd.DataFrame({c: pd.Series(dtype="int64" if c in ("timestamp", "position") else
-                                          "float64" if c == "value" else object) for c in columns})
-    lengths = sequences["length"].to_numpy(dtype="int64")
+@arrow_blocks
+def explode_interactions(sequences: pa.Table, schemes: list[str]) -> pa.Table:
+    """Sequences back to one row per interaction, with its position and, per scheme, its split
+    (from the bounds ``add_split_bounds`` put on the rows)."""
+    lengths = _lengths(sequences)
     starts = np.cumsum(lengths) - lengths
     position = np.arange(int(lengths.sum()), dtype="int64") - np.repeat(starts, lengths)
-
-    out = pd.DataFrame({
-        "user_id": np.repeat(sequences["user_id"].to_numpy(dtype=object), lengths),
-        "item_id": _flat(sequences, "item_ids"),
-        "scenario": np.repeat(sequences["scenario"].to_numpy(dtype=object), lengths),
-        "event_type": _flat(sequences, "event_types"),
-        "timestamp": _flat(sequences, "timestamps", "int64"),
-        "value": _flat(sequences, "values", "float64"),
-        "position": position,
-    })
-    labels = np.asarray(SPLITS, dtype=object)
+    out = {"user_id": _per_item(sequences, "user_id"), "item_id": _flat(sequences, "item_ids"),
+           "scenario": _per_item(sequences, "scenario"), "event_type": _flat(sequences, "event_types"),
+           "timestamp": _flat(sequences, "timestamps"), "value": _flat(sequences, "values"),
+           "position": pa.array(position)}
+    labels = pa.array(SPLITS, pa.string())
     for scheme in schemes:
-        bounds = np.array([split_bounds(ts, scheme, rules, scen) for ts, scen in
-                           zip(sequences["timestamps"], sequences["scenario"])], dtype="int64").reshape(-1, 2)
-        train_end, valid_end = np.repeat(bounds[:, 0], lengths), np.repeat(bounds[:, 1], lengths)
-        out[f"split_{scheme}"] = labels[(position >= train_end).astype(int) + (position >= valid_end).astype(int)]
-    return out[columns]
+        train_end = np.repeat(sequences[f"{scheme}_train_end"].to_numpy(), lengths)
+        valid_end = np.repeat(sequences[f"{scheme}_valid_end"].to_numpy(), lengths)
+        out[f"split_{scheme}"] = labels.take(pa.array((position >= train_end).astype("int8") + (position >= valid_end)))
+    return pa.table(out)
 
 
-def split_item_counts(interactions: pd.DataFrame, schemes: list[str]) -> pd.DataFrame:
+def user_split_flags(splits: pa.Table) -> pa.Table:
+    """Per split row, 0/1 flags: has training, validation, test positions; cold; in several
+    scenarios (summed into the manifest's user counts)."""
+    def flag(values) -> pa.ChunkedArray:
+        return pc.cast(values, pa.int64())
+
+    return pa.table({
+        "scheme": splits["scheme"], "scenario": splits["scenario"],
+        "train": flag(pc.greater(splits["train_end"], 0)),
+        "valid": flag(pc.greater(splits["valid_end"], splits["train_end"])),
+        "test": flag(pc.greater(splits["length"], splits["valid_end"])),
+        "cold_user": flag(splits["cold_user"]), "multi_scenario_user": flag(splits["multi_scenario_user"]),
+        "users": pa.array(np.ones(splits.num_rows, dtype="int64")),
+    })
+
+
+@arrow_blocks
+def finish_sequences(sequences: pa.Table, schemes: list[str], rules: SplitRules, n_scenarios: dict[str, int],
+                     cold_user_max_train: int) -> dict[str, pa.Table]:
+    """The last pass over a block of sequences: the per-user tables (sequences with their
+    split bounds, splits, interactions) and what the manifest sums (item counts per split, the
+    users' flags)."""
+    sequences = add_split_bounds(sequences, schemes, rules, n_scenarios)
+    splits = split_rows(sequences, schemes, cold_user_max_train)
+    interactions = explode_interactions(sequences, schemes)
+    return {"sequences": sequences, "splits": splits, "interactions": interactions,
+            "item_counts": split_item_counts(interactions, schemes), "user_flags": user_split_flags(splits)}
+
+
+@arrow_blocks
+def split_item_counts(interactions: pa.Table, schemes: list[str]) -> pa.Table:
     """(scheme, scenario, split, item_id) -> interactions: the per-split item table from which
     cold items and training popularity are read (training counts only use training rows)."""
-    frames = []
+    parts = []
     for scheme in schemes:
-        c = interactions.groupby(["scenario", f"split_{scheme}", "item_id"]).size().reset_index(name="count")
-        c = c.rename(columns={f"split_{scheme}": "split"})
-        c.insert(0, "scheme", scheme)
-        frames.append(c)
-    cols = ["scheme", "scenario", "split", "item_id", "count"]
-    return pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
+        c = _counts(interactions, ["scenario", f"split_{scheme}", "item_id"])
+        parts.append(pa.table({"scheme": pa.array([scheme] * c.num_rows, pa.string()), "scenario": c["scenario"],
+                               "split": c[f"split_{scheme}"], "item_id": c["item_id"], "count": c["count"]}))
+    if parts:
+        return pa.concat_tables(parts)
+    return pa.table({c: pa.array([], pa.int64() if c == "count" else pa.string())
+                     for c in ("scheme", "scenario", "split", "item_id", "count")})
 
 
 def item_segments(items: pd.DataFrame, counts: pd.DataFrame, schemes: list[str]) -> pd.DataFrame:

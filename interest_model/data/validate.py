@@ -10,9 +10,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from interest_model.data import schema
 from interest_model.data.items import ItemLookup, normalize_frame
+from interest_model.data.schema import to_arrow
 
 
 class Pseudonymizer:
@@ -43,11 +46,17 @@ class SourceRules:
 
 
 LINE_BITS = 40  # order = file rank << LINE_BITS | line number
+KEPT = ["user_id", "item_id", "scenario", "event_type", "timestamp", "value", "order"]
+VALIDATED = pa.schema([  # validate_block's output: every row, kept (reason null) or rejected
+    ("user_id", pa.string()), ("item_id", pa.string()), ("scenario", pa.string()), ("event_type", pa.string()),
+    ("timestamp", pa.int64()), ("value", pa.float64()), ("source", pa.string()), ("order", pa.int64()),
+    ("path", pa.string()), ("line_no", pa.int64()), ("reason", pa.string()),
+    ("raw_timestamp", pa.string()), ("raw_item_id", pa.string()), ("raw", pa.string())])
 
 
 def validate_block(raw: pd.DataFrame, source: SourceRules, lookup: ItemLookup,
                    pseudonymize: Pseudonymizer, ts_min: int, ts_max: int,
-                   files: dict[str, int] | None = None) -> pd.DataFrame:
+                   files: dict[str, int] | None = None) -> pa.Table:
     """Reader output -> validated rows (``reason`` is null for rows that are kept). A kept row
     carries its place in the input as one integer, ``order`` (the file's rank in ``files``, all
     of the job's interaction files in path order, then the line): what dedupe and ties in time
@@ -105,7 +114,11 @@ def validate_block(raw: pd.DataFrame, source: SourceRules, lookup: ItemLookup,
     rank = raw["path"].map(files).to_numpy(dtype="int64") if files else np.zeros(len(raw), dtype="int64")
 
     def rejected_only(values: pd.Series) -> np.ndarray:
-        return np.where(kept, None, values.to_numpy(dtype=object))
+        """The raw value as text on rejected rows (a reject's report is text), null elsewhere."""
+        out, values = np.full(len(values), None, dtype=object), values.to_numpy(dtype=object)
+        for i in np.flatnonzero(~kept & pd.notna(values)):
+            out[i] = values[i] if isinstance(values[i], str) else str(values[i])
+        return out
 
     out = pd.DataFrame({
         "user_id": pseudonymize.many(user),
@@ -123,7 +136,7 @@ def validate_block(raw: pd.DataFrame, source: SourceRules, lookup: ItemLookup,
         "raw_item_id": rejected_only(item),
         "raw": rejected_only(raw["raw"]),
     })
-    return out
+    return to_arrow(out, VALIDATED)
 
 
 def _numbers(values: pd.Series) -> pd.Series:
@@ -145,20 +158,17 @@ def _parse_timestamps(values: pd.Series, unit: str) -> pd.Series:
     return num.astype("float64")
 
 
-def split_rejects(validated: pd.DataFrame, keep_raw: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+def split_rejects(validated: pa.Table, keep_raw: bool) -> tuple[pa.Table, pa.Table]:
     """(kept rows in the canonical schema + ordering keys, rejects in schema.REJECTS)."""
-    bad = validated["reason"].notna()
-    kept = validated.loc[~bad, ["user_id", "item_id", "scenario", "event_type", "timestamp", "value", "order"]]
-    rej = validated.loc[bad]
-    rejects = pd.DataFrame({
-        "kind": "interaction",
-        "source": rej["source"].astype(str),
-        "path": rej["path"].astype(str),
-        "line_no": rej["line_no"].astype("int64"),
-        "reason": rej["reason"].astype(str),
-        "user_id": rej["user_id"].astype(object),
-        "item_id": rej["raw_item_id"].astype(object),
-        "timestamp": rej["raw_timestamp"].astype(object),
-        "raw": rej["raw"].astype(object) if keep_raw else None,
-    })
-    return kept.reset_index(drop=True), rejects.reset_index(drop=True)
+    bad = pc.is_valid(validated["reason"])
+    kept = validated.filter(pc.invert(bad)).select(KEPT)
+    rej = validated.filter(bad)
+    n = rej.num_rows
+    rejects = pa.table({
+        "kind": pa.array(["interaction"] * n, pa.string()), "source": rej["source"], "path": rej["path"],
+        "line_no": rej["line_no"], "reason": rej["reason"], "user_id": rej["user_id"],
+        "item_id": rej["raw_item_id"], "timestamp": rej["raw_timestamp"],
+        "raw": rej["raw"] if keep_raw else pa.nulls(n, pa.string()),
+    }, schema=schema.REJECTS)
+    return kept, rejects
+
