@@ -31,7 +31,7 @@ class BenchmarkConfig(JobConfig):
     pretrain config with its overrides: text-only, text + ID, ID-only), the same budget for all."""
 
     HASH_EXCLUDE: ClassVar[tuple[str, ...]] = ("out_dir",)
-    HASH_WHEN_SET: ClassVar[tuple[str, ...]] = ("histories", "text_id", "dynamics", "sources")
+    HASH_WHEN_SET: ClassVar[tuple[str, ...]] = ("histories", "text_id", "dynamics", "sources", "ensemble")
 
     data: DataSelection  # the prepared data every stage reads (scenarios: their roles in it)
     pretrain: StageConfig
@@ -57,6 +57,10 @@ class BenchmarkConfig(JobConfig):
     sources: dict[Annotated[str, Field(pattern=r"^[a-z0-9_-]+$")], Annotated[list[str], Field(min_length=1)]] = Field(
         default_factory=dict)
     sasrec: SasrecConfig = SasrecConfig()
+    # Ours with the ID model, score-level (evaluate's ensembles): in-domain, every text model with
+    # SASRec-CE; transfer, per fraction, the best transfer with the best SASRec-CE (both chosen on
+    # validation). Ours' weight is chosen on validation NDCG@10 (benchmark.ENSEMBLE_WEIGHTS).
+    ensemble: bool = False
     out_dir: str = "outputs/benchmark"  # models/<name>, evaluation/, ray_results/
     storage_path: str | None = None  # Ray Train storage (default <out_dir>/ray_results)
     run_prefix: str = "benchmark"

@@ -23,60 +23,22 @@ from typing import Sequence
 
 from interest_model import io, tracking
 from interest_model.data.prepared import PreparedData
-from interest_model.evaluation.config import EvaluateConfig
+from interest_model.evaluation.config import EnsembleConfig, EvaluateConfig
 from interest_model.evaluation.report import ratio_text
 from interest_model.experiments import BenchmarkConfig
+from interest_model.benchmark_models import (DYN, ENSEMBLE, ENSEMBLE_WEIGHTS, IDS, SASREC, SASREC_TRANSFER, SUFFIX,
+                                             arms, best_transfer, by_validation, ensemble_pairs, id_arms, model_name,
+                                             sasrec_models, source_arms, strategy_of)
 from interest_model.metrics import METRIC
 from interest_model.training.config import PretrainConfig, TrainingJobConfig, TransferConfig
 from interest_model.transfer import TRAINING_FREE
 from ray_jobs.common import job_session, run_main
 from ray_jobs.console import CONSOLE
-from ray_jobs.evaluate import headline, run_evaluate
+from ray_jobs.evaluate import headline, model_info, run_evaluate
 from ray_jobs.pretrain import run_pretrain
 from ray_jobs.transfer import run_transfer
 
 log = logging.getLogger("interest.benchmark")
-SASREC = "sasrec"  # ID-only, trained on the target only: the reference of the report's ratios
-SASREC_TRANSFER = "sasrec_transfer"  # ID-only, pretrained on the source, fully fine-tuned on the target
-SUFFIX = {"target": "", "merged": "+merged"}  # a model that reads merged cross-scenario histories
-IDS = "+ids"  # a transfer of the text + ID pretrained model
-DYN = "+dyn"  # a transfer of the model pretrained with popularity dynamics
-
-
-def arms(cfg: BenchmarkConfig) -> dict[str, list[str]]:
-    """Model-name suffix -> the pretrain overrides of each pretrained model the transfers start from."""
-    out = {"": []}
-    if cfg.text_id:
-        out[IDS] = ["model.use_item_ids=true"]
-    if cfg.dynamics:
-        out[DYN] = ["model.item_dynamics=true"]
-    if cfg.text_id and cfg.dynamics:
-        out[IDS + DYN] = [*out[IDS], *out[DYN]]
-    return {**out, **source_arms(cfg)}
-
-
-def source_arms(cfg: BenchmarkConfig) -> dict[str, list[str]]:
-    """One arm per further source set: the same pretraining on those scenarios."""
-    return {f"+{name}": [f"data.scenarios=[{', '.join(scenarios)}]"] for name, scenarios in cfg.sources.items()}
-
-
-def id_arms(cfg: BenchmarkConfig) -> dict[str, list[str]]:
-    """The SASRec-CE baselines' arms: plain, and with popularity dynamics when the benchmark
-    gives them to the text models (so that the best SASRec-CE has what the best transfer has).
-    Source sets only change what SASRec-CE source -> target pretrains on (see ``plan``)."""
-    return {"": [], **({DYN: ["model.item_dynamics=true"]} if cfg.dynamics else {})}
-
-
-def strategy_of(name: str) -> str:
-    """``zero_shot`` of ``zero_shot+dyn+merged@0.1``."""
-    return name.split("@")[0].split("+")[0]
-
-
-def model_name(base: str, fraction: float) -> str:
-    """``adapter`` at fraction 1, ``adapter@0.1`` on a tenth of the target users."""
-    return base if fraction == 1 else f"{base}@{fraction:g}"
-
-
 def plan(cfg: BenchmarkConfig) -> tuple[list[tuple[str, str, TrainingJobConfig]], EvaluateConfig]:
     """Every stage's validated config, in order: [(name, job, config)], and the evaluation."""
     if cfg.in_domain:
@@ -202,6 +164,32 @@ def _ratio(results: dict, a: str | None, b: str | None) -> str:
     return f"{results[a]['all']['ndcg@10']['value'] / results[b]['all']['ndcg@10']['value']:.2f}x"
 
 
+def choose_ensembles(cfg: BenchmarkConfig, evaluate: EvaluateConfig) -> tuple[EvaluateConfig, dict[str, dict]]:
+    """The ensembles of ``ensemble_pairs``, each with ours' weight of the best validation NDCG@10
+    among ENSEMBLE_WEIGHTS and the members alone (one evaluation of the validation rows, report in
+    <out_dir>/evaluation_valid); returns the evaluation with them, and what the summary says of them."""
+    pairs = ensemble_pairs(cfg, {name: model_info(path) for name, path in evaluate.models.items()})
+    if not pairs:
+        return evaluate, {}
+    grid = {f"{name}|{w:g}": EnsembleConfig(members=list(pair), weights=[w, round(1 - w, 6)])
+            for name, pair in pairs.items() for w in ENSEMBLE_WEIGHTS}
+    members = {m: evaluate.models[m] for pair in pairs.values() for m in pair}
+    valid = evaluate.model_copy(update={"part": "valid", "models": members, "ensembles": grid, "baselines": [],
+                                        "references": [], "bootstrap": 100,
+                                        "out_dir": io.join(cfg.out_dir, "evaluation_valid")})
+    with CONSOLE.stage(f"ensembles: ours' weight on validation ({len(pairs)} ensembles x {len(ENSEMBLE_WEIGHTS)} weights)"):
+        results = run_evaluate(valid, track=False)["results"]
+    chosen, said = {}, {}
+    for name, (ours, sasrec) in pairs.items():
+        ndcg = {1.0: results[ours], 0.0: results[sasrec], **{w: results[f"{name}|{w:g}"] for w in ENSEMBLE_WEIGHTS}}
+        ndcg = {w: r["all"]["ndcg@10"]["value"] for w, r in ndcg.items()}
+        w = max(sorted(ndcg), key=ndcg.get)
+        chosen[name] = EnsembleConfig(members=[ours, sasrec], weights=[w, round(1 - w, 6)])
+        said[name] = {METRIC: ndcg[w], "valid_ndcg_by_weight": {f"{k:g}": round(v, 5) for k, v in sorted(ndcg.items())}}
+        log.info("ensemble %s: %s with weight %g, %s %g (validation NDCG@10 %.4f)", name, ours, w, sasrec, 1 - w, ndcg[w])
+    return evaluate.model_copy(update={"ensembles": chosen}), said
+
+
 def summary(results: dict, info: dict, cfg: BenchmarkConfig) -> str:
     """The benchmark's headline table. Transfer: per target fraction, the transfer strategy
     chosen on validation NDCG@10 against SASRec-CE (test NDCG@10); zero-shot against popularity.
@@ -211,30 +199,27 @@ def summary(results: dict, info: dict, cfg: BenchmarkConfig) -> str:
     merged = "merged" in cfg.histories
     head = ["target users", "best transfer (chosen on validation)", "NDCG@10", "SASRec-CE target only",
             "SASRec-CE source -> target", *(["SASRec-CE, merged histories"] if merged else []), "best / SASRec-CE",
-            "best / best SASRec-CE"]
+            "best / best SASRec-CE", *(["ensemble with SASRec-CE (ours' weight on validation)",
+                                        "ensemble / best SASRec-CE"] if cfg.ensemble else [])]
     lines = ["## Summary", "", "Test NDCG@10 with 95 % bootstrap intervals; the transfer strategy and the best SASRec-CE",
              "are chosen on validation NDCG@10, never on test. Ratios: paired bootstrap over the same users, in bold",
              "where the interval leaves out 1.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
-    def by_validation(models: list[str]) -> str | None:
-        scored = [m for m in models if info.get(m, {}).get(METRIC) is not None]
-        return max(scored, key=lambda m: info[m][METRIC], default=None)
-
     for fraction in cfg.fractions:
-        best = by_validation([model_name(s + ids + SUFFIX[h], fraction) for h in cfg.histories for s in cfg.strategies
-                              for ids in arms(cfg) if s not in TRAINING_FREE])
+        best = best_transfer(cfg, info, fraction)
         sasrec = model_name(SASREC, fraction)
-        sasrecs = [model_name(m + arm + SUFFIX[h], fraction) for h in cfg.histories
-                   for m, ms_arms in ((SASREC, id_arms(cfg)), (SASREC_TRANSFER, {**id_arms(cfg), **source_arms(cfg)}))
-                   for arm in ms_arms]
-        best_sasrec = by_validation(sasrecs)
-        merged_sasrec = by_validation([m for m in sasrecs if SUFFIX["merged"] in m])
+        sasrecs = sasrec_models(cfg, fraction)
+        best_sasrec = by_validation(sasrecs, info)
+        merged_sasrec = by_validation([m for m in sasrecs if SUFFIX["merged"] in m], info)
+        ensemble = model_name(ENSEMBLE, fraction)
         lines.append("| " + " | ".join([
             f"{fraction:.0%}", best or "n/a", _ndcg(results, best), _ndcg(results, sasrec),
             _ndcg(results, model_name(SASREC_TRANSFER, fraction)),
             *([f"{_ndcg(results, merged_sasrec)} ({merged_sasrec})"] if merged else []),
-            _ratio(results, best, sasrec), f"{_ratio(results, best, best_sasrec)} (vs {best_sasrec})"]) + " |")
+            _ratio(results, best, sasrec), f"{_ratio(results, best, best_sasrec)} (vs {best_sasrec})",
+            *([f"{_ndcg(results, ensemble)} ({info.get(ensemble, {}).get('kind', 'n/a')})",
+               _ratio(results, ensemble, best_sasrec)] if cfg.ensemble else [])]) + " |")
     free = [m for m in results if strategy_of(m) in TRAINING_FREE]
     recent = "recent_popularity" in results
     if free:
@@ -306,11 +291,18 @@ def _run_stages(cfg: BenchmarkConfig) -> dict:
                 note.append(f"validation NDCG@10 {best[METRIC]:.4f}")
         timings[name] = round(time.perf_counter() - t0, 1)
     t0 = time.perf_counter()
-    with CONSOLE.stage(f"[{n}/{n}] evaluate {len(evaluate.models)} models and {len(evaluate.baselines)} baselines"):
-        out = run_evaluate(evaluate, preface=lambda results, info: summary(results, info, cfg))
+    evaluate, said = choose_ensembles(cfg, evaluate)
+
+    def preface(results: dict, info: dict) -> str:
+        return summary(results, {name: {**i, **said.get(name, {})} for name, i in info.items()}, cfg)
+
+    with CONSOLE.stage(f"[{n}/{n}] evaluate {len(evaluate.models)} models, {len(evaluate.ensembles)} ensembles and "
+                       f"{len(evaluate.baselines)} baselines"):
+        out = run_evaluate(evaluate, preface=preface)
     timings["evaluate"] = round(time.perf_counter() - t0, 1)
     io.write_json(io.join(evaluate.out_dir, "benchmark.json"),
-                  {"config": cfg.to_public_dict(), "stage_seconds": timings, "summary": out["preface"]})
+                  {"config": cfg.to_public_dict(), "stage_seconds": timings, "summary": out["preface"],
+                   "ensembles": {name: {**evaluate.ensembles[name].model_dump(), **s} for name, s in said.items()}})
     return {**out, "summary": out["preface"], "stage_seconds": timings}
 
 

@@ -53,6 +53,8 @@ class _ScoreActor:
                 self.scorers[name] = scoring.PopularityScorer(spec["values"])
             elif spec["kind"] == "recent_popularity":
                 self.scorers[name] = scoring.RecentPopularityScorer(spec["values"])
+            elif spec["kind"] == "ensemble":  # after its members (specs keep the models first)
+                self.scorers[name] = scoring.EnsembleScorer([self.scorers[m] for m in spec["members"]], spec["weights"])
             else:
                 self.scorers[name] = scoring.TextSimilarityScorer(spec["values"])
         self.score_batch = scoring.score_batch
@@ -126,6 +128,8 @@ def run_evaluate(cfg: EvaluateConfig, preface: Callable[[dict, dict], str] | Non
     splits = splits[splits["scenario"].isin(scenarios)]
     scorers: dict[str, dict] = {name: {"kind": "model", "model_dir": path, "merged": trained[name].get("histories") == "merged"}
                                 for name, path in cfg.models.items()}
+    for name, ens in cfg.ensembles.items():
+        scorers[name] = {"kind": "ensemble", "members": ens.members, "weights": ens.weights}
     if "popularity" in cfg.baselines:
         seen = seg_items[(seg_items["scheme"] == cfg.data.scheme) & seg_items["scenario"].isin(scenarios)]
         counts = seen.groupby("item_id")[["train_count", "valid_count"]].sum()
@@ -160,7 +164,8 @@ def run_evaluate(cfg: EvaluateConfig, preface: Callable[[dict, dict], str] | Non
                 curves[name] = history
         log.info("%s: NDCG@10 %.4f, Recall@10 %.4f", name, results[name]["all"]["ndcg@10"]["value"],
                  results[name]["all"]["recall@10"]["value"])
-    info = {name: model_info(spec.get("model_dir")) for name, spec in scorers.items()}
+    info = {name: model_info(spec.get("model_dir")) for name, spec in scorers.items() if spec["kind"] != "ensemble"}
+    info.update({name: ensemble_info(ens, info) for name, ens in cfg.ensembles.items()})
     # Every ratio the report shows, with its paired interval: each model against each reference
     # (matched on the share of target users it trained on), over the same users.
     pairs = [(m, ref) for m in scorers for r in cfg.references
@@ -266,6 +271,16 @@ def model_info(model_dir: str | None) -> dict:
             "epochs": len(training["history"]) if training.get("history") else None,
             "best_epoch": training.get("best", {}).get("epoch"), "stopped": training.get("stopped"),
             "train_seconds": training.get("train_seconds")}
+
+
+def ensemble_info(ens, info: dict[str, dict]) -> dict:
+    """What the report says about an ensemble: its members and weights; it trained on what its
+    members trained on (the first member's share of target users)."""
+    first = info[ens.members[0]]
+    return {"kind": "ensemble: " + " + ".join(f"{w:.2f} x {m}" for m, w in zip(ens.members, ens.weights)),
+            "strategy": "ensemble", "histories": first.get("histories", "target"), "fraction": first.get("fraction"),
+            "trainable": None, METRIC: None, "epochs": None, "best_epoch": None, "stopped": None,
+            "train_seconds": None}
 
 
 def _max_len(cfg: EvaluateConfig) -> int:

@@ -28,10 +28,16 @@ def test_benchmark_trains_every_arm_and_reports_against_sasrec(tiny_genres, ray_
         # the target's counts, merged histories, SASRec-CE, evaluation, serving)
         f"pretrain.set=[train.epochs=1, {cache}, model.item_dynamics=true]",
         f"transfer.config={CONFIGS / 'transfer_tiny.yaml'}", f"transfer.set=[train.epochs=1, {cache}]",
-        f"evaluate.config={CONFIGS / 'evaluate_demo.yaml'}", f"evaluate.set=[bootstrap=100, {cache}]"])
+        f"evaluate.config={CONFIGS / 'evaluate_demo.yaml'}", f"evaluate.set=[bootstrap=100, {cache}]",
+        "ensemble=true"])
     out = run_benchmark(cfg)
     models = {"zero_shot+merged", "adapter+merged@0.5", "sasrec+merged@0.5", "sasrec_transfer+merged@0.5"}
-    assert set(out["results"]) == models | {"popularity", "recent_popularity", "text_similarity"}
+    assert set(out["results"]) == models | {"ensemble@0.5", "popularity", "recent_popularity", "text_similarity"}
+    # The best transfer with the best SASRec-CE (both on validation), compared with SASRec-CE at 0.5.
+    assert out["info"]["ensemble@0.5"]["kind"].startswith("ensemble: ") and "x adapter+merged@0.5 + " in \
+        out["info"]["ensemble@0.5"]["kind"] and out["info"]["ensemble@0.5"]["fraction"] == 0.5
+    assert "sasrec+merged@0.5" in out["results"]["ensemble@0.5"]["all"]["ndcg@10_ratio"]
+    assert "ensemble / best SASRec-CE" in out["summary"]
     info = out["info"]
     assert info["adapter+merged@0.5"]["fraction"] == 0.5
     assert info["zero_shot+merged"]["fraction"] == 1.0  # no training, but it reads every user's recent shares
@@ -80,7 +86,7 @@ def test_benchmark_trains_every_arm_and_reports_against_sasrec(tiny_genres, ray_
     assert metrics["interests"]["ratios"]["adapter+merged@0.5"]["prior"]["log_loss"]["value"] > 0
     # (This data's two scenarios share no user: the report says so; test_examples.py has the rows.)
     cross = metrics["cross_scenario_interests"]
-    assert set(cross) == {"zero_shot+merged", "adapter+merged@0.5", "sasrec+merged@0.5", "sasrec_transfer+merged@0.5"}
+    assert set(cross) == models
     assert all("no user has events in another scenario" in c["note"] for c in cross.values())
     assert "## Interest transfer across scenarios: adapter+merged@0.5" in md and "## Interest prediction" in md
     assert json.loads(open(f"{tmp_path}/evaluation/benchmark.json").read())["stage_seconds"]
@@ -154,9 +160,19 @@ def test_in_domain_benchmark_compares_item_representations_on_their_own_scenario
         f"data.prepared={tiny_prepared}", "data.scenarios=[shop-a]", f"out_dir={tmp_path}",
         f"pretrain.config={CONFIGS / 'pretrain_tiny.yaml'}", f"pretrain.set=[train.epochs=1, {cache}]",
         "models={text: [], sasrec: [model.use_text=false, model.use_item_ids=true]}",
-        f"evaluate.set=[bootstrap=50, {cache}]"])
+        f"evaluate.set=[bootstrap=50, {cache}]", "ensemble=true"])
     out = run_benchmark(cfg)
-    assert set(out["results"]) == {"text", "sasrec", "popularity", "recent_popularity", "text_similarity"}
+    assert set(out["results"]) == {"text", "sasrec", "ensemble:text", "popularity", "recent_popularity",
+                                   "text_similarity"}
+    # The ensemble of text with SASRec-CE: text's weight the best of the validation search.
+    chosen = json.loads(open(f"{tmp_path}/evaluation/benchmark.json").read())["ensembles"]["ensemble:text"]
+    by_weight = chosen["valid_ndcg_by_weight"]
+    assert len(by_weight) == 7 and chosen["members"] == ["text", "sasrec"]
+    assert by_weight[f"{chosen['weights'][0]:g}"] == max(by_weight.values())
+    assert out["info"]["ensemble:text"]["kind"] == f"ensemble: {chosen['weights'][0]:.2f} x text + " \
+        f"{chosen['weights'][1]:.2f} x sasrec"
+    assert "| ensemble:text | ensemble: " in out["summary"]
+    assert (tmp_path / "evaluation_valid" / "report.md").exists()
     assert out["info"]["sasrec"]["strategy"] == "trained on shop-a" and out["info"]["text"]["epochs"] == 1
     row = next(line for line in out["summary"].splitlines() if line.startswith("| text |"))
     res = out["results"]

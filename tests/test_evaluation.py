@@ -103,6 +103,31 @@ def test_baseline_scorers():
     assert pop["rank"].tolist() == [2, 1]  # history excluded: 3, 4 ahead of 2; 1 ahead of 4
 
 
+def test_ensemble_adds_the_members_log_probabilities():
+    import torch
+
+    from interest_model.evaluation.config import EnsembleConfig, EvaluateConfig
+    from interest_model.evaluation.scoring import EnsembleScorer, PopularityScorer
+
+    b = {"target": torch.tensor([1])}
+    a, c = PopularityScorer(np.array([0, 4.0, 3.0, 0.0])), PopularityScorer(np.array([0, 0.0, 1.0, 9.0]))
+    a.counts[0] = c.counts[0] = float("-inf")  # an item neither member can score
+    got = EnsembleScorer([a, c], [0.25, 0.75]).scores(b)
+    want = 0.25 * torch.log_softmax(a.scores(b), -1) + 0.75 * torch.log_softmax(c.scores(b), -1)
+    assert torch.allclose(got[:, 1:], want[:, 1:]) and got[0, 0] == float("-inf")
+    # A member of weight 0 is left out (0 x -inf would be nan): the ensemble ranks as the other.
+    alone = EnsembleScorer([a, c], [1.0, 0.0]).scores(b)
+    assert torch.equal(alone.argsort(descending=True), a.scores(b).argsort(descending=True))
+    assert not alone.isnan().any()
+    with pytest.raises(ValueError, match="sum to 1"):
+        EnsembleConfig(members=["x", "y"], weights=[0.5, 0.6])
+    with pytest.raises(ValueError, match="2 members but 1 weights"):
+        EnsembleConfig(members=["x", "y"], weights=[1.0])
+    with pytest.raises(ValueError, match="not among the evaluated models"):
+        EvaluateConfig.from_dict({"data": {"prepared": "p"}, "models": {"x": "m"},
+                                  "ensembles": {"e": {"members": ["x", "y"], "weights": [0.5, 0.5]}}})
+
+
 def test_recent_keeps_the_last_events_of_right_padded_histories():
     import torch
 

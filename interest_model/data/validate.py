@@ -115,7 +115,10 @@ def validate_block(raw: pd.DataFrame, source: SourceRules, lookup: ItemLookup,
 
     def rejected_only(values: pd.Series) -> np.ndarray:
         """The raw value as text on rejected rows (a reject's report is text), null elsewhere."""
-        out, values = np.full(len(values), None, dtype=object), values.to_numpy(dtype=object)
+        out = np.full(len(values), None, dtype=object)
+        if kept.all():
+            return out
+        values = values.to_numpy(dtype=object)
         for i in np.flatnonzero(~kept & pd.notna(values)):
             out[i] = values[i] if isinstance(values[i], str) else str(values[i])
         return out

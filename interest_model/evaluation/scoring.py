@@ -126,6 +126,27 @@ class ModelScorer:
         return self._priors[scenario]
 
 
+class EnsembleScorer:
+    """Score-level fusion of models: the weighted sum of their log-probabilities over the catalog
+    (each model's softmax of its own scores, so models of different scales add up), member i with
+    ``weights[i]``. An item some member cannot score (-inf) stays unranked."""
+
+    def __init__(self, members: list, weights: list[float]):
+        if len(members) != len(weights) or not members:
+            raise ValueError("an ensemble needs one weight per member")
+        self.members, self.weights = members, [float(w) for w in weights]
+
+    @torch.no_grad()
+    def scores(self, b: dict) -> torch.Tensor:
+        total = None
+        for member, weight in zip(self.members, self.weights):
+            if weight == 0:  # 0 x -inf would be nan
+                continue
+            part = torch.log_softmax(member.scores(b).float(), dim=-1) * weight
+            total = part if total is None else total + part
+        return total
+
+
 class PopularityScorer:
     def __init__(self, counts: np.ndarray):
         self.counts = torch.tensor(np.array(counts), dtype=torch.float32)
