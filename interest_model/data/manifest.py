@@ -93,7 +93,7 @@ def summary(m: dict) -> str:
         f"kept              {m['kept_rows']:>12,}",
         f"duplicates        {m['duplicate_rows']:>12,}",
         f"rejected          {m['rejected_rows']:>12,}  {m['rejected_by_reason'] or ''}",
-        f"k-core removed    {m['kcore_removed_rows']:>12,}  ({m['kcore_iterations']} rounds)",
+        f"k-core removed    {m['kcore_removed_rows']:>12,}  ({m['kcore_iterations']} round{'s' * (m['kcore_iterations'] != 1)})",
         "",
         f"{'scenario':<20}{'role':<8}{'users':>12}{'items':>12}{'inter.':>14}{'catalog':>12}",
     ]
