@@ -93,8 +93,11 @@ def plan(cfg: BenchmarkConfig) -> tuple[list[tuple[str, str, TrainingJobConfig]]
                     "transfer.strategy=full", *reads])))
     evaluated = {name: model_dir(name) for name, _, _ in stages
                  if name not in (*pretrained.values(), *sources.values())}
-    references = [m + SUFFIX[h] for h in cfg.histories for m, on in ((SASREC, cfg.sasrec.target_only),
-                                                                     (SASREC_TRANSFER, cfg.sasrec.transfer)) if on]
+    # Every SASRec-CE arm is a reference: each model's paired ratio to the best one (on validation).
+    references = [m + arm + SUFFIX[h] for h in cfg.histories
+                  for m, on, m_arms in ((SASREC, cfg.sasrec.target_only, id_arms(cfg)),
+                                        (SASREC_TRANSFER, cfg.sasrec.transfer, {**id_arms(cfg), **source_arms(cfg)}))
+                  if on for arm in m_arms]
     return stages, _evaluation(cfg, evaluated, references)
 
 
