@@ -74,8 +74,34 @@ def ensemble_pairs(cfg: BenchmarkConfig, info: dict) -> dict[str, tuple[str, str
     if not cfg.ensemble:
         return {}
     if cfg.in_domain:
-        sasrec = next((m for m, i in info.items() if i.get("kind", "").startswith("ID-only")), None)
-        return {f"{ENSEMBLE}:{m}": (m, sasrec) for m in info if sasrec and m != sasrec}
-    pairs = {model_name(ENSEMBLE, f): (best_transfer(cfg, info, f), by_validation(sasrec_models(cfg, f), info))
+        sasrec = best_sasrec(cfg, info, 1.0)
+        return {f"{ENSEMBLE}:{m}": (m, sasrec) for m in ours_models(cfg, info, 1.0) if sasrec}
+    pairs = {model_name(ENSEMBLE, f): (best_transfer(cfg, info, f), best_sasrec(cfg, info, f))
              for f in cfg.fractions}
     return {name: pair for name, pair in pairs.items() if None not in pair}
+
+
+def ours_models(cfg: BenchmarkConfig, info: dict, fraction: float) -> list[str]:
+    """Every model of our family at ``fraction``: in-domain, the text models and their ensembles;
+    transfer, every strategy of every arm (training-free ones included) and the ensemble."""
+    if cfg.in_domain:
+        return [m for m, i in info.items() if i.get("kind") != "baseline" and not i.get("kind", "").startswith("ID-only")]
+    names = [model_name(s + ids + SUFFIX[h], fraction) for h in cfg.histories for s in cfg.strategies
+             for ids in arms(cfg)] + [model_name(ENSEMBLE, fraction)]
+    if fraction != 1:  # zero-shot reads no target user: it is every fraction's
+        names += [s + ids + SUFFIX[h] for h in cfg.histories for s in cfg.strategies for ids in arms(cfg)
+                  if s == "zero_shot" and DYN not in ids]
+    return [m for m in names if m in info]
+
+
+def best_sasrec(cfg: BenchmarkConfig, info: dict, fraction: float) -> str | None:
+    """The best SASRec-CE at ``fraction`` on validation (in-domain: the ID-only model)."""
+    if cfg.in_domain:
+        return next((m for m, i in info.items() if i.get("kind", "").startswith("ID-only")), None)
+    return by_validation(sasrec_models(cfg, fraction), info)
+
+
+def best_ours(cfg: BenchmarkConfig, info: dict, fraction: float) -> str | None:
+    """The best of our family at ``fraction`` on validation NDCG@10 (an ensemble's: that of the
+    weight validation chose)."""
+    return by_validation(ours_models(cfg, info, fraction), info)

@@ -24,14 +24,12 @@ from typing import Sequence
 from interest_model import io, tracking
 from interest_model.data.prepared import PreparedData
 from interest_model.evaluation.config import EnsembleConfig, EvaluateConfig
-from interest_model.evaluation.report import ratio_text
 from interest_model.experiments import BenchmarkConfig
-from interest_model.benchmark_models import (DYN, ENSEMBLE, ENSEMBLE_WEIGHTS, IDS, SASREC, SASREC_TRANSFER, SUFFIX,
-                                             arms, best_transfer, by_validation, ensemble_pairs, id_arms, model_name,
-                                             sasrec_models, source_arms, strategy_of)
+from interest_model.benchmark_models import (DYN, ENSEMBLE_WEIGHTS, SASREC, SASREC_TRANSFER, SUFFIX, arms,
+                                             ensemble_pairs, id_arms, model_name, source_arms)
+from interest_model.benchmark_summary import best_ours_rows, curves_text, summary
 from interest_model.metrics import METRIC
 from interest_model.training.config import PretrainConfig, TrainingJobConfig, TransferConfig
-from interest_model.transfer import TRAINING_FREE
 from ray_jobs.common import job_session, run_main
 from ray_jobs.console import CONSOLE
 from ray_jobs.evaluate import headline, model_info, run_evaluate
@@ -39,6 +37,8 @@ from ray_jobs.pretrain import run_pretrain
 from ray_jobs.transfer import run_transfer
 
 log = logging.getLogger("interest.benchmark")
+
+
 def plan(cfg: BenchmarkConfig) -> tuple[list[tuple[str, str, TrainingJobConfig]], EvaluateConfig]:
     """Every stage's validated config, in order: [(name, job, config)], and the evaluation."""
     if cfg.in_domain:
@@ -149,24 +149,6 @@ def is_done(cfg: TrainingJobConfig) -> bool:
     return io.exists(path) and io.read_json(path).get("training", {}).get("config_hash") == cfg.config_hash()
 
 
-def _ndcg(results: dict, name: str | None) -> str:
-    if not name or name not in results:
-        return "n/a"
-    e = results[name]["all"]["ndcg@10"]
-    return f"{e['value']:.4f} [{e['ci95'][0]:.4f}, {e['ci95'][1]:.4f}]"
-
-
-def _ratio(results: dict, a: str | None, b: str | None) -> str:
-    """NDCG@10 of ``a`` over ``b``'s with its paired interval (evaluate computes it for every
-    model against each reference), else the plain ratio."""
-    if not a or not b or a not in results or b not in results or not results[b]["all"]["ndcg@10"]["value"]:
-        return "n/a"
-    paired = results[a]["all"].get("ndcg@10_ratio", {}).get(b)
-    if paired is not None:
-        return ratio_text(paired)
-    return f"{results[a]['all']['ndcg@10']['value'] / results[b]['all']['ndcg@10']['value']:.2f}x"
-
-
 def choose_ensembles(cfg: BenchmarkConfig, evaluate: EvaluateConfig) -> tuple[EvaluateConfig, dict[str, dict]]:
     """The ensembles of ``ensemble_pairs``, each with ours' weight of the best validation NDCG@10
     among ENSEMBLE_WEIGHTS and the members alone (one evaluation of the validation rows, report in
@@ -186,86 +168,11 @@ def choose_ensembles(cfg: BenchmarkConfig, evaluate: EvaluateConfig) -> tuple[Ev
     for name, (ours, sasrec) in pairs.items():
         ndcg = {1.0: results[ours], 0.0: results[sasrec], **{w: results[f"{name}|{w:g}"] for w in ENSEMBLE_WEIGHTS}}
         ndcg = {w: r["all"]["ndcg@10"]["value"] for w, r in ndcg.items()}
-        w = max(sorted(ndcg), key=ndcg.get)
+        w = max(sorted(w for w in ndcg if w > 0), key=ndcg.get)  # ours in it: SASRec-CE alone is no ensemble
         chosen[name] = EnsembleConfig(members=[ours, sasrec], weights=[w, round(1 - w, 6)])
         said[name] = {METRIC: ndcg[w], "valid_ndcg_by_weight": {f"{k:g}": round(v, 5) for k, v in sorted(ndcg.items())}}
         log.info("ensemble %s: %s with weight %g, %s %g (validation NDCG@10 %.4f)", name, ours, w, sasrec, 1 - w, ndcg[w])
     return evaluate.model_copy(update={"ensembles": chosen}), said
-
-
-def summary(results: dict, info: dict, cfg: BenchmarkConfig) -> str:
-    """The benchmark's headline table. Transfer: per target fraction, the transfer strategy
-    chosen on validation NDCG@10 against SASRec-CE (test NDCG@10); zero-shot against popularity.
-    In-domain: every model against SASRec-CE and popularity, with its training time and epochs."""
-    if cfg.in_domain:
-        return _summary_in_domain(results, info)
-    merged = "merged" in cfg.histories
-    head = ["target users", "best transfer (chosen on validation)", "NDCG@10", "SASRec-CE target only",
-            "SASRec-CE source -> target", *(["SASRec-CE, merged histories"] if merged else []), "best / SASRec-CE",
-            "best / best SASRec-CE", *(["ensemble with SASRec-CE (ours' weight on validation)",
-                                        "ensemble / best SASRec-CE"] if cfg.ensemble else [])]
-    lines = ["## Summary", "", "Test NDCG@10 with 95 % bootstrap intervals; the transfer strategy and the best SASRec-CE",
-             "are chosen on validation NDCG@10, never on test. Ratios: paired bootstrap over the same users, in bold",
-             "where the interval leaves out 1.", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-
-    for fraction in cfg.fractions:
-        best = best_transfer(cfg, info, fraction)
-        sasrec = model_name(SASREC, fraction)
-        sasrecs = sasrec_models(cfg, fraction)
-        best_sasrec = by_validation(sasrecs, info)
-        merged_sasrec = by_validation([m for m in sasrecs if SUFFIX["merged"] in m], info)
-        ensemble = model_name(ENSEMBLE, fraction)
-        lines.append("| " + " | ".join([
-            f"{fraction:.0%}", best or "n/a", _ndcg(results, best), _ndcg(results, sasrec),
-            _ndcg(results, model_name(SASREC_TRANSFER, fraction)),
-            *([f"{_ndcg(results, merged_sasrec)} ({merged_sasrec})"] if merged else []),
-            _ratio(results, best, sasrec), f"{_ratio(results, best, best_sasrec)} (vs {best_sasrec})",
-            *([f"{_ndcg(results, ensemble)} ({info.get(ensemble, {}).get('kind', 'n/a')})",
-               _ratio(results, ensemble, best_sasrec)] if cfg.ensemble else [])]) + " |")
-    free = [m for m in results if strategy_of(m) in TRAINING_FREE]
-    recent = "recent_popularity" in results
-    if free:
-        lines += ["", "| no target training | what it uses of the target | NDCG@10 | popularity | / popularity |"
-                  + (" recent popularity | / recent popularity |" if recent else ""),
-                  "|---|---|---|---|---|" + ("---|---|" if recent else "")]
-        for m in free:
-            uses = ("item texts only" if strategy_of(m) == "zero_shot"
-                    else "item texts + training item counts (prior weight on validation)")
-            if "dynamics" in info.get(m, {}).get("kind", ""):
-                uses = uses.replace(" only", "") + " + recent item shares of its training events (popularity dynamics)"
-            if SUFFIX["merged"] in m:
-                uses += "; histories merged with the other scenarios"
-            if IDS in m:
-                uses += "; source item ids of linked items"
-            uses += "".join(f"; pretrained on {' + '.join(cfg.sources[name])}" for name in cfg.sources
-                            if name in m.split("@")[0].split("+")[1:])
-            lines.append(f"| {m} | {uses} | {_ndcg(results, m)} | {_ndcg(results, 'popularity')} | "
-                         f"{_ratio(results, m, 'popularity')} |" + (
-                             f" {_ndcg(results, 'recent_popularity')} | {_ratio(results, m, 'recent_popularity')} |"
-                             if recent else ""))
-    return "\n".join(lines) + "\n"
-
-
-def _summary_in_domain(results: dict, info: dict) -> str:
-    sasrec = next((m for m, i in info.items() if i.get("kind", "").startswith("ID-only")), None)
-    head = ["model", "items", "epochs (best)", "training", "val NDCG@10", "test NDCG@10", "Recall@10",
-            "/ SASRec-CE", "/ popularity"]
-    lines = ["## Summary", "", "Test NDCG@10 with 95 % bootstrap intervals, full ranking; every model trained with the",
-             "same budget (epochs cap, early stopping on validation NDCG@10, best epoch exported). Ratios:",
-             "paired bootstrap over the same users, in bold where the interval leaves out 1.", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for model, i in info.items():
-        if i.get("kind") == "baseline":
-            continue
-        epochs = f"{i['epochs']} ({i['best_epoch'] + 1})" if i.get("epochs") is not None else "n/a"
-        seconds = f"{i['train_seconds'] / 60:.1f} min" if i.get("train_seconds") is not None else "n/a"
-        val = i.get(METRIC)
-        lines.append("| " + " | ".join([
-            model, i.get("kind", ""), epochs, seconds, "n/a" if val is None else f"{val:.4f}", _ndcg(results, model),
-            f"{results[model]['all']['recall@10']['value']:.4f}", _ratio(results, model, sasrec),
-            _ratio(results, model, "popularity")]) + " |")
-    return "\n".join(lines) + "\n"
 
 
 def run_benchmark(cfg: BenchmarkConfig) -> dict:
@@ -296,30 +203,21 @@ def _run_stages(cfg: BenchmarkConfig) -> dict:
     t0 = time.perf_counter()
     evaluate, said = choose_ensembles(cfg, evaluate)
 
+    best: list[dict] = []
+
     def preface(results: dict, info: dict) -> str:
-        return summary(results, {name: {**i, **said.get(name, {})} for name, i in info.items()}, cfg)
+        info = {name: {**i, **said.get(name, {})} for name, i in info.items()}
+        best[:] = best_ours_rows(results, info, cfg)
+        return summary(results, info, cfg)
 
     with CONSOLE.stage(f"[{n}/{n}] evaluate {len(evaluate.models)} models, {len(evaluate.ensembles)} ensembles and "
                        f"{len(evaluate.baselines)} baselines"):
         out = run_evaluate(evaluate, preface=preface)
     timings["evaluate"] = round(time.perf_counter() - t0, 1)
     io.write_json(io.join(evaluate.out_dir, "benchmark.json"),
-                  {"config": cfg.to_public_dict(), "stage_seconds": timings, "summary": out["preface"],
+                  {"config": cfg.to_public_dict(), "stage_seconds": timings, "summary": out["preface"], "best_ours": best,
                    "ensembles": {name: {**evaluate.ensembles[name].model_dump(), **s} for name, s in said.items()}})
     return {**out, "summary": out["preface"], "stage_seconds": timings}
-
-
-def curves_text(paths: dict) -> str:
-    """Each trained model's validation NDCG@10 by epoch, and where the plot is."""
-    curves = io.read_json(paths["metrics"]).get("curves", {})
-    if not curves:
-        return ""
-    width = max(len(m) for m in curves)
-    lines = [f"learning curves, validation NDCG@10 by epoch (plot: {paths.get('curves_plot')}):"]
-    for model, history in curves.items():
-        values = " ".join(f"{h[METRIC]:.3f}" for h in history)
-        lines.append(f"  {model:<{width}}  {values}")
-    return "\n".join(lines) + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -168,7 +168,12 @@ def test_in_domain_benchmark_compares_item_representations_on_their_own_scenario
     chosen = json.loads(open(f"{tmp_path}/evaluation/benchmark.json").read())["ensembles"]["ensemble:text"]
     by_weight = chosen["valid_ndcg_by_weight"]
     assert len(by_weight) == 7 and chosen["members"] == ["text", "sasrec"]
-    assert by_weight[f"{chosen['weights'][0]:g}"] == max(by_weight.values())
+    # ours is in every ensemble: its weight the best of 0.2 ... 1 (0, SASRec-CE alone, only recorded)
+    assert chosen["weights"][0] > 0 and by_weight[f"{chosen['weights'][0]:g}"] == max(
+        v for w, v in by_weight.items() if w != "0")
+    best = json.loads(open(f"{tmp_path}/evaluation/benchmark.json").read())["best_ours"]
+    assert [(r["fraction"], r["sasrec"]) for r in best] == [(1.0, "sasrec")] and best[0]["ours"] in {"text", "ensemble:text"}
+    assert "### Best of ours against the best SASRec-CE" in out["summary"]
     assert out["info"]["ensemble:text"]["kind"] == f"ensemble: {chosen['weights'][0]:.2f} x text + " \
         f"{chosen['weights'][1]:.2f} x sasrec"
     assert "| ensemble:text | ensemble: " in out["summary"]
