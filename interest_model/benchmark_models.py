@@ -26,7 +26,7 @@ def arms(cfg: BenchmarkConfig) -> dict[str, list[str]]:
         out[DYN] = ["model.item_dynamics=true"]
     if cfg.text_id and cfg.dynamics:
         out[IDS + DYN] = [*out[IDS], *out[DYN]]
-    return {**out, **source_arms(cfg)}
+    return {**out, **source_arms(cfg), **{f"+{name}": overrides for name, overrides in cfg.variants.items()}}
 
 
 def source_arms(cfg: BenchmarkConfig) -> dict[str, list[str]]:

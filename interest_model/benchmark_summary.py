@@ -78,6 +78,8 @@ def summary(results: dict, info: dict, cfg: BenchmarkConfig) -> str:
                 uses += "; source item ids of linked items"
             uses += "".join(f"; pretrained on {' + '.join(cfg.sources[name])}" for name in cfg.sources
                             if name in m.split("@")[0].split("+")[1:])
+            uses += "".join(f"; pretrained with {', '.join(cfg.variants[name])}" for name in cfg.variants
+                            if name in m.split("@")[0].split("+")[1:])
             lines.append(f"| {m} | {uses} | {_ndcg(results, m)} | {_ndcg(results, 'popularity')} | "
                          f"{_ratio(results, m, 'popularity')} |" + (
                              f" {_ndcg(results, 'recent_popularity')} | {_ratio(results, m, 'recent_popularity')} |"

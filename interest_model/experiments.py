@@ -31,7 +31,7 @@ class BenchmarkConfig(JobConfig):
     pretrain config with its overrides: text-only, text + ID, ID-only), the same budget for all."""
 
     HASH_EXCLUDE: ClassVar[tuple[str, ...]] = ("out_dir",)
-    HASH_WHEN_SET: ClassVar[tuple[str, ...]] = ("histories", "text_id", "dynamics", "sources", "ensemble")
+    HASH_WHEN_SET: ClassVar[tuple[str, ...]] = ("histories", "text_id", "dynamics", "sources", "variants", "ensemble")
 
     data: DataSelection  # the prepared data every stage reads (scenarios: their roles in it)
     pretrain: StageConfig
@@ -56,6 +56,11 @@ class BenchmarkConfig(JobConfig):
     # <strategy>+<name>); with sasrec.transfer, SASRec-CE is pretrained on each set too.
     sources: dict[Annotated[str, Field(pattern=r"^[a-z0-9_-]+$")], Annotated[list[str], Field(min_length=1)]] = Field(
         default_factory=dict)
+    # Other pretrainings of ours on the same source: name -> pretrain overrides (another item
+    # encoder, say [model.item_encoder.model=models/all-mpnet-base-v2]), each transferred with every
+    # strategy (models named <strategy>+<name>); SASRec-CE reads no text and is not repeated.
+    variants: dict[Annotated[str, Field(pattern=r"^[a-z0-9_-]+$")], Annotated[list[str], Field(min_length=1)]] = Field(
+        default_factory=dict)
     sasrec: SasrecConfig = SasrecConfig()
     # Ours with the ID model, score-level (evaluate's ensembles): in-domain, every text model with
     # SASRec-CE; transfer, per fraction, the best transfer with the best SASRec-CE (both chosen on
@@ -71,11 +76,13 @@ class BenchmarkConfig(JobConfig):
             raise ValueError("give either transfer (a transfer benchmark) or models (an in-domain one)")
         if self.models and not self.data.scenarios:
             raise ValueError("an in-domain benchmark needs data.scenarios (where its models train and are evaluated)")
-        if self.models and self.sources:
-            raise ValueError("sources are source sets of a transfer benchmark; an in-domain one has none")
-        taken = set(self.sources) & {"ids", "dyn", "merged"}
+        if self.models and (self.sources or self.variants):
+            raise ValueError("sources and variants are arms of a transfer benchmark; an in-domain one lists its models")
+        taken = (set(self.sources) | set(self.variants)) & {"ids", "dyn", "merged"}
         if taken:
-            raise ValueError(f"source set names {sorted(taken)} are taken by other model-name suffixes")
+            raise ValueError(f"source set or variant names {sorted(taken)} are taken by other model-name suffixes")
+        if set(self.sources) & set(self.variants):
+            raise ValueError(f"names {sorted(set(self.sources) & set(self.variants))} are both a source set and a variant")
         return self
 
     @property

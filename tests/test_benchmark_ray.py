@@ -151,6 +151,15 @@ def test_benchmark_plans_every_target_side_model_on_each_history(tiny_prepared):
     assert "sasrec+dyn" in evaluated and "sasrec_source+dyn" not in evaluated
     both = {name for name, _, _ in plan(cfg.model_copy(update={"dynamics": True, "text_id": True}))[0]}
     assert {"pretrained+ids+dyn", "adapter+ids+dyn+merged"} <= both
+    # A variant: one more pretraining of ours (here another pooling), every strategy transferred
+    # from it; SASRec-CE, which reads no text, once.
+    var = {name: stage for name, _, stage in plan(cfg.model_copy(update={"variants": {"cls": [
+        "model.item_encoder.pooling=cls"]}}))[0]}
+    assert var["pretrained+cls"].model.item_encoder.pooling == "cls" and var["pretrained"].model.item_encoder.pooling == "mean"
+    assert var["adapter+cls+merged"].transfer.init_from.endswith("models/pretrained+cls")
+    assert not any(name.startswith("sasrec") and "+cls" in name for name in var)
+    with pytest.raises(ValueError, match="taken"):
+        BenchmarkConfig.load(CONFIGS / "benchmark_s2.yaml", ["variants={ids: [model.use_item_ids=true]}"])
 
 
 def test_in_domain_benchmark_compares_item_representations_on_their_own_scenario(tiny_prepared, ray_cluster,
