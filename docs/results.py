@@ -60,6 +60,23 @@ def _value(value: float, ci: list | None) -> str:
     return f"{value:.4f}" + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")
 
 
+def ratio_panel(ax, rows: list[dict]) -> None:
+    """Best of ours / best SASRec-CE per benchmark, with the paired interval where recorded."""
+    labels = [f"{r['benchmark'].split(' ')[0]} {r['target users']}" for r in rows]
+    values = [r["ratio"][0] for r in rows]
+    err = [[v - (r["ratio"][1] if r["ratio"][1] is not None else v) for v, r in zip(values, rows)],
+           [(r["ratio"][2] if r["ratio"][2] is not None else v) - v for v, r in zip(values, rows)]]
+    y = range(len(rows))
+    ax.barh(y, values, xerr=err, color=[COLOURS["ours"] if v >= 1 else "#d62728" for v in values], capsize=2)
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_yticks(list(y), labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlim(0.6, max(1.3, max(values) + 0.1))
+    ax.set_title("best of ours / best SASRec-CE (on validation)", fontsize=9)
+    ax.tick_params(axis="x", labelsize=7)
+    ax.set_xlabel("test NDCG@10 ratio (paired 95 % interval)", fontsize=7)
+
+
 def colour(label: str) -> str:
     return next((c for key, c in COLOURS.items() if key in label), "#2ca02c")
 
@@ -72,9 +89,10 @@ def plot(results: dict) -> Path:
 
     panels = results["panels"]
     cols = 3
-    rows = -(-len(panels) // cols)
+    rows = -(-(len(panels) + 1) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
-    for ax, panel in zip(axes.flat, panels):
+    ratio_panel(axes.flat[0], results["best_ours"])
+    for ax, panel in zip(list(axes.flat)[1:], panels):
         labels = [b[0] for b in panel["bars"]]
         values = [b[1] for b in panel["bars"]]
         err = [[v - (b[2] or [v, v])[0] for v, b in zip(values, panel["bars"])],
@@ -86,7 +104,7 @@ def plot(results: dict) -> Path:
         ax.set_title(panel["title"], fontsize=9)
         ax.tick_params(axis="x", labelsize=7)
         ax.set_xlabel("test NDCG@10 (95 % interval)", fontsize=7)
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) + 1:]:
         ax.axis("off")
     fig.tight_layout()
     out = HERE / "results.png"
