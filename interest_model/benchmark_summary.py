@@ -47,16 +47,17 @@ def summary(results: dict, info: dict, cfg: BenchmarkConfig) -> str:
              "where the interval leaves out 1.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
+    history = SUFFIX[cfg.histories[0]]  # the SASRec-CE columns: target histories, else merged ones
     for fraction in cfg.fractions:
         best = best_transfer(cfg, info, fraction)
-        sasrec = model_name(SASREC, fraction)
+        sasrec = model_name(SASREC + history, fraction)
         sasrecs = sasrec_models(cfg, fraction)
         best_sasrec = by_validation(sasrecs, info)
         merged_sasrec = by_validation([m for m in sasrecs if SUFFIX["merged"] in m], info)
         ensemble = model_name(ENSEMBLE, fraction)
         lines.append("| " + " | ".join([
             f"{fraction:.0%}", best or "n/a", _ndcg(results, best), _ndcg(results, sasrec),
-            _ndcg(results, model_name(SASREC_TRANSFER, fraction)),
+            _ndcg(results, model_name(SASREC_TRANSFER + history, fraction)),
             *([f"{_ndcg(results, merged_sasrec)} ({merged_sasrec})"] if merged else []),
             _ratio(results, best, sasrec), f"{_ratio(results, best, best_sasrec)} (vs {best_sasrec})",
             *([f"{_ndcg(results, ensemble)} ({info.get(ensemble, {}).get('kind', 'n/a')})",

@@ -55,3 +55,14 @@ def test_in_domain_best_of_ours_is_a_text_model_or_ensemble():
     assert best_ours(cfg, info, 1.0) == "ensemble:text" and best_sasrec(cfg, info, 1.0) == "sasrec"
     results = {m: _entry(0.1) for m in info}
     assert "| 100% | ensemble:text (ensemble: 0.20 x text + 0.80 x sasrec) | 0.1650 |" in summary(results, info, cfg)
+
+
+def test_with_merged_histories_only_the_sasrec_columns_are_the_merged_models():
+    cfg = _cfg("strategies=[adapter]", "fractions=[1.0]", "histories=[merged]")
+    valid = {"adapter+merged": 0.12, "sasrec+merged": 0.11, "sasrec_transfer+merged": 0.13}
+    info = {m: {"kind": "ID-only (SASRec-CE)" if m.startswith("sasrec") else "text", "val_ndcg@10": v}
+            for m, v in valid.items()}
+    results = {"adapter+merged": _entry(0.12), "sasrec+merged": _entry(0.11), "sasrec_transfer+merged": _entry(0.13)}
+    row = next(line for line in summary(results, info, cfg).splitlines() if line.startswith("| 100% | adapter+merged"))
+    assert "n/a" not in row
+    assert "| 0.1100 [0.1000, 0.1200] | 0.1300 [0.1200, 0.1400] |" in row
