@@ -8,6 +8,7 @@ measured figures, each with its date and the command that reproduces it). Edit t
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -101,14 +102,14 @@ def plot(results: dict) -> Path:
         ax.barh(y, values, xerr=err, color=[colour(lbl) for lbl in labels], capsize=2)
         ax.set_yticks(list(y), labels, fontsize=7)
         ax.invert_yaxis()
-        ax.set_title(panel["title"], fontsize=9)
+        ax.set_title(textwrap.fill(panel["title"], 36), fontsize=9)
         ax.tick_params(axis="x", labelsize=7)
         ax.set_xlabel("test NDCG@10 (95 % interval)", fontsize=7)
     for ax in list(axes.flat)[len(panels) + 1:]:
         ax.axis("off")
     fig.tight_layout()
     out = HERE / "results.png"
-    fig.savefig(out, dpi=110)
+    fig.savefig(out, dpi=110, bbox_inches="tight")  # long labels and titles stay in the picture
     plt.close(fig)
     return out
 
